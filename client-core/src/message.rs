@@ -10,6 +10,7 @@
 
 use hush_prekeys::InitialHeader;
 use hush_prekeys::codec::Reader;
+use sha2::{Digest, Sha256};
 
 use crate::error::SessionError;
 
@@ -74,19 +75,27 @@ pub enum Incoming<'a> {
     PreKey {
         /// The handshake header.
         header: Box<InitialHeader>,
+        /// The handshake header's bytes exactly as received.
+        header_bytes: &'a [u8],
         /// The embedded message.
         message: Message<'a>,
     },
 }
 
 impl Incoming<'_> {
-    /// For a prekey message, the initiator's base key, which identifies the session it starts.
-    pub fn base_key(&self) -> Option<[u8; 32]> {
+    /// For a prekey message, the id of the session it starts (see [`handshake_id`]).
+    pub fn handshake_id(&self) -> Option<[u8; 32]> {
         match self {
             Self::Message(_) => None,
-            Self::PreKey { header, .. } => Some(header.base_key),
+            Self::PreKey { header_bytes, .. } => Some(handshake_id(header_bytes)),
         }
     }
+}
+
+/// A session's id: SHA-256 of its encoded initial header. Both sides compute it, and a repeated
+/// prekey message only reaches a session if its header matches byte for byte.
+pub fn handshake_id(initial_header: &[u8]) -> [u8; 32] {
+    Sha256::digest(initial_header).into()
 }
 
 /// Decodes a message of either type.
@@ -102,7 +111,12 @@ pub fn decode(bytes: &[u8]) -> Result<Incoming<'_>, SessionError> {
     match kind {
         TYPE_MESSAGE => read_message(bytes, version, kind, r).map(Incoming::Message),
         TYPE_PREKEY => {
+            let before = r.remaining();
             let header = Box::new(InitialHeader::read(&mut r)?);
+            let header_len = before - r.remaining();
+            let header_bytes = bytes
+                .get(2..2 + header_len)
+                .ok_or(SessionError::Malformed("truncated message"))?;
             let inner = r.rest();
             let mut ir = Reader::new(inner);
             let (v, k) = read_version_type(&mut ir)?;
@@ -112,7 +126,11 @@ pub fn decode(bytes: &[u8]) -> Result<Incoming<'_>, SessionError> {
                 ));
             }
             let message = read_message(inner, v, k, ir)?;
-            Ok(Incoming::PreKey { header, message })
+            Ok(Incoming::PreKey {
+                header,
+                header_bytes,
+                message,
+            })
         }
         _ => Err(SessionError::Malformed("unknown message type")),
     }

@@ -36,7 +36,8 @@ pub enum Role {
 pub struct Session {
     role: Role,
     associated_data: [u8; ASSOCIATED_DATA_LEN],
-    base_key: [u8; 32],
+    /// SHA-256 of the encoded initial header ([`message::handshake_id`]).
+    handshake_id: [u8; 32],
     /// The encoded handshake header, kept by the initiator until it hears back.
     pending_header: Option<Vec<u8>>,
     ratchet: Ratchet,
@@ -63,7 +64,7 @@ impl Session {
         Ok(Self {
             role: Role::Initiator,
             associated_data: hs.associated_data,
-            base_key: hs.header.base_key,
+            handshake_id: message::handshake_id(&header),
             pending_header: Some(header),
             ratchet,
         })
@@ -76,7 +77,12 @@ impl Session {
         prekeys: &mut DevicePrekeys,
         message: &[u8],
     ) -> Result<(Self, Vec<u8>), SessionError> {
-        let Incoming::PreKey { header, message } = message::decode(message)? else {
+        let Incoming::PreKey {
+            header,
+            header_bytes,
+            message,
+        } = message::decode(message)?
+        else {
             return Err(SessionError::Malformed("expected a prekey message"));
         };
         let hs = prekeys.respond(ours, &header)?;
@@ -89,7 +95,7 @@ impl Session {
         let session = Self {
             role: Role::Responder,
             associated_data: hs.associated_data,
-            base_key: hs.base_key,
+            handshake_id: message::handshake_id(header_bytes),
             pending_header: None,
             ratchet,
         };
@@ -129,8 +135,12 @@ impl Session {
     pub fn decrypt(&mut self, message: &[u8]) -> Result<Vec<u8>, SessionError> {
         let message = match message::decode(message)? {
             Incoming::Message(m) => m,
-            Incoming::PreKey { header, message } => {
-                if header.base_key != self.base_key {
+            Incoming::PreKey {
+                header_bytes,
+                message,
+                ..
+            } => {
+                if message::handshake_id(header_bytes) != self.handshake_id {
                     return Err(SessionError::SessionMismatch);
                 }
                 message
@@ -147,9 +157,10 @@ impl Session {
         self.role
     }
 
-    /// The handshake's base key, which identifies this session to prekey messages.
-    pub fn base_key(&self) -> [u8; 32] {
-        self.base_key
+    /// The session's id: SHA-256 of its initial header. A prekey message whose
+    /// [`Incoming::handshake_id`](crate::message::Incoming::handshake_id) equals it belongs here.
+    pub fn handshake_id(&self) -> [u8; 32] {
+        self.handshake_id
     }
 
     /// The peer's 64-byte identity encoding (Ed25519 ‖ X25519), as bound into the session.
@@ -192,7 +203,7 @@ impl Session {
             Role::Responder => 1,
         });
         out.extend_from_slice(&self.associated_data);
-        out.extend_from_slice(&self.base_key);
+        out.extend_from_slice(&self.handshake_id);
         match &self.pending_header {
             Some(h) => {
                 out.push(1);
@@ -242,7 +253,7 @@ impl Session {
             _ => return Err(SessionError::CorruptState("unknown role")),
         };
         let associated_data = r.array().map_err(t)?;
-        let base_key = r.array().map_err(t)?;
+        let handshake_id = r.array().map_err(t)?;
         let pending_header = if read_flag(&mut r)? {
             let len = r.u32().map_err(t)? as usize;
             Some(r.take(len).map_err(t)?.to_vec())
@@ -282,7 +293,7 @@ impl Session {
         Ok(Self {
             role,
             associated_data,
-            base_key,
+            handshake_id,
             pending_header,
             ratchet: Ratchet {
                 root_key,
