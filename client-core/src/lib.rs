@@ -33,6 +33,8 @@ pub mod error;
 pub mod message;
 pub mod ratchet;
 pub mod session;
+#[cfg(test)]
+mod vectors;
 
 pub use error::SessionError;
 pub use session::{Role, Session};

@@ -40,6 +40,8 @@ pub mod kdf;
 pub mod prekey;
 pub mod safety_number;
 pub mod store;
+#[cfg(test)]
+mod vectors;
 
 pub use bundle::{PreKeyBundle, VerifiedBundle};
 pub use error::{BundleError, HandshakeError};
