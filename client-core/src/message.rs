@@ -101,10 +101,7 @@ pub fn handshake_id(initial_header: &[u8]) -> [u8; 32] {
 /// Decodes a message of either type.
 pub fn decode(bytes: &[u8]) -> Result<Incoming<'_>, SessionError> {
     if bytes.len() > MAX_MESSAGE_LEN {
-        return Err(SessionError::TooLarge {
-            len: bytes.len(),
-            limit: MAX_MESSAGE_LEN,
-        });
+        return Err(SessionError::TooLarge { len: bytes.len(), limit: MAX_MESSAGE_LEN });
     }
     let mut r = Reader::new(bytes);
     let (version, kind) = read_version_type(&mut r)?;
@@ -114,38 +111,27 @@ pub fn decode(bytes: &[u8]) -> Result<Incoming<'_>, SessionError> {
             let before = r.remaining();
             let header = Box::new(InitialHeader::read(&mut r)?);
             let header_len = before - r.remaining();
-            let header_bytes = bytes
-                .get(2..2 + header_len)
-                .ok_or(SessionError::Malformed("truncated message"))?;
+            let header_bytes =
+                bytes.get(2..2 + header_len).ok_or(SessionError::Malformed("truncated message"))?;
             let inner = r.rest();
             let mut ir = Reader::new(inner);
             let (v, k) = read_version_type(&mut ir)?;
             if k != TYPE_MESSAGE {
-                return Err(SessionError::Malformed(
-                    "prekey message must embed a message",
-                ));
+                return Err(SessionError::Malformed("prekey message must embed a message"));
             }
             let message = read_message(inner, v, k, ir)?;
-            Ok(Incoming::PreKey {
-                header,
-                header_bytes,
-                message,
-            })
+            Ok(Incoming::PreKey { header, header_bytes, message })
         }
         _ => Err(SessionError::Malformed("unknown message type")),
     }
 }
 
 fn read_version_type(r: &mut Reader<'_>) -> Result<(u8, u8), SessionError> {
-    let version = r
-        .u8()
-        .map_err(|_| SessionError::Malformed("empty message"))?;
+    let version = r.u8().map_err(|_| SessionError::Malformed("empty message"))?;
     if version != MESSAGE_VERSION {
         return Err(SessionError::UnsupportedVersion(version));
     }
-    let kind = r
-        .u8()
-        .map_err(|_| SessionError::Malformed("truncated message"))?;
+    let kind = r.u8().map_err(|_| SessionError::Malformed("truncated message"))?;
     Ok((version, kind))
 }
 
@@ -163,12 +149,7 @@ fn read_message<'a>(
     if ciphertext.len() < TAG_LEN {
         return Err(SessionError::Malformed("truncated message"));
     }
-    let header_bytes = whole
-        .get(..HEADER_LEN)
-        .ok_or(SessionError::Malformed("truncated message"))?;
-    Ok(Message {
-        header: Header { ratchet_key, pn, n },
-        header_bytes,
-        ciphertext,
-    })
+    let header_bytes =
+        whole.get(..HEADER_LEN).ok_or(SessionError::Malformed("truncated message"))?;
+    Ok(Message { header: Header { ratchet_key, pn, n }, header_bytes, ciphertext })
 }

@@ -95,9 +95,7 @@ impl SkippedKeys {
 
     /// Entries oldest first, for serialization.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8; 32], u32, &Key32)> {
-        self.order
-            .iter()
-            .filter_map(|id| self.keys.get(id).map(|mk| (&id.0, id.1, mk)))
+        self.order.iter().filter_map(|id| self.keys.get(id).map(|mk| (&id.0, id.1, mk)))
     }
 }
 
@@ -132,20 +130,14 @@ impl Ratchet {
     ) -> Self {
         let secret = StaticSecret::from(*our_secret);
         let our_public = PublicKey::from(&secret).to_bytes();
-        let dh = Zeroizing::new(
-            secret
-                .diffie_hellman(&PublicKey::from(their_ratchet_key))
-                .to_bytes(),
-        );
+        let dh =
+            Zeroizing::new(secret.diffie_hellman(&PublicKey::from(their_ratchet_key)).to_bytes());
         let (root_key, chain_key) = kdf_rk(sk, &dh);
         Self {
             root_key,
             our_secret,
             our_public,
-            sending: Some(Chain {
-                key: chain_key,
-                n: 0,
-            }),
+            sending: Some(Chain { key: chain_key, n: 0 }),
             previous_sending_n: 0,
             their_public: Some(their_ratchet_key),
             receiving: None,
@@ -178,6 +170,9 @@ impl Ratchet {
         ad: &[u8; ASSOCIATED_DATA_LEN],
     ) -> Result<Vec<u8>, SessionError> {
         if self.sending.is_none() {
+            if self.their_public.is_none() {
+                return Err(SessionError::NotReady);
+            }
             let mut secret = Zeroizing::new([0u8; 32]);
             rng.fill_bytes(secret.as_mut());
             self.sending_step(secret)?;
@@ -187,11 +182,8 @@ impl Ratchet {
             return Err(SessionError::ChainExhausted);
         }
         let (mk, next) = kdf_ck(&chain.key);
-        let header = Header {
-            ratchet_key: self.our_public,
-            pn: self.previous_sending_n,
-            n: chain.n,
-        };
+        let header =
+            Header { ratchet_key: self.our_public, pn: self.previous_sending_n, n: chain.n };
         let out = seal(&mk, ad, &header.encode(), plaintext)?;
         chain.key = next;
         chain.n += 1;
@@ -208,10 +200,7 @@ impl Ratchet {
         self.root_key = root_key;
         self.our_secret = secret;
         self.our_public = our_public;
-        self.sending = Some(Chain {
-            key: chain_key,
-            n: 0,
-        });
+        self.sending = Some(Chain { key: chain_key, n: 0 });
         Ok(())
     }
 
@@ -230,10 +219,7 @@ impl Ratchet {
         }
         // 2. The current receiving chain.
         if self.their_public == Some(h.ratchet_key) {
-            let chain = self
-                .receiving
-                .as_ref()
-                .ok_or(SessionError::DecryptionFailed)?;
+            let chain = self.receiving.as_ref().ok_or(SessionError::DecryptionFailed)?;
             if h.n < chain.n {
                 return Err(SessionError::Duplicate);
             }
@@ -245,10 +231,7 @@ impl Ratchet {
             for (key, n, mk) in skipped {
                 self.skipped.insert(key, n, mk);
             }
-            self.receiving = Some(Chain {
-                key: next,
-                n: next_n,
-            });
+            self.receiving = Some(Chain { key: next, n: next_n });
             return Ok(plaintext);
         }
         // 3. A chain we already moved past: its keys are in the skipped store or gone.
@@ -288,10 +271,7 @@ impl Ratchet {
             self.skipped.insert(key, n, mk);
         }
         self.root_key = root_key;
-        self.receiving = Some(Chain {
-            key: next,
-            n: next_n,
-        });
+        self.receiving = Some(Chain { key: next, n: next_n });
         if let Some(sending) = self.sending.take() {
             self.previous_sending_n = sending.n;
         }
@@ -319,18 +299,14 @@ const fn skip_store_window() -> u32 {
 fn check_skip(from: u32, until: u32) -> Result<(), SessionError> {
     let skip = until.saturating_sub(from);
     if skip > MAX_SKIP {
-        return Err(SessionError::TooFarAhead {
-            skip: u64::from(skip),
-            limit: MAX_SKIP,
-        });
+        return Err(SessionError::TooFarAhead { skip: u64::from(skip), limit: MAX_SKIP });
     }
     Ok(())
 }
 
 /// A sender never uses index 2^32 - 1 (see `encrypt`), so a header claiming it is malformed.
 fn next_index(n: u32) -> Result<u32, SessionError> {
-    n.checked_add(1)
-        .ok_or(SessionError::Malformed("message index out of range"))
+    n.checked_add(1).ok_or(SessionError::Malformed("message index out of range"))
 }
 
 /// Steps `ck` (at index `from`) to index `until`, collecting the skipped keys worth keeping, and
@@ -375,13 +351,7 @@ pub(crate) fn kdf_ck(chain_key: &[u8; 32]) -> (Key32, Key32) {
     #[allow(clippy::expect_used, reason = "HMAC accepts keys of any length")]
     let mac =
         <Hmac<Sha256> as KeyInit>::new_from_slice(chain_key).expect("HMAC takes any key length");
-    let mk = Zeroizing::new(
-        mac.clone()
-            .chain_update([0x01])
-            .finalize()
-            .into_bytes()
-            .into(),
-    );
+    let mk = Zeroizing::new(mac.clone().chain_update([0x01]).finalize().into_bytes().into());
     let next = Zeroizing::new(mac.chain_update([0x02]).finalize().into_bytes().into());
     (mk, next)
 }
@@ -433,10 +403,7 @@ fn seal(
     // ChaCha20-Poly1305 only fails past 256 GiB of plaintext.
     let tag = cipher
         .encrypt_inout_detached(&nonce, &full_ad(ad, header), body.into())
-        .map_err(|_| SessionError::TooLarge {
-            len: pt.len(),
-            limit: MAX_PLAINTEXT_LEN,
-        })?;
+        .map_err(|_| SessionError::TooLarge { len: pt.len(), limit: MAX_PLAINTEXT_LEN })?;
     out.extend_from_slice(&tag);
     Ok(out)
 }
@@ -448,21 +415,16 @@ fn open(
     header: &[u8],
     ct: &[u8],
 ) -> Result<Vec<u8>, SessionError> {
-    let split = ct
-        .len()
-        .checked_sub(TAG_LEN)
-        .ok_or(SessionError::DecryptionFailed)?;
+    let split = ct.len().checked_sub(TAG_LEN).ok_or(SessionError::DecryptionFailed)?;
+    if split > MAX_PLAINTEXT_LEN {
+        return Err(SessionError::TooLarge { len: split, limit: MAX_PLAINTEXT_LEN });
+    }
     let (body, tag) = ct.split_at(split);
     let tag = Tag::try_from(tag).map_err(|_| SessionError::DecryptionFailed)?;
     let (cipher, nonce) = aead_for(mk);
     let mut out = body.to_vec();
     cipher
-        .decrypt_inout_detached(
-            &nonce,
-            &full_ad(ad, header),
-            out.as_mut_slice().into(),
-            &tag,
-        )
+        .decrypt_inout_detached(&nonce, &full_ad(ad, header), out.as_mut_slice().into(), &tag)
         .map_err(|_| SessionError::DecryptionFailed)?;
     Ok(out)
 }

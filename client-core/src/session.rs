@@ -77,12 +77,7 @@ impl Session {
         prekeys: &mut DevicePrekeys,
         message: &[u8],
     ) -> Result<(Self, Vec<u8>), SessionError> {
-        let Incoming::PreKey {
-            header,
-            header_bytes,
-            message,
-        } = message::decode(message)?
-        else {
+        let Incoming::PreKey { header, header_bytes, message } = message::decode(message)? else {
             return Err(SessionError::Malformed("expected a prekey message"));
         };
         let hs = prekeys.respond(ours, &header)?;
@@ -110,14 +105,9 @@ impl Session {
         plaintext: &[u8],
     ) -> Result<Vec<u8>, SessionError> {
         if plaintext.len() > MAX_PLAINTEXT_LEN {
-            return Err(SessionError::TooLarge {
-                len: plaintext.len(),
-                limit: MAX_PLAINTEXT_LEN,
-            });
+            return Err(SessionError::TooLarge { len: plaintext.len(), limit: MAX_PLAINTEXT_LEN });
         }
-        let inner = self
-            .ratchet
-            .encrypt(rng, plaintext, &self.associated_data)?;
+        let inner = self.ratchet.encrypt(rng, plaintext, &self.associated_data)?;
         Ok(match &self.pending_header {
             None => inner,
             Some(header) => {
@@ -135,11 +125,7 @@ impl Session {
     pub fn decrypt(&mut self, message: &[u8]) -> Result<Vec<u8>, SessionError> {
         let message = match message::decode(message)? {
             Incoming::Message(m) => m,
-            Incoming::PreKey {
-                header_bytes,
-                message,
-                ..
-            } => {
+            Incoming::PreKey { header_bytes, message, .. } => {
                 if message::handshake_id(header_bytes) != self.handshake_id {
                     return Err(SessionError::SessionMismatch);
                 }
@@ -265,19 +251,14 @@ impl Session {
         let our_public = r.array().map_err(t)?;
         let sending = read_chain(&mut r)?;
         let previous_sending_n = r.u32().map_err(t)?;
-        let their_public = if read_flag(&mut r)? {
-            Some(r.array().map_err(t)?)
-        } else {
-            None
-        };
+        let their_public = if read_flag(&mut r)? { Some(r.array().map_err(t)?) } else { None };
         let receiving = read_chain(&mut r)?;
         let previous_count = usize::from(r.u8().map_err(t)?);
         if previous_count > MAX_PREVIOUS_RATCHET_KEYS {
             return Err(SessionError::CorruptState("too many previous ratchet keys"));
         }
-        let previous_theirs = (0..previous_count)
-            .map(|_| r.array().map_err(t))
-            .collect::<Result<_, _>>()?;
+        let previous_theirs =
+            (0..previous_count).map(|_| r.array().map_err(t)).collect::<Result<_, _>>()?;
         let skipped_count = r.u32().map_err(t)? as usize;
         if skipped_count > MAX_SKIPPED_KEYS {
             return Err(SessionError::CorruptState("too many skipped keys"));
@@ -288,8 +269,7 @@ impl Session {
             let n = r.u32().map_err(t)?;
             skipped.insert(key, n, Zeroizing::new(r.array().map_err(t)?));
         }
-        r.finish()
-            .map_err(|_| SessionError::CorruptState("trailing bytes"))?;
+        r.finish().map_err(|_| SessionError::CorruptState("trailing bytes"))?;
         Ok(Self {
             role,
             associated_data,

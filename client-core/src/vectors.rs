@@ -53,14 +53,9 @@ fn send(
     let root_before = *r.root_key;
     let mut step = Value::Null;
     if let Some(s) = secret {
-        assert!(
-            r.sending.is_none(),
-            "a step secret was given but no step is due"
-        );
+        assert!(r.sending.is_none(), "a step secret was given but no step is due");
         let their = r.their_public.unwrap();
-        let dh = StaticSecret::from(s)
-            .diffie_hellman(&PublicKey::from(their))
-            .to_bytes();
+        let dh = StaticSecret::from(s).diffie_hellman(&PublicKey::from(their)).to_bytes();
         let (root, ck) = kdf_rk(&root_before, &dh);
         step = json!({
             "new_ratchet_secret": hex::encode(s),
@@ -78,9 +73,7 @@ fn send(
     // No step is due now, so the RNG is never touched.
     let mut never = ChaCha20Rng::from_seed([0; 32]);
     let bytes = r.encrypt(&mut never, plaintext, &AD).unwrap();
-    let Incoming::Message(m) = message::decode(&bytes).unwrap() else {
-        unreachable!()
-    };
+    let Incoming::Message(m) = message::decode(&bytes).unwrap() else { unreachable!() };
     let v = json!({
         "sender": sender,
         "sending_step": step,
@@ -96,9 +89,7 @@ fn send(
 }
 
 fn receive(r: &mut Ratchet, bytes: &[u8], expect: &[u8]) {
-    let Incoming::Message(m) = message::decode(bytes).unwrap() else {
-        unreachable!()
-    };
+    let Incoming::Message(m) = message::decode(bytes).unwrap() else { unreachable!() };
     assert_eq!(r.decrypt(&m, &AD).unwrap(), expect);
 }
 
@@ -146,11 +137,7 @@ fn ratchet_vector() -> Value {
         };
         for &d in deliver {
             let (bytes, text) = &wire[d];
-            let receiver = if plan[d].0 == "alice" {
-                &mut bob
-            } else {
-                &mut alice
-            };
+            let receiver = if plan[d].0 == "alice" { &mut bob } else { &mut alice };
             receive(receiver, bytes, text.as_bytes());
         }
     }
@@ -234,8 +221,5 @@ fn committed_session_state_still_loads() {
     let alice = Session::from_bytes(&bytes("alice_state")).unwrap();
     assert_eq!(*alice.to_bytes(), bytes("alice_state"));
     let prekeys = DevicePrekeys::from_state_bytes(&bytes("bob_prekey_state_after_accept")).unwrap();
-    assert_eq!(
-        *prekeys.to_state_bytes(),
-        bytes("bob_prekey_state_after_accept")
-    );
+    assert_eq!(*prekeys.to_state_bytes(), bytes("bob_prekey_state_after_accept"));
 }

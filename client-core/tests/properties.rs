@@ -1,12 +1,7 @@
 //! Property tests on real sessions: random interleavings of sends in both directions with loss,
 //! reordering, duplication, bit flips and save/restore at random points; and every decoder on
 //! arbitrary bytes.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::needless_range_loop
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::needless_range_loop)]
 
 mod common;
 

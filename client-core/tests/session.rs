@@ -78,10 +78,7 @@ fn replayed_initial_message_never_creates_a_second_session() {
     let err = Session::accept(&p.bob_id, &mut p.bob_prekeys, &replay).unwrap_err();
     assert_eq!(err.code(), "replayed_handshake");
     // Routed to the existing session instead, it is a duplicate.
-    assert_eq!(
-        p.bob.decrypt(&replay).unwrap_err().code(),
-        "duplicate_message"
-    );
+    assert_eq!(p.bob.decrypt(&replay).unwrap_err().code(), "duplicate_message");
 }
 
 #[test]
@@ -105,11 +102,7 @@ fn first_message(seed: u64, one_time: bool) -> Vec<u8> {
     bob_prekeys.generate_one_time_prekeys(&mut rng, 2);
     bob_prekeys.generate_kem_prekeys(&mut rng, &bob_id, KemPreKeyKind::OneTime, 2);
     bob_prekeys.generate_kem_prekeys(&mut rng, &bob_id, KemPreKeyKind::LastResort, 1);
-    let bundle = bob_prekeys
-        .bundle(&bob_id, one_time)
-        .unwrap()
-        .verify()
-        .unwrap();
+    let bundle = bob_prekeys.bundle(&bob_id, one_time).unwrap().verify().unwrap();
     let mut alice = Session::initiate(&mut rng, &alice_id, &bundle).unwrap();
     alice.encrypt(&mut rng, b"first").unwrap()
 }
@@ -131,11 +124,7 @@ fn failed_first_message_consumes_nothing() {
     m[last] ^= 1;
     let err = Session::accept(&bob_id, &mut prekeys, &m).unwrap_err();
     assert_eq!(err, SessionError::DecryptionFailed);
-    assert_eq!(
-        *prekeys.to_state_bytes(),
-        *before,
-        "prekey state changed by a failed accept"
-    );
+    assert_eq!(*prekeys.to_state_bytes(), *before, "prekey state changed by a failed accept");
     m[last] ^= 1;
     let (_, pt) = Session::accept(&bob_id, &mut prekeys, &m).unwrap();
     assert_eq!(pt, b"hello");
@@ -146,9 +135,7 @@ fn failed_first_message_consumes_nothing() {
 #[test]
 fn out_of_order_within_and_across_chains() {
     let mut p = established(7);
-    let a: Vec<_> = (0..5u8)
-        .map(|i| p.alice.encrypt(&mut p.rng, &[i]).unwrap())
-        .collect();
+    let a: Vec<_> = (0..5u8).map(|i| p.alice.encrypt(&mut p.rng, &[i]).unwrap()).collect();
     // Deliver 4, 0, 2 on the current chain.
     for i in [4usize, 0, 2] {
         assert_eq!(p.bob.decrypt(&a[i]).unwrap(), [i as u8]);
@@ -170,9 +157,7 @@ fn out_of_order_within_and_across_chains() {
 #[test]
 fn messages_from_an_old_chain_whose_pn_was_announced_are_still_readable() {
     let mut p = established(8);
-    let old: Vec<_> = (0..3u8)
-        .map(|i| p.alice.encrypt(&mut p.rng, &[i]).unwrap())
-        .collect();
+    let old: Vec<_> = (0..3u8).map(|i| p.alice.encrypt(&mut p.rng, &[i]).unwrap()).collect();
     // Bob gets only old[0], replies; Alice's next message announces pn = 3.
     p.bob.decrypt(&old[0]).unwrap();
     let r = p.bob.encrypt(&mut p.rng, b"r").unwrap();
@@ -211,16 +196,10 @@ fn a_jump_of_exactly_max_skip_is_accepted_and_storage_stays_bounded() {
     // The newest skipped keys were kept, the oldest dropped.
     let newest = &msgs[MAX_SKIP as usize - 1];
     assert_eq!(p.bob.decrypt(newest).unwrap(), (MAX_SKIP - 1).to_be_bytes());
-    assert_eq!(
-        p.bob.decrypt(&msgs[0]).unwrap_err(),
-        SessionError::Duplicate
-    );
+    assert_eq!(p.bob.decrypt(&msgs[0]).unwrap_err(), SessionError::Duplicate);
     let boundary = MAX_SKIP as usize - MAX_SKIPPED_KEYS;
     assert!(p.bob.decrypt(&msgs[boundary]).is_ok());
-    assert_eq!(
-        p.bob.decrypt(&msgs[boundary - 1]).unwrap_err(),
-        SessionError::Duplicate
-    );
+    assert_eq!(p.bob.decrypt(&msgs[boundary - 1]).unwrap_err(), SessionError::Duplicate);
 }
 
 #[test]
@@ -233,11 +212,7 @@ fn tampering_anywhere_is_rejected_and_state_is_untouched() {
             let mut bad = m.clone();
             bad[i] ^= bit;
             assert!(p.bob.decrypt(&bad).is_err(), "flip at byte {i} accepted");
-            assert_eq!(
-                *p.bob.to_bytes(),
-                *before,
-                "state changed by flip at byte {i}"
-            );
+            assert_eq!(*p.bob.to_bytes(), *before, "state changed by flip at byte {i}");
         }
     }
     assert_eq!(p.bob.decrypt(&m).unwrap(), b"tamper with me");
@@ -261,10 +236,7 @@ fn size_limits() {
     let m = p.alice.encrypt(&mut p.rng, &max).unwrap();
     assert_eq!(p.bob.decrypt(&m).unwrap(), max);
     let too_big = vec![7u8; hush_core::message::MAX_PLAINTEXT_LEN + 1];
-    assert_eq!(
-        p.alice.encrypt(&mut p.rng, &too_big).unwrap_err().code(),
-        "too_large"
-    );
+    assert_eq!(p.alice.encrypt(&mut p.rng, &too_big).unwrap_err().code(), "too_large");
     let huge = vec![1u8; hush_core::message::MAX_MESSAGE_LEN + 1];
     assert_eq!(p.bob.decrypt(&huge).unwrap_err().code(), "too_large");
 }
@@ -284,18 +256,13 @@ fn garbage_gets_typed_errors() {
     }
     let mut header_only = p.alice.encrypt(&mut p.rng, b"").unwrap();
     header_only.truncate(42 + 15);
-    assert_eq!(
-        p.bob.decrypt(&header_only).unwrap_err().code(),
-        "malformed_message"
-    );
+    assert_eq!(p.bob.decrypt(&header_only).unwrap_err().code(), "malformed_message");
 }
 
 #[test]
 fn save_and_restore_mid_conversation() {
     let mut p = established(16);
-    let pending: Vec<_> = (0..3u8)
-        .map(|i| p.alice.encrypt(&mut p.rng, &[i]).unwrap())
-        .collect();
+    let pending: Vec<_> = (0..3u8).map(|i| p.alice.encrypt(&mut p.rng, &[i]).unwrap()).collect();
     p.bob.decrypt(&pending[2]).unwrap();
     let alice_state = p.alice.to_bytes();
     let bob_state = p.bob.to_bytes();
@@ -316,28 +283,16 @@ fn corrupt_state_is_rejected() {
     let state = p.bob.to_bytes();
     let mut bad = state.to_vec();
     bad[0] = 2;
-    assert_eq!(
-        Session::from_bytes(&bad).unwrap_err().code(),
-        "unsupported_state_version"
-    );
+    assert_eq!(Session::from_bytes(&bad).unwrap_err().code(), "unsupported_state_version");
     for cut in [1, 10, state.len() - 1] {
-        assert_eq!(
-            Session::from_bytes(&state[..cut]).unwrap_err().code(),
-            "corrupt_state"
-        );
+        assert_eq!(Session::from_bytes(&state[..cut]).unwrap_err().code(), "corrupt_state");
     }
     let mut trailing = state.to_vec();
     trailing.push(0);
-    assert_eq!(
-        Session::from_bytes(&trailing).unwrap_err().code(),
-        "corrupt_state"
-    );
+    assert_eq!(Session::from_bytes(&trailing).unwrap_err().code(), "corrupt_state");
     let mut bad_role = state.to_vec();
     bad_role[1] = 5;
-    assert_eq!(
-        Session::from_bytes(&bad_role).unwrap_err().code(),
-        "corrupt_state"
-    );
+    assert_eq!(Session::from_bytes(&bad_role).unwrap_err().code(), "corrupt_state");
 }
 
 #[test]
@@ -348,24 +303,14 @@ fn debug_output_never_contains_secrets() {
     let m = p.alice.encrypt(&mut p.rng, b"m").unwrap();
     p.bob.decrypt(&m).unwrap();
     assert_eq!(p.bob.skipped_key_count(), 1);
-    let dbg = format!(
-        "{:?} {:?} {:?} {:?}",
-        p.bob, p.alice, p.bob_prekeys, p.bob_id
-    );
+    let dbg = format!("{:?} {:?} {:?} {:?}", p.bob, p.alice, p.bob_prekeys, p.bob_id);
     // Structural: no byte arrays and no hex run longer than the 12-character public-key prefixes.
     let bytes = dbg.as_bytes();
-    let array_like = bytes
-        .windows(3)
-        .any(|w| w[0].is_ascii_digit() && w[1] == b',' && w[2] == b' ')
-        && dbg
-            .split(", ")
-            .any(|part| part.starts_with(|c: char| c.is_ascii_digit()));
+    let array_like =
+        bytes.windows(3).any(|w| w[0].is_ascii_digit() && w[1] == b',' && w[2] == b' ')
+            && dbg.split(", ").any(|part| part.starts_with(|c: char| c.is_ascii_digit()));
     assert!(!array_like, "looks like a byte array: {dbg}");
-    let longest_hex = dbg
-        .split(|c: char| !c.is_ascii_hexdigit())
-        .map(str::len)
-        .max()
-        .unwrap_or(0);
+    let longest_hex = dbg.split(|c: char| !c.is_ascii_hexdigit()).map(str::len).max().unwrap_or(0);
     assert!(longest_hex <= 12, "long hex run in Debug output: {dbg}");
     // Specific: the root key (right after the fixed prefix of the state) is nowhere.
     let state = p.bob.to_bytes();

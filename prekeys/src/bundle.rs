@@ -60,10 +60,9 @@ impl PreKeyBundle {
         if bytes.len() != BUNDLE_LEN_WITHOUT_ONE_TIME && bytes.len() != BUNDLE_LEN_WITH_ONE_TIME {
             // Check the version first so a future, longer format reports the right error.
             return match bytes.first() {
-                Some(&v) if v != BUNDLE_VERSION => Err(BundleError::UnsupportedVersion {
-                    what: "bundle",
-                    version: v,
-                }),
+                Some(&v) if v != BUNDLE_VERSION => {
+                    Err(BundleError::UnsupportedVersion { what: "bundle", version: v })
+                }
                 _ => Err(BundleError::InvalidLength { what: "bundle" }),
             };
         }
@@ -71,33 +70,24 @@ impl PreKeyBundle {
         let len = BundleError::InvalidLength { what: "bundle" };
         let version = r.u8().map_err(|_| len.clone())?;
         if version != BUNDLE_VERSION {
-            return Err(BundleError::UnsupportedVersion {
-                what: "bundle",
-                version,
-            });
+            return Err(BundleError::UnsupportedVersion { what: "bundle", version });
         }
         let identity = IdentityKey::read_signed(&mut r)?;
         let signed_prekey = SignedPreKey::read(&mut r)?;
         let flags = r.u8().map_err(|_| len.clone())?;
         if flags & !FLAG_ONE_TIME != 0 {
-            return Err(BundleError::Malformed {
-                what: "bundle",
-                reason: "unknown flag bits",
-            });
+            return Err(BundleError::Malformed { what: "bundle", reason: "unknown flag bits" });
         }
-        let one_time_prekey = if flags & FLAG_ONE_TIME != 0 {
-            Some(OneTimePreKey::read(&mut r)?)
-        } else {
-            None
-        };
+        let has_one_time = flags & FLAG_ONE_TIME != 0;
+        let expected =
+            if has_one_time { BUNDLE_LEN_WITH_ONE_TIME } else { BUNDLE_LEN_WITHOUT_ONE_TIME };
+        if bytes.len() != expected {
+            return Err(len);
+        }
+        let one_time_prekey = if has_one_time { Some(OneTimePreKey::read(&mut r)?) } else { None };
         let kem_prekey = KemPreKey::read(&mut r)?;
         r.finish().map_err(|_| len)?;
-        Ok(Self {
-            identity,
-            signed_prekey,
-            one_time_prekey,
-            kem_prekey,
-        })
+        Ok(Self { identity, signed_prekey, one_time_prekey, kem_prekey })
     }
 
     /// Verifies every signature and key in the bundle.
@@ -105,10 +95,7 @@ impl PreKeyBundle {
         self.signed_prekey.verify(&self.identity)?;
         self.kem_prekey.verify(&self.identity)?;
         let kem_key = self.kem_prekey.encapsulation_key()?;
-        Ok(VerifiedBundle {
-            bundle: self,
-            kem_key,
-        })
+        Ok(VerifiedBundle { bundle: self, kem_key })
     }
 }
 

@@ -64,11 +64,7 @@ impl<'a> Reader<'a> {
 
     /// Succeeds only if every byte was consumed.
     pub fn finish(self) -> Result<(), Truncated> {
-        if self.rest.is_empty() {
-            Ok(())
-        } else {
-            Err(Truncated)
-        }
+        if self.rest.is_empty() { Ok(()) } else { Err(Truncated) }
     }
 }
 

@@ -90,23 +90,12 @@ impl InitialHeader {
 
     /// Encoded length in bytes.
     pub fn encoded_len(&self) -> usize {
-        128 + 32
-            + 4
-            + 1
-            + if self.one_time_prekey_id.is_some() {
-                4
-            } else {
-                0
-            }
-            + 4
-            + 1088
+        128 + 32 + 4 + 1 + if self.one_time_prekey_id.is_some() { 4 } else { 0 } + 4 + 1088
     }
 
     /// Reads one header from `r`, verifying the initiator's identity binding.
     pub fn read(r: &mut Reader<'_>) -> Result<Self, BundleError> {
-        let len = BundleError::InvalidLength {
-            what: "initial header",
-        };
+        let len = BundleError::InvalidLength { what: "initial header" };
         let identity = IdentityKey::read_signed(r)?;
         let base_key = r.array().map_err(|_| len.clone())?;
         let signed_prekey_id = r.u32().map_err(|_| len.clone())?;
@@ -117,11 +106,8 @@ impl InitialHeader {
                 reason: "unknown flag bits",
             });
         }
-        let one_time_prekey_id = if flags & FLAG_ONE_TIME != 0 {
-            Some(r.u32().map_err(|_| len.clone())?)
-        } else {
-            None
-        };
+        let one_time_prekey_id =
+            if flags & FLAG_ONE_TIME != 0 { Some(r.u32().map_err(|_| len.clone())?) } else { None };
         let kem_prekey_id = r.u32().map_err(|_| len.clone())?;
         let kem_ciphertext = Box::new(r.array::<KEM_CIPHERTEXT_LEN>().map_err(|_| len)?);
         Ok(Self {
@@ -183,18 +169,14 @@ pub(crate) fn initiate_with(
     let b = bundle.bundle();
     let ephemeral = StaticSecret::from(*ephemeral_secret);
     let base_key = XPublicKey::from(&ephemeral).to_bytes();
-    let (ct, ss) = bundle
-        .kem_key()
-        .encapsulate_deterministic(&(*kem_randomness).into());
+    let (ct, ss) = bundle.kem_key().encapsulate_deterministic(&(*kem_randomness).into());
 
     let spk = XPublicKey::from(b.signed_prekey.public);
     let dh1 = ours.diffie_hellman(&b.signed_prekey.public);
     let dh2 = ephemeral.diffie_hellman(&XPublicKey::from(b.identity.dh_key()));
     let dh3 = ephemeral.diffie_hellman(&spk);
-    let dh4 = b
-        .one_time_prekey
-        .as_ref()
-        .map(|k| ephemeral.diffie_hellman(&XPublicKey::from(k.public)));
+    let dh4 =
+        b.one_time_prekey.as_ref().map(|k| ephemeral.diffie_hellman(&XPublicKey::from(k.public)));
     let mut dhs = vec![dh1, dh2, dh3];
     dhs.extend(dh4);
     let shared_secret = derive_secret(&dhs, ss.as_slice())?;
@@ -274,11 +256,9 @@ impl DevicePrekeys {
             return Err(HandshakeError::Replayed);
         }
         let opk = match header.one_time_prekey_id {
-            Some(id) => Some(
-                self.one_time
-                    .get(&id)
-                    .ok_or(HandshakeError::UnknownOneTimePreKey(id))?,
-            ),
+            Some(id) => {
+                Some(self.one_time.get(&id).ok_or(HandshakeError::UnknownOneTimePreKey(id))?)
+            }
             None => None,
         };
         let kem = self
@@ -319,13 +299,8 @@ impl DevicePrekeys {
             .signed
             .iter()
             .position(|r| r.public.id == accepted.signed_prekey_id)
-            .ok_or(HandshakeError::UnknownSignedPreKey(
-                accepted.signed_prekey_id,
-            ))?;
-        let seen = self
-            .signed
-            .get(spk_index)
-            .map(|r| r.seen.contains(&accepted.base_key));
+            .ok_or(HandshakeError::UnknownSignedPreKey(accepted.signed_prekey_id))?;
+        let seen = self.signed.get(spk_index).map(|r| r.seen.contains(&accepted.base_key));
         if seen != Some(false) {
             return Err(HandshakeError::Replayed);
         }
@@ -376,7 +351,5 @@ fn derive_secret(
         ikm.extend_from_slice(dh.as_bytes());
     }
     ikm.extend_from_slice(kem_secret);
-    Ok(SharedSecret(*hkdf_sha256::<32>(
-        &[0u8; 32], &ikm, PQXDH_INFO,
-    )))
+    Ok(SharedSecret(*hkdf_sha256::<32>(&[0u8; 32], &ikm, PQXDH_INFO)))
 }

@@ -73,33 +73,22 @@ impl IdentityKey {
     pub fn decode_signed(bytes: &[u8]) -> Result<Self, BundleError> {
         let mut r = Reader::new(bytes);
         let identity = Self::read_signed(&mut r)?;
-        r.finish().map_err(|_| BundleError::InvalidLength {
-            what: "identity key",
-        })?;
+        r.finish().map_err(|_| BundleError::InvalidLength { what: "identity key" })?;
         Ok(identity)
     }
 
     /// Reads a signed identity from `r`, verifying the binding signature.
     pub(crate) fn read_signed(r: &mut Reader<'_>) -> Result<Self, BundleError> {
-        let len = BundleError::InvalidLength {
-            what: "identity key",
-        };
+        let len = BundleError::InvalidLength { what: "identity key" };
         let ed: [u8; 32] = r.array().map_err(|_| len.clone())?;
         let dh: [u8; 32] = r.array().map_err(|_| len.clone())?;
         let binding: [u8; 64] = r.array().map_err(|_| len)?;
-        let signing = VerifyingKey::from_bytes(&ed).map_err(|_| BundleError::InvalidKey {
-            what: "identity signing key",
-        })?;
+        let signing = VerifyingKey::from_bytes(&ed)
+            .map_err(|_| BundleError::InvalidKey { what: "identity signing key" })?;
         if signing.is_weak() {
-            return Err(BundleError::InvalidKey {
-                what: "identity signing key",
-            });
+            return Err(BundleError::InvalidKey { what: "identity signing key" });
         }
-        let identity = Self {
-            signing,
-            dh,
-            binding,
-        };
+        let identity = Self { signing, dh, binding };
         identity.verify(&binding_message(&dh), &binding, "identity binding")?;
         Ok(identity)
     }
@@ -113,9 +102,7 @@ impl IdentityKey {
         what: &'static str,
     ) -> Result<(), BundleError> {
         let sig = Signature::from_bytes(signature);
-        self.signing
-            .verify_strict(message, &sig)
-            .map_err(|_| BundleError::BadSignature { what })
+        self.signing.verify_strict(message, &sig).map_err(|_| BundleError::BadSignature { what })
     }
 }
 
@@ -156,16 +143,8 @@ impl IdentityKeyPair {
         let dh = StaticSecret::from(*x25519_secret);
         let dh_public = XPublicKey::from(&dh).to_bytes();
         let binding = signing.sign(&binding_message(&dh_public)).to_bytes();
-        let public = IdentityKey {
-            signing: signing.verifying_key(),
-            dh: dh_public,
-            binding,
-        };
-        Self {
-            signing,
-            dh,
-            public,
-        }
+        let public = IdentityKey { signing: signing.verifying_key(), dh: dh_public, binding };
+        Self { signing, dh, public }
     }
 
     /// The public identity.
@@ -195,15 +174,10 @@ impl IdentityKeyPair {
     /// Restores an identity saved by [`IdentityKeyPair::to_state_bytes`].
     pub fn from_state_bytes(bytes: &[u8]) -> Result<Self, BundleError> {
         let mut r = Reader::new(bytes);
-        let len = BundleError::InvalidLength {
-            what: "identity state",
-        };
+        let len = BundleError::InvalidLength { what: "identity state" };
         let version = r.u8().map_err(|_| len.clone())?;
         if version != IDENTITY_STATE_VERSION {
-            return Err(BundleError::UnsupportedVersion {
-                what: "identity state",
-                version,
-            });
+            return Err(BundleError::UnsupportedVersion { what: "identity state", version });
         }
         let ed = Zeroizing::new(r.array::<32>().map_err(|_| len.clone())?);
         let x = Zeroizing::new(r.array::<32>().map_err(|_| len.clone())?);
@@ -214,9 +188,7 @@ impl IdentityKeyPair {
 
 impl std::fmt::Debug for IdentityKeyPair {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IdentityKeyPair")
-            .field("public", &self.public)
-            .finish_non_exhaustive()
+        f.debug_struct("IdentityKeyPair").field("public", &self.public).finish_non_exhaustive()
     }
 }
 
@@ -226,12 +198,7 @@ fn binding_message(dh_public: &[u8; 32]) -> Vec<u8> {
 
 /// The first bytes of a public value as hex, for `Debug` output that identifies without dumping.
 pub(crate) fn hex_prefix(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .take(6)
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>()
-        + "…"
+    bytes.iter().take(6).map(|b| format!("{b:02x}")).collect::<String>() + "…"
 }
 
 #[cfg(test)]
@@ -249,15 +216,9 @@ mod tests {
         for i in 0..enc.len() {
             let mut bad = enc;
             bad[i] ^= 0x01;
-            assert!(
-                IdentityKey::decode_signed(&bad).is_err(),
-                "flip at byte {i} accepted"
-            );
+            assert!(IdentityKey::decode_signed(&bad).is_err(), "flip at byte {i} accepted");
         }
-        assert_eq!(
-            IdentityKey::decode_signed(&enc[..127]).unwrap_err().code(),
-            "invalid_length"
-        );
+        assert_eq!(IdentityKey::decode_signed(&enc[..127]).unwrap_err().code(), "invalid_length");
     }
 
     #[test]

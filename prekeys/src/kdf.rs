@@ -12,11 +12,7 @@ pub fn hkdf_sha256<const N: usize>(salt: &[u8], ikm: &[u8], info: &[u8]) -> Zero
     const { assert!(N <= 255 * 32, "HKDF-SHA256 output is limited to 8160 bytes") };
     let mut out = Zeroizing::new([0u8; N]);
     let hk = Hkdf::<Sha256>::new(Some(salt), ikm);
-    #[allow(
-        clippy::expect_used,
-        reason = "N <= 255*32 is asserted at compile time above"
-    )]
-    hk.expand(info, out.as_mut())
-        .expect("HKDF output length is within bounds");
+    #[allow(clippy::expect_used, reason = "N <= 255*32 is asserted at compile time above")]
+    hk.expand(info, out.as_mut()).expect("HKDF output length is within bounds");
     out
 }

@@ -86,9 +86,7 @@ impl SignedPreKey {
     pub fn decode(bytes: &[u8]) -> Result<Self, BundleError> {
         let mut r = Reader::new(bytes);
         let k = Self::read(&mut r)?;
-        r.finish().map_err(|_| BundleError::InvalidLength {
-            what: "signed prekey",
-        })?;
+        r.finish().map_err(|_| BundleError::InvalidLength { what: "signed prekey" })?;
         Ok(k)
     }
 
@@ -101,9 +99,7 @@ impl SignedPreKey {
                 signature: r.array()?,
             })
         };
-        read(r).map_err(|_| BundleError::InvalidLength {
-            what: "signed prekey",
-        })
+        read(r).map_err(|_| BundleError::InvalidLength { what: "signed prekey" })
     }
 }
 
@@ -144,33 +140,21 @@ impl OneTimePreKey {
     pub fn decode(bytes: &[u8]) -> Result<Self, BundleError> {
         let mut r = Reader::new(bytes);
         let k = Self::read(&mut r)?;
-        r.finish().map_err(|_| BundleError::InvalidLength {
-            what: "one-time prekey",
-        })?;
+        r.finish().map_err(|_| BundleError::InvalidLength { what: "one-time prekey" })?;
         Ok(k)
     }
 
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self, BundleError> {
         let read = |r: &mut Reader<'_>| -> Result<Self, crate::codec::Truncated> {
-            Ok(Self {
-                id: r.u32()?,
-                public: r.array()?,
-            })
+            Ok(Self { id: r.u32()?, public: r.array()? })
         };
-        read(r).map_err(|_| BundleError::InvalidLength {
-            what: "one-time prekey",
-        })
+        read(r).map_err(|_| BundleError::InvalidLength { what: "one-time prekey" })
     }
 }
 
 impl std::fmt::Debug for OneTimePreKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "OneTimePreKey({}, {})",
-            self.id,
-            hex_prefix(&self.public)
-        )
+        write!(f, "OneTimePreKey({}, {})", self.id, hex_prefix(&self.public))
     }
 }
 
@@ -197,10 +181,7 @@ impl KemPreKeyKind {
         match b {
             0 => Ok(Self::LastResort),
             1 => Ok(Self::OneTime),
-            _ => Err(BundleError::Malformed {
-                what: "KEM prekey",
-                reason: "unknown kind",
-            }),
+            _ => Err(BundleError::Malformed { what: "KEM prekey", reason: "unknown kind" }),
         }
     }
 }
@@ -271,8 +252,7 @@ impl KemPreKey {
     pub fn decode(bytes: &[u8]) -> Result<Self, BundleError> {
         let mut r = Reader::new(bytes);
         let k = Self::read(&mut r)?;
-        r.finish()
-            .map_err(|_| BundleError::InvalidLength { what: "KEM prekey" })?;
+        r.finish().map_err(|_| BundleError::InvalidLength { what: "KEM prekey" })?;
         Ok(k)
     }
 
@@ -282,12 +262,7 @@ impl KemPreKey {
         let kind = KemPreKeyKind::from_byte(r.u8().map_err(|_| len.clone())?)?;
         let public = Box::new(r.array::<KEM_PUBLIC_KEY_LEN>().map_err(|_| len.clone())?);
         let signature = r.array().map_err(|_| len)?;
-        Ok(Self {
-            id,
-            kind,
-            public,
-            signature,
-        })
+        Ok(Self { id, kind, public, signature })
     }
 }
 

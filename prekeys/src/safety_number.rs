@@ -1,7 +1,8 @@
 //! Safety numbers: a human-comparable fingerprint of two identities.
 //!
 //! The construction follows Signal's numeric fingerprint: each side's identity key and stable
-//! identifier (for Hush, the account id) are hashed with 5,200 iterations of SHA-512; the first
+//! identifier (for Hush, the account id) are hashed with 5,200 iterations of SHA-512
+//! (`h0 = label ‖ key ‖ id`, `h(i+1) = SHA-512(h(i) ‖ key)`); the first
 //! 30 bytes become six 5-digit groups; the two 30-digit halves are concatenated in sorted order,
 //! so both parties see the same 60 digits. The iteration count makes a second-preimage search on
 //! a 100-bit display string expensive.
@@ -48,11 +49,7 @@ impl SafetyNumber {
     /// The digits in twelve groups of five, separated by spaces, as apps show them.
     pub fn grouped(&self) -> String {
         let chars: Vec<char> = self.digits.chars().collect();
-        chars
-            .chunks(5)
-            .map(|c| c.iter().collect::<String>())
-            .collect::<Vec<_>>()
-            .join(" ")
+        chars.chunks(5).map(|c| c.iter().collect::<String>()).collect::<Vec<_>>().join(" ")
     }
 }
 
@@ -64,16 +61,15 @@ impl std::fmt::Display for SafetyNumber {
 
 /// The 30-digit half for one party.
 fn half(party: Party<'_>) -> String {
+    // As Signal: h0 = label ‖ key ‖ id (not hashed); h(i+1) = SHA-512(h(i) ‖ key), 5,200 times.
     let mut hash = Sha512::new()
         .chain_update(SAFETY_NUMBER_LABEL)
         .chain_update(party.identity_key)
         .chain_update(party.stable_id)
+        .chain_update(party.identity_key)
         .finalize();
-    for _ in 0..SAFETY_NUMBER_ITERATIONS {
-        hash = Sha512::new()
-            .chain_update(hash)
-            .chain_update(party.identity_key)
-            .finalize();
+    for _ in 1..SAFETY_NUMBER_ITERATIONS {
+        hash = Sha512::new().chain_update(hash).chain_update(party.identity_key).finalize();
     }
     hash.chunks_exact(5)
         .take(6)
@@ -90,28 +86,16 @@ mod tests {
 
     #[test]
     fn symmetric_and_sensitive() {
-        let a = Party {
-            stable_id: b"alice",
-            identity_key: &[1; 64],
-        };
-        let b = Party {
-            stable_id: b"bob",
-            identity_key: &[2; 64],
-        };
+        let a = Party { stable_id: b"alice", identity_key: &[1; 64] };
+        let b = Party { stable_id: b"bob", identity_key: &[2; 64] };
         let ab = SafetyNumber::new(a, b);
         assert_eq!(ab, SafetyNumber::new(b, a));
         assert_eq!(ab.digits().len(), 60);
         assert!(ab.digits().bytes().all(|c| c.is_ascii_digit()));
         assert_eq!(ab.grouped().split(' ').count(), 12);
-        let b2 = Party {
-            stable_id: b"bob",
-            identity_key: &[3; 64],
-        };
+        let b2 = Party { stable_id: b"bob", identity_key: &[3; 64] };
         assert_ne!(ab, SafetyNumber::new(a, b2));
-        let b3 = Party {
-            stable_id: b"bob2",
-            identity_key: &[2; 64],
-        };
+        let b3 = Party { stable_id: b"bob2", identity_key: &[2; 64] };
         assert_ne!(ab, SafetyNumber::new(a, b3));
     }
 }

@@ -91,12 +91,7 @@ pub struct DevicePrekeys {
 impl DevicePrekeys {
     /// An empty store. Ids start at 1.
     pub fn new() -> Self {
-        Self {
-            next_signed_id: 1,
-            next_one_time_id: 1,
-            next_kem_id: 1,
-            ..Self::default()
-        }
+        Self { next_signed_id: 1, next_one_time_id: 1, next_kem_id: 1, ..Self::default() }
     }
 
     /// Generates a new signed prekey, makes it current and returns its public part for upload.
@@ -112,12 +107,7 @@ impl DevicePrekeys {
         let secret = random_32(rng);
         let public = XPublicKey::from(&StaticSecret::from(*secret)).to_bytes();
         let signature = identity.sign(&SignedPreKey::signed_message(id, created_at, &public));
-        let public = SignedPreKey {
-            id,
-            created_at,
-            public,
-            signature,
-        };
+        let public = SignedPreKey { id, created_at, public, signature };
         self.signed.push(SignedRecord {
             public: public.clone(),
             secret,
@@ -135,8 +125,7 @@ impl DevicePrekeys {
     /// replay records go with them: an initial message naming a removed prekey is refused.
     pub fn remove_signed_prekeys_before(&mut self, created_at: u64) {
         let current = self.signed.last().map(|r| r.public.id);
-        self.signed
-            .retain(|r| Some(r.public.id) == current || r.public.created_at >= created_at);
+        self.signed.retain(|r| Some(r.public.id) == current || r.public.created_at >= created_at);
     }
 
     /// Generates `count` one-time prekeys and returns their public parts for upload.
@@ -178,30 +167,15 @@ impl DevicePrekeys {
                 rng.fill_bytes(seed.as_mut());
                 let public = kem_public(&seed);
                 let signature = identity.sign(&KemPreKey::signed_message(id, kind, &public));
-                self.kem.insert(
-                    id,
-                    KemRecord {
-                        kind,
-                        seed,
-                        signature,
-                    },
-                );
-                KemPreKey {
-                    id,
-                    kind,
-                    public,
-                    signature,
-                }
+                self.kem.insert(id, KemRecord { kind, seed, signature });
+                KemPreKey { id, kind, public, signature }
             })
             .collect()
     }
 
     /// How many unused one-time KEM prekeys this device holds.
     pub fn one_time_kem_prekey_count(&self) -> usize {
-        self.kem
-            .values()
-            .filter(|k| k.kind == KemPreKeyKind::OneTime)
-            .count()
+        self.kem.values().filter(|k| k.kind == KemPreKeyKind::OneTime).count()
     }
 
     /// Forgets a KEM prekey (for example a rotated-out last-resort key).
@@ -219,23 +193,12 @@ impl DevicePrekeys {
         let one_time_prekey = with_one_time
             .then(|| self.one_time.iter().next())
             .flatten()
-            .map(|(&id, r)| OneTimePreKey {
-                id,
-                public: r.public,
-            });
+            .map(|(&id, r)| OneTimePreKey { id, public: r.public });
         let one_time_kem = with_one_time
-            .then(|| {
-                self.kem
-                    .iter()
-                    .find(|(_, k)| k.kind == KemPreKeyKind::OneTime)
-            })
+            .then(|| self.kem.iter().find(|(_, k)| k.kind == KemPreKeyKind::OneTime))
             .flatten();
-        let (&id, record) = one_time_kem.or_else(|| {
-            self.kem
-                .iter()
-                .rev()
-                .find(|(_, k)| k.kind == KemPreKeyKind::LastResort)
-        })?;
+        let (&id, record) = one_time_kem
+            .or_else(|| self.kem.iter().rev().find(|(_, k)| k.kind == KemPreKeyKind::LastResort))?;
         let kem_prekey = KemPreKey {
             id,
             kind: record.kind,
@@ -297,38 +260,39 @@ impl DevicePrekeys {
             next_kem_id: r.u32().map_err(len)?,
             ..Self::default()
         };
+        if s.next_signed_id == 0 || s.next_one_time_id == 0 || s.next_kem_id == 0 {
+            return Err(BundleError::Malformed { what, reason: "id counter is zero" });
+        }
+        let duplicate = BundleError::Malformed { what, reason: "duplicate prekey id" };
         for _ in 0..r.u32().map_err(len)? {
             let public = SignedPreKey::read(&mut r)?;
+            if s.signed.iter().any(|k| k.public.id == public.id) {
+                return Err(duplicate);
+            }
             let secret = Zeroizing::new(r.array::<32>().map_err(len)?);
             let mut seen = ReplaySet::default();
             for _ in 0..r.u32().map_err(len)? {
                 seen.insert(r.array().map_err(len)?);
             }
-            s.signed.push(SignedRecord {
-                public,
-                secret,
-                seen,
-            });
+            s.signed.push(SignedRecord { public, secret, seen });
         }
         for _ in 0..r.u32().map_err(len)? {
             let id = r.u32().map_err(len)?;
             let secret = Zeroizing::new(r.array::<32>().map_err(len)?);
             let public = XPublicKey::from(&StaticSecret::from(*secret)).to_bytes();
-            s.one_time.insert(id, OneTimeRecord { public, secret });
+            if s.one_time.insert(id, OneTimeRecord { public, secret }).is_some() {
+                return Err(duplicate);
+            }
         }
         for _ in 0..r.u32().map_err(len)? {
             let id = r.u32().map_err(len)?;
             let kind = KemPreKeyKind::from_byte(r.u8().map_err(len)?)?;
             let seed = Zeroizing::new(r.array::<64>().map_err(len)?);
             let signature = r.array().map_err(len)?;
-            s.kem.insert(
-                id,
-                KemRecord {
-                    kind,
-                    seed,
-                    signature,
-                },
-            );
+            let record = KemRecord { kind, seed, signature };
+            if s.kem.insert(id, record).is_some() {
+                return Err(duplicate);
+            }
         }
         r.finish().map_err(len)?;
         Ok(s)

@@ -108,11 +108,7 @@ fn bundle_vector() -> Value {
 
 fn dh(secret: &[u8], public: &[u8; 32]) -> String {
     let s: [u8; 32] = secret.try_into().unwrap();
-    hex::encode(
-        StaticSecret::from(s)
-            .diffie_hellman(&PublicKey::from(*public))
-            .as_bytes(),
-    )
+    hex::encode(StaticSecret::from(s).diffie_hellman(&PublicKey::from(*public)).as_bytes())
 }
 
 fn handshake_case(with_one_time: bool) -> Value {
@@ -121,10 +117,7 @@ fn handshake_case(with_one_time: bool) -> Value {
     let alice = IdentityKeyPair::generate(&mut rng);
     let bundle = bob_pk.bundle(&bob_id, with_one_time).unwrap();
     let bundle_bytes = bundle.encode();
-    let verified = PreKeyBundle::decode(&bundle_bytes)
-        .unwrap()
-        .verify()
-        .unwrap();
+    let verified = PreKeyBundle::decode(&bundle_bytes).unwrap().verify().unwrap();
     let ephemeral = [0xE0 | u8::from(with_one_time); 32];
     let kem_m = [0x5A; 32];
     let out = initiate_with(&alice, &verified, &ephemeral, &kem_m).unwrap();
@@ -143,25 +136,15 @@ fn handshake_case(with_one_time: bool) -> Value {
     if let Some(k) = &b.one_time_prekey {
         dhs.push(dh(&ephemeral, &k.public));
     }
-    let dk = bob_pk
-        .kem
-        .get(&b.kem_prekey.id)
-        .unwrap()
-        .decapsulation_key();
+    let dk = bob_pk.kem.get(&b.kem_prekey.id).unwrap().decapsulation_key();
     let ct = ml_kem::Ciphertext::<ml_kem::MlKem768>::from(*out.header.kem_ciphertext);
     let ss = ml_kem::Decapsulate::decapsulate(&dk, &ct);
 
     let responded = bob_pk.respond(&bob_id, &out.header).unwrap();
-    assert_eq!(
-        responded.shared_secret.as_bytes(),
-        out.shared_secret.as_bytes()
-    );
+    assert_eq!(responded.shared_secret.as_bytes(), out.shared_secret.as_bytes());
     assert_eq!(responded.associated_data, out.associated_data);
     bob_pk.commit(&responded).unwrap();
-    assert_eq!(
-        bob_pk.respond(&bob_id, &out.header).unwrap_err().code(),
-        "replayed_handshake"
-    );
+    assert_eq!(bob_pk.respond(&bob_id, &out.header).unwrap_err().code(), "replayed_handshake");
 
     json!({
         "with_one_time_prekey": with_one_time,
@@ -185,6 +168,25 @@ fn handshake_case(with_one_time: bool) -> Value {
     })
 }
 
+fn safety_number_case() -> Value {
+    let (bob_id, _) = bob();
+    let mut rng = ChaCha20Rng::from_seed([0xA1; 32]);
+    let alice = IdentityKeyPair::generate(&mut rng);
+    let (a, b) = (alice.public().to_bytes(), bob_id.public().to_bytes());
+    let alice_party = crate::Party { stable_id: b"alice-account", identity_key: &a };
+    let bob_party = crate::Party { stable_id: b"bob-account", identity_key: &b };
+    let n = crate::SafetyNumber::new(alice_party, bob_party);
+    assert_eq!(n, crate::SafetyNumber::new(bob_party, alice_party));
+    json!({
+        "alice_stable_id": "alice-account",
+        "alice_identity_key": hex::encode(a),
+        "bob_stable_id": "bob-account",
+        "bob_identity_key": hex::encode(b),
+        "digits": n.digits(),
+        "grouped": n.grouped(),
+    })
+}
+
 #[test]
 fn bundle_vectors_match() {
     check_or_write("bundle.json", &bundle_vector());
@@ -195,6 +197,7 @@ fn handshake_vectors_match() {
     let v = json!({
         "description": "PQXDH handshakes from Alice (identity from seed 0xA1, explicit ephemeral secret and ML-KEM randomness) to Bob's bundle from bundle.json, computed by both sides. dh_outputs are DH1..DH3 (and DH4 when a one-time prekey is used), in KDF order.",
         "cases": [handshake_case(true), handshake_case(false)],
+        "safety_number": safety_number_case(),
     });
     check_or_write("handshake.json", &v);
 }

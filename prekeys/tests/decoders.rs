@@ -69,33 +69,21 @@ fn bundle_errors_are_typed() {
 
     let mut bad_version = good.clone();
     bad_version[0] = 2;
-    assert_eq!(
-        PreKeyBundle::decode(&bad_version).unwrap_err().code(),
-        "unsupported_version"
-    );
+    assert_eq!(PreKeyBundle::decode(&bad_version).unwrap_err().code(), "unsupported_version");
 
     let mut bad_sig = good.clone();
     let sig_at = 1 + 128 + 44; // first byte of the signed prekey's signature
     bad_sig[sig_at] ^= 1;
-    let err = PreKeyBundle::decode(&bad_sig)
-        .unwrap()
-        .verify()
-        .unwrap_err();
+    let err = PreKeyBundle::decode(&bad_sig).unwrap().verify().unwrap_err();
     assert_eq!(err.code(), "bad_signature");
 
     let mut bad_flags = good.clone();
     bad_flags[1 + 128 + 108] = 0x03;
-    assert_eq!(
-        PreKeyBundle::decode(&bad_flags).unwrap_err().code(),
-        "malformed"
-    );
+    assert_eq!(PreKeyBundle::decode(&bad_flags).unwrap_err().code(), "malformed");
 
     let mut extra = good.clone();
     extra.push(0);
-    assert_eq!(
-        PreKeyBundle::decode(&extra).unwrap_err().code(),
-        "invalid_length"
-    );
+    assert_eq!(PreKeyBundle::decode(&extra).unwrap_err().code(), "invalid_length");
 
     // A KEM key that fails the FIPS 203 modulus check, correctly signed: rejected as invalid.
     let mut rng = ChaCha20Rng::seed_from_u64(9);

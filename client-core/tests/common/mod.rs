@@ -34,21 +34,10 @@ pub fn handshaken(seed: u64, one_time: bool) -> Pair {
     bob_prekeys.generate_one_time_prekeys(&mut rng, 2);
     bob_prekeys.generate_kem_prekeys(&mut rng, &bob_id, KemPreKeyKind::OneTime, 2);
     bob_prekeys.generate_kem_prekeys(&mut rng, &bob_id, KemPreKeyKind::LastResort, 1);
-    let bundle = bob_prekeys
-        .bundle(&bob_id, one_time)
-        .unwrap()
-        .verify()
-        .unwrap();
+    let bundle = bob_prekeys.bundle(&bob_id, one_time).unwrap().verify().unwrap();
     let mut alice = Session::initiate(&mut rng, &alice_id, &bundle).unwrap();
     let first = alice.encrypt(&mut rng, b"first").unwrap();
     let (bob, pt) = Session::accept(&bob_id, &mut bob_prekeys, &first).unwrap();
     assert_eq!(pt, b"first");
-    Pair {
-        rng,
-        alice_id,
-        bob_id,
-        bob_prekeys,
-        alice,
-        bob,
-    }
+    Pair { rng, alice_id, bob_id, bob_prekeys, alice, bob }
 }
