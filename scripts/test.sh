@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The whole Hush test suite, from a fresh machine. Installs what it needs, then runs:
+#   cargo fmt --check, cargo clippy -D warnings, every test (unit, integration, property tests,
+#   test-vector checks, doc tests, benchmarks in Criterion's single-pass test mode), and a short
+#   libFuzzer run of every fuzz target when a nightly toolchain is present.
+# CI (.ci/run) calls exactly this script.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$SECONDS
+step() { printf '\n== %s (%ss)\n' "$*" "$((SECONDS - start))"; }
+
+step "toolchain"
+if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+command -v cargo >/dev/null 2>&1 || { echo "Rust is required: install rustup (https://rustup.rs)"; exit 1; }
+# rustfmt and clippy ship with rustup's default profile; add them where they are missing.
+for c in rustfmt clippy; do
+  cargo "${c/rustfmt/fmt}" --version >/dev/null 2>&1 || rustup component add "$c"
+done
+cargo --version
+
+step "format"
+cargo fmt --all -- --check
+
+step "lint"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests"
+cargo test --workspace --all-targets --locked
+cargo test --workspace --doc --locked
+
+# Coverage-guided fuzzing needs nightly (for the sanitizer flags); the property tests above
+# cover every decoder on stable too.
+fuzz_seconds="${HUSH_FUZZ_SECONDS:-15}"
+if [ "$fuzz_seconds" != 0 ] && rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+  step "fuzz (${fuzz_seconds}s per target)"
+  scripts/fuzz.sh "$fuzz_seconds"
+else
+  step "fuzz skipped (no nightly toolchain, or HUSH_FUZZ_SECONDS=0)"
+fi
+
+step "done"
