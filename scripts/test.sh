@@ -27,8 +27,13 @@ step "lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "tests"
-cargo test --workspace --all-targets --locked
-cargo test --workspace --doc --locked
+log=$(mktemp)
+cargo test --workspace --all-targets --locked 2>&1 | tee "$log"
+cargo test --workspace --doc --locked 2>&1 | tee -a "$log"
+# One closing line for the whole suite (pipefail above already stops on any failure).
+passed=$(grep -o '[0-9]* passed' "$log" | awk '{s += $1} END {print s + 0}')
+failed=$(grep -o '[0-9]* failed' "$log" | awk '{s += $1} END {print s + 0}')
+summary="tests: $passed passed, $failed failed"
 
 # Coverage-guided fuzzing needs nightly (for the sanitizer flags); the property tests above
 # cover every decoder on stable too.
@@ -41,3 +46,4 @@ else
 fi
 
 step "done"
+echo "$summary"

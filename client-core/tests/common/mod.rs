@@ -26,6 +26,23 @@ pub fn established(seed: u64) -> Pair {
 
 /// Like [`established`] but without Bob's reply: Alice is still sending prekey messages.
 pub fn handshaken(seed: u64, one_time: bool) -> Pair {
+    let (rng, alice_id, bob_id, mut bob_prekeys, alice, first) = start(seed, one_time);
+    let (bob, pt) = Session::accept(&bob_id, &mut bob_prekeys, &first).unwrap();
+    assert_eq!(pt, b"first");
+    Pair { rng, alice_id, bob_id, bob_prekeys, alice, bob }
+}
+
+/// The exact first message `handshaken(seed, one_time)` delivers (everything is seeded), for
+/// replaying it.
+pub fn first_message(seed: u64, one_time: bool) -> Vec<u8> {
+    start(seed, one_time).5
+}
+
+/// Bob publishes prekeys; Alice initiates and encrypts her first message.
+fn start(
+    seed: u64,
+    one_time: bool,
+) -> (ChaCha20Rng, IdentityKeyPair, IdentityKeyPair, DevicePrekeys, Session, Vec<u8>) {
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let alice_id = IdentityKeyPair::generate(&mut rng);
     let bob_id = IdentityKeyPair::generate(&mut rng);
@@ -37,7 +54,5 @@ pub fn handshaken(seed: u64, one_time: bool) -> Pair {
     let bundle = bob_prekeys.bundle(&bob_id, one_time).unwrap().verify().unwrap();
     let mut alice = Session::initiate(&mut rng, &alice_id, &bundle).unwrap();
     let first = alice.encrypt(&mut rng, b"first").unwrap();
-    let (bob, pt) = Session::accept(&bob_id, &mut bob_prekeys, &first).unwrap();
-    assert_eq!(pt, b"first");
-    Pair { rng, alice_id, bob_id, bob_prekeys, alice, bob }
+    (rng, alice_id, bob_id, bob_prekeys, alice, first)
 }
