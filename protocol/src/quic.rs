@@ -1,0 +1,55 @@
+//! Frame I/O over quinn streams (feature `quinn`), used by the relay and the native client.
+//!
+//! [`read_frame`] checks the length prefix against the caller's limit before allocating, and
+//! tells a clean end of stream (no bytes) apart from a frame cut short.
+
+use prost::Message;
+
+use crate::frame::{self, FrameError, PREFIX_LEN};
+
+/// Why a frame could not be read from or written to a stream.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The bytes were not a valid frame.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The stream or connection failed.
+    #[error("stream: {0}")]
+    Read(#[from] quinn::ReadError),
+    /// Writing failed.
+    #[error("stream: {0}")]
+    Write(#[from] quinn::WriteError),
+}
+
+/// Reads one frame body; `Ok(None)` if the stream ended cleanly before a new frame began.
+pub async fn read_frame(recv: &mut quinn::RecvStream, limit: usize) -> Result<Option<Vec<u8>>, StreamError> {
+    let mut prefix = [0u8; PREFIX_LEN];
+    match recv.read_exact(&mut prefix).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(quinn::ReadExactError::FinishedEarly(_)) => return Err(FrameError::Truncated.into()),
+        Err(quinn::ReadExactError::ReadError(e)) => return Err(e.into()),
+    }
+    let len = frame::body_len(prefix, limit)?;
+    let mut body = vec![0u8; len];
+    match recv.read_exact(&mut body).await {
+        Ok(()) => Ok(Some(body)),
+        Err(quinn::ReadExactError::FinishedEarly(_)) => Err(FrameError::Truncated.into()),
+        Err(quinn::ReadExactError::ReadError(e)) => Err(e.into()),
+    }
+}
+
+/// Reads and decodes one message; a clean end of stream is an error here.
+pub async fn read_message<M: Message + Default>(
+    recv: &mut quinn::RecvStream,
+    limit: usize,
+) -> Result<M, StreamError> {
+    let body = read_frame(recv, limit).await?.ok_or(FrameError::Truncated)?;
+    Ok(frame::decode(&body)?)
+}
+
+/// Writes one message as a frame.
+pub async fn write_message<M: Message>(send: &mut quinn::SendStream, msg: &M) -> Result<(), StreamError> {
+    send.write_all(&frame::encode(msg)).await?;
+    Ok(())
+}

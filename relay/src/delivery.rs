@@ -1,0 +1,151 @@
+//! Delivery to a subscribed device: the ordered drain, the "queue empty" marker, live pushes,
+//! ephemeral envelopes and acks.
+//!
+//! On `Subscribe` the relay answers `Subscribed`, then sends every stored envelope in sequence
+//! order, then `QueueEmpty`; after that each newly committed envelope is pushed as soon as its
+//! commit wakes the subscription. Envelopes stay stored until the device acks them on the same
+//! stream, so a device that disconnects before acking gets them again, in the same order, on
+//! its next subscription. On shutdown, or when a newer connection of the same device
+//! subscribes, the relay sends `GoAway` and ends the stream.
+
+use std::sync::Arc;
+
+use hush_protocol::quic::{read_frame, write_message};
+use hush_protocol::wire::{self, Response, ServerPush, response, server_push};
+use hush_protocol::frame;
+
+use crate::server::{Conn, Relay};
+use crate::store::AccountId;
+
+/// Envelopes read from the database per round.
+const READ_BATCH: usize = 256;
+/// Largest ack frame accepted (an ack of 100k sequence numbers).
+const MAX_ACK_FRAME: usize = 1024 * 1024;
+
+/// Serves one subscription until the device goes away, is replaced, or the relay shuts down.
+pub(crate) async fn serve(
+    relay: Arc<Relay>,
+    conn: Arc<Conn>,
+    key: (AccountId, u32),
+    mut send: quinn::SendStream,
+    recv: quinn::RecvStream,
+) {
+    let mut sub = relay.online.subscribe(key, conn.id);
+    let ok = Response { body: Some(response::Body::Subscribed(wire::Subscribed {})) };
+    if write_message(&mut send, &ok).await.is_err() {
+        relay.online.unsubscribe(key, conn.id);
+        return;
+    }
+    let acks = tokio::spawn(read_acks(Arc::clone(&relay), key, recv));
+    let mut last_sent = 0u64;
+    let mut drained = false;
+    let end_reason = loop {
+        let store = relay.store.clone();
+        let after = last_sent;
+        let batch =
+            tokio::task::spawn_blocking(move || store.read_mailbox(&key.0, key.1, after, READ_BATCH)).await;
+        let batch = match batch {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "mailbox read failed");
+                break None;
+            }
+            Err(_) => break None,
+        };
+        let full = batch.len() >= READ_BATCH;
+        let mut failed = false;
+        for (seq, entry, payload) in batch {
+            let push = ServerPush {
+                body: Some(server_push::Body::Delivery(wire::Delivery {
+                    seq,
+                    sender_account: entry.sender_account.to_vec(),
+                    sender_device: entry.sender_device,
+                    server_time_ms: entry.server_time_ms,
+                    payload,
+                    ephemeral: false,
+                })),
+            };
+            if write_message(&mut send, &push).await.is_err() {
+                failed = true;
+                break;
+            }
+            relay.metrics.envelopes_delivered_total.inc();
+            last_sent = seq;
+        }
+        if failed {
+            break None;
+        }
+        if full {
+            continue;
+        }
+        if !drained {
+            drained = true;
+            let empty = ServerPush { body: Some(server_push::Body::QueueEmpty(wire::QueueEmpty { last_seq: last_sent })) };
+            if write_message(&mut send, &empty).await.is_err() {
+                break None;
+            }
+        }
+        tokio::select! {
+            () = sub.wake.notified() => {}
+            Some(d) = sub.ephemeral.recv() => {
+                let push = ServerPush { body: Some(server_push::Body::Delivery(d)) };
+                if write_message(&mut send, &push).await.is_err() {
+                    break None;
+                }
+            }
+            () = sub.replaced.cancelled() => break Some("replaced by a newer connection of this device"),
+            () = relay.shutdown.cancelled() => break Some("relay shutting down"),
+            () = conn.quic.closed().map_unit() => break None,
+        }
+    };
+    if let Some(reason) = end_reason {
+        let go = ServerPush {
+            body: Some(server_push::Body::GoAway(wire::GoAway { reason: reason.to_owned(), reconnect_after_ms: 1000 })),
+        };
+        if write_message(&mut send, &go).await.is_ok() {
+            let _ = send.finish();
+        }
+    }
+    acks.abort();
+    relay.online.unsubscribe(key, conn.id);
+}
+
+trait MapUnit {
+    async fn map_unit(self);
+}
+
+impl<F: std::future::Future> MapUnit for F {
+    async fn map_unit(self) {
+        self.await;
+    }
+}
+
+async fn read_acks(relay: Arc<Relay>, key: (AccountId, u32), mut recv: quinn::RecvStream) {
+    loop {
+        let body = match read_frame(&mut recv, MAX_ACK_FRAME).await {
+            Ok(Some(b)) => b,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "ack stream ended");
+                let _ = recv.stop(0u32.into());
+                return;
+            }
+        };
+        let Ok(push) = frame::decode::<wire::ClientPush>(&body) else {
+            let _ = recv.stop(0u32.into());
+            return;
+        };
+        if push.acks.is_empty() {
+            continue;
+        }
+        let seqs = push.acks;
+        match relay.writer.run(move |txn| Ok(crate::mailbox::ack(txn, &key.0, key.1, &seqs)?)).await {
+            Ok(n) => {
+                relay.metrics.envelopes_acked_total.inc_by(n);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "ack failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! `hush-relay`: the Hush store-and-forward relay.
+//!
+//! The relay holds only what it cannot read: account-signed device lists, public prekeys, and
+//! encrypted envelopes in per-device mailboxes, in an embedded redb database. It speaks the
+//! relay protocol of docs/PROTOCOL.md over QUIC. Its modules are its features:
+//!
+//! - [`server`]: the QUIC listener, connections and request dispatch;
+//! - [`auth`]: device challenge-response authentication bound to the connection;
+//! - [`accounts`]: accounts and signed device lists;
+//! - [`prekeys`]: verified prekey uploads and atomic one-time key claims;
+//! - [`mailbox`]: device-set checks, durable multi-recipient sends, acks and retention;
+//! - [`delivery`]: ordered drain, queue-empty marker, live and ephemeral pushes;
+//! - [`online`]: which devices are connected and subscribed;
+//! - [`writer`]: the single database writer with group commit;
+//! - [`store`]: tables and versioned records;
+//! - [`limits`]: rate and connection limits;
+//! - [`metrics`]: Prometheus metrics and the operator HTTP listener;
+//! - [`config`], [`tls`]: configuration and certificates.
+
+pub mod accounts;
+pub mod auth;
+pub mod config;
+pub mod delivery;
+pub mod error;
+pub mod limits;
+pub mod mailbox;
+pub mod metrics;
+pub mod online;
+pub mod prekeys;
+pub mod server;
+pub mod store;
+pub mod tls;
+pub mod writer;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::metrics::{HttpState, Metrics};
+use crate::server::Relay;
+use crate::store::Store;
+use crate::writer::Writer;
+
+/// What a started relay reports once it is ready.
+#[derive(Debug, Clone)]
+pub struct Ready {
+    /// The bound QUIC address.
+    pub quic: SocketAddr,
+    /// The bound operator HTTP address.
+    pub http: SocketAddr,
+    /// SHA-256 of the relay's certificate (DER), for clients to pin.
+    pub pin: [u8; 32],
+}
+
+/// Why the relay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Database.
+    #[error("database: {0}")]
+    Store(#[from] error::StoreError),
+    /// Certificates.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// Binding a socket or creating the data directory.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// Runs the relay until `stop` resolves (SIGTERM in the binary), then shuts down gracefully:
+/// refuse new connections, tell subscribers to go away, let in-flight requests finish (up to
+/// `shutdown_drain_secs`), close every connection with `GOING_AWAY`, and stop the writer.
+pub async fn run(
+    config: Config,
+    on_ready: impl FnOnce(&Ready),
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), StartError> {
+    let io = |what: &str| {
+        let what = what.to_owned();
+        move |source| StartError::Io { what, source }
+    };
+    std::fs::create_dir_all(&config.data_dir).map_err(io("create data directory"))?;
+    let store = Store::open(&config.data_dir.join("relay.redb"))?;
+    let identity = tls::load_identity(&config)?;
+    let pin = identity.pin;
+    let server_config = tls::server_config(identity, &config)?;
+    let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(io("bind QUIC listener"))?;
+    let quic_addr = endpoint.local_addr().map_err(io("QUIC local address"))?;
+
+    let metrics = Arc::new(Metrics::new());
+    let (writer, writer_thread) = Writer::start(store.clone(), Arc::clone(&metrics));
+    let drain = Duration::from_secs(config.shutdown_drain_secs);
+    let http_listen = config.http_listen;
+    let relay = Arc::new(Relay::new(config, store, writer, Arc::clone(&metrics)));
+    let ready_flag = Arc::new(AtomicBool::new(false));
+    let http_stop = tokio_util::sync::CancellationToken::new();
+    let (http_addr, http) = metrics::serve_http(
+        http_listen,
+        HttpState { metrics: Arc::clone(&metrics), ready: Arc::clone(&ready_flag) },
+        http_stop.clone(),
+    )
+    .await
+    .map_err(io("bind HTTP listener"))?;
+    let http_task = tokio::spawn(http);
+    let accept = tokio::spawn(Arc::clone(&relay).accept_loop(endpoint.clone()));
+    let sweeper = tokio::spawn(Arc::clone(&relay).sweeper());
+
+    ready_flag.store(true, Ordering::Release);
+    on_ready(&Ready { quic: quic_addr, http: http_addr, pin });
+
+    stop.await;
+    tracing::info!("shutting down: refusing new connections, draining in-flight requests");
+    ready_flag.store(false, Ordering::Release);
+    relay.shutdown.cancel();
+    relay.tracker.close();
+    if tokio::time::timeout(drain, relay.tracker.wait()).await.is_err() {
+        tracing::warn!("drain time ran out; closing connections with requests in flight");
+    }
+    endpoint.close(hush_protocol::close::GOING_AWAY.into(), b"going_away");
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    accept.abort();
+    let _ = sweeper.await;
+    http_stop.cancel();
+    let _ = http_task.await;
+    drop(relay);
+    // Every request has been answered, so the writer has no job left; wait for it to release the
+    // database so the file is closed cleanly.
+    let joined = tokio::task::spawn_blocking(move || writer_thread.join());
+    if tokio::time::timeout(Duration::from_secs(5), joined).await.is_err() {
+        tracing::warn!("store writer did not stop in time");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

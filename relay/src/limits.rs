@@ -1,0 +1,164 @@
+//! Rate limits and connection limits, each with a typed error and a documented default
+//! (docs/OPERATING.md).
+//!
+//! - Per-connection request rate and per-account send rate: token buckets (governor's GCRA),
+//!   answered with `rate_limited` and the time until the next token (`retry_after_ms`).
+//! - Registrations per source IP: a keyed token bucket, so nobody can mint accounts in bulk.
+//! - Connections per source IP and in total: counted on accept and released on close; an
+//!   address over its limit is closed with application code `TOO_MANY_CONNECTIONS`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
+
+use crate::error::RelayError;
+use crate::store::AccountId;
+
+/// A rate: `per_second` tokens per second, with bursts up to `burst`.
+#[derive(Debug, Clone, Copy, serde::Deserialize, serde::Serialize, PartialEq, Eq)]
+pub struct Rate {
+    /// Sustained rate.
+    pub per_second: u32,
+    /// Bucket size.
+    pub burst: u32,
+}
+
+impl Rate {
+    fn quota(self) -> Quota {
+        let rate = NonZeroU32::new(self.per_second.max(1)).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(self.burst.max(1)).unwrap_or(NonZeroU32::MIN);
+        Quota::per_second(rate).allow_burst(burst)
+    }
+}
+
+fn retry_after(not_until: &governor::NotUntil<<DefaultClock as Clock>::Instant>) -> u64 {
+    let wait = not_until.wait_time_from(DefaultClock::default().now());
+    u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// A per-connection request limiter.
+pub struct ConnectionRate(DefaultDirectRateLimiter);
+
+impl ConnectionRate {
+    /// A fresh bucket.
+    pub fn new(rate: Rate) -> Self {
+        Self(DefaultDirectRateLimiter::direct(rate.quota()))
+    }
+
+    /// Takes a token or says when to retry.
+    pub fn check(&self) -> Result<(), RelayError> {
+        self.0.check().map_err(|n| RelayError::RateLimited {
+            scope: "requests per connection",
+            retry_after_ms: retry_after(&n),
+        })
+    }
+}
+
+/// Relay-wide keyed limiters.
+pub struct Limiters {
+    sends: DefaultKeyedRateLimiter<AccountId>,
+    registrations: DefaultKeyedRateLimiter<IpAddr>,
+    connections: Mutex<HashMap<IpAddr, u32>>,
+    per_ip: u32,
+    total: u32,
+}
+
+impl Limiters {
+    /// Builds the limiters.
+    pub fn new(sends: Rate, registrations: Rate, connections_per_ip: u32, max_connections: u32) -> Self {
+        Self {
+            sends: DefaultKeyedRateLimiter::keyed(sends.quota()),
+            registrations: DefaultKeyedRateLimiter::keyed(registrations.quota()),
+            connections: Mutex::new(HashMap::new()),
+            per_ip: connections_per_ip,
+            total: max_connections,
+        }
+    }
+
+    /// Takes a send token for `account`.
+    pub fn check_send(&self, account: &AccountId) -> Result<(), RelayError> {
+        self.sends.check_key(account).map_err(|n| RelayError::RateLimited {
+            scope: "sends per account",
+            retry_after_ms: retry_after(&n),
+        })
+    }
+
+    /// Takes a registration token for `ip`.
+    pub fn check_registration(&self, ip: IpAddr) -> Result<(), RelayError> {
+        self.registrations.check_key(&ip).map_err(|n| RelayError::RateLimited {
+            scope: "registrations per address",
+            retry_after_ms: retry_after(&n),
+        })
+    }
+
+    /// Forgets idle keys (called by the sweeper so the maps don't grow without bound).
+    pub fn shrink(&self) {
+        self.sends.retain_recent();
+        self.registrations.retain_recent();
+    }
+
+    /// Counts a new connection from `ip`; `None` if a limit is reached. The returned guard
+    /// releases the slot when dropped.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
+        let mut map = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        let total: u32 = map.values().sum();
+        let n = map.entry(ip).or_insert(0);
+        if *n >= self.per_ip || total >= self.total {
+            if *n == 0 {
+                map.remove(&ip);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(ConnectionSlot { limiters: Arc::clone(self), ip })
+    }
+}
+
+/// A counted connection; dropping it frees the slot.
+pub struct ConnectionSlot {
+    limiters: Arc<Limiters>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut map = self.limiters.connections.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_slots_are_counted_and_released() {
+        let l = Arc::new(Limiters::new(Rate { per_second: 1, burst: 1 }, Rate { per_second: 1, burst: 1 }, 2, 100));
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let a = l.admit(ip).unwrap();
+        let _b = l.admit(ip).unwrap();
+        assert!(l.admit(ip).is_none());
+        drop(a);
+        assert!(l.admit(ip).is_some());
+    }
+
+    #[test]
+    fn buckets_say_when_to_retry() {
+        let r = ConnectionRate::new(Rate { per_second: 1, burst: 2 });
+        r.check().unwrap();
+        r.check().unwrap();
+        match r.check() {
+            Err(RelayError::RateLimited { retry_after_ms, .. }) => assert!((1..=1000).contains(&retry_after_ms)),
+            other => panic!("expected rate_limited, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! Per-device mailboxes: the device-set check, durable multi-recipient stores, ack-then-delete,
+//! and retention.
+//!
+//! Guarantees:
+//! - A send is all or nothing: every check (device sets, sizes, quotas) runs before the first
+//!   write, and the whole send commits in one transaction with the rest of its group-commit batch.
+//! - Each payload is stored once, whatever the number of recipients, with a reference count;
+//!   the last ack (or expiry) of a reference deletes it.
+//! - Each device mailbox numbers its envelopes 1, 2, 3, … without gaps, in commit order.
+//! - An envelope leaves a mailbox only by the device's ack, by expiry after the retention
+//!   period, or when the device is removed from its account.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use hush_protocol::wire::{self, DeviceMismatch};
+use hush_protocol::{AccountKey, DeviceList};
+use redb::{ReadableTable, Table, WriteTransaction};
+
+use crate::error::{RelayError, StoreError};
+use crate::store::{
+    ACCOUNTS, AccountId, EXPIRY, MAILBOX, MAILBOX_META, META, MailboxEntry, MailboxMeta, PAYLOADS,
+    decode_payload, encode_payload, read_device_list, read_mailbox_meta,
+};
+
+/// One addressed device in a validated send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recipient {
+    /// Account.
+    pub account: AccountId,
+    /// Device.
+    pub device: u32,
+    /// The registration id the sender believes the device has.
+    pub registration_id: u32,
+    /// Index into the send's payloads.
+    pub payload: usize,
+}
+
+/// A send whose shape has been validated (ids decode, indexes in range, sizes within limits, no
+/// device addressed twice).
+#[derive(Debug, Clone)]
+pub struct Send {
+    /// The authenticated sender.
+    pub sender: (AccountId, u32),
+    /// Distinct payloads.
+    pub payloads: Vec<Vec<u8>>,
+    /// Who gets which payload.
+    pub recipients: Vec<Recipient>,
+}
+
+/// Mailbox quotas and retention.
+#[derive(Debug, Clone, Copy)]
+pub struct Quotas {
+    /// Most envelopes one device mailbox holds.
+    pub max_envelopes: u64,
+    /// Most payload bytes one device mailbox holds.
+    pub max_bytes: u64,
+    /// How long an unacked envelope is kept.
+    pub retention_ms: u64,
+}
+
+impl Send {
+    /// Validates the shape of a wire send.
+    pub fn from_wire(
+        sender: (AccountId, u32),
+        req: wire::Send,
+        max_payload: usize,
+    ) -> Result<Self, RelayError> {
+        if req.envelopes.is_empty() {
+            return Err(RelayError::BadRequest("a send needs at least one envelope".into()));
+        }
+        if let Some(p) = req.payloads.iter().find(|p| p.len() > max_payload) {
+            return Err(RelayError::TooLarge { len: p.len(), max: max_payload });
+        }
+        let mut seen = BTreeSet::new();
+        let mut used = vec![false; req.payloads.len()];
+        let mut recipients = Vec::with_capacity(req.envelopes.len());
+        for e in req.envelopes {
+            let account = *AccountKey::from_bytes(&e.account)
+                .map_err(|_| RelayError::BadRequest("envelope account is not a valid account id".into()))?
+                .as_bytes();
+            let payload = e.payload as usize;
+            let Some(slot) = used.get_mut(payload) else {
+                return Err(RelayError::BadRequest(format!("envelope names payload {payload}, which does not exist")));
+            };
+            *slot = true;
+            if (account, e.device_id) == sender {
+                return Err(RelayError::BadRequest("a device cannot address itself".into()));
+            }
+            if !seen.insert((account, e.device_id)) {
+                return Err(RelayError::BadRequest(format!("device {} addressed twice", e.device_id)));
+            }
+            recipients.push(Recipient { account, device: e.device_id, registration_id: e.registration_id, payload });
+        }
+        if used.iter().any(|u| !u) {
+            return Err(RelayError::BadRequest("a payload is not addressed by any envelope".into()));
+        }
+        Ok(Self { sender, payloads: req.payloads, recipients })
+    }
+
+    /// The distinct addressed accounts.
+    pub fn accounts(&self) -> BTreeSet<AccountId> {
+        self.recipients.iter().map(|r| r.account).collect()
+    }
+}
+
+/// Checks, for every addressed account, that the envelopes cover exactly its registered
+/// devices (minus the sending device itself), with current registration ids.
+pub(crate) fn check_devices(
+    accounts: &impl ReadableTable<AccountId, &'static [u8]>,
+    send: &Send,
+) -> Result<(), RelayError> {
+    let mut by_account: BTreeMap<AccountId, Vec<&Recipient>> = BTreeMap::new();
+    for r in &send.recipients {
+        by_account.entry(r.account).or_default().push(r);
+    }
+    let mut mismatches = Vec::new();
+    for (account, addressed) in by_account {
+        let list: DeviceList = read_device_list(accounts, &account)?.ok_or(RelayError::UnknownAccount)?;
+        let mut m = DeviceMismatch { account: account.to_vec(), ..Default::default() };
+        for d in &list.devices {
+            let is_sender = (account, d.device_id) == send.sender;
+            if !is_sender && !addressed.iter().any(|r| r.device == d.device_id) {
+                m.missing.push(d.device_id);
+            }
+        }
+        for r in addressed {
+            match list.device(r.device) {
+                None => m.extra.push(r.device),
+                Some(d) if d.registration_id != r.registration_id => m.stale.push(r.device),
+                Some(_) => {}
+            }
+        }
+        if !(m.missing.is_empty() && m.extra.is_empty() && m.stale.is_empty()) {
+            mismatches.push(m);
+        }
+    }
+    if mismatches.is_empty() { Ok(()) } else { Err(RelayError::DeviceMismatch(mismatches)) }
+}
+
+/// Stores a send durably (when the surrounding transaction commits). Returns the devices whose
+/// mailboxes grew, for wake-ups.
+pub(crate) fn store(
+    txn: &WriteTransaction,
+    send: &Send,
+    quotas: Quotas,
+    now_ms: u64,
+) -> Result<Vec<(AccountId, u32)>, RelayError> {
+    check_devices(&txn.open_table(ACCOUNTS)?, send)?;
+    let mut meta_t = txn.open_table(MAILBOX_META)?;
+    let mut metas = Vec::with_capacity(send.recipients.len());
+    for r in &send.recipients {
+        let meta = read_mailbox_meta(&meta_t, &r.account, r.device)?;
+        let len = send.payloads.get(r.payload).map_or(0, Vec::len) as u64;
+        if meta.count + 1 > quotas.max_envelopes {
+            return Err(RelayError::MailboxFull { device: r.device, why: "too many envelopes" });
+        }
+        if meta.bytes + len > quotas.max_bytes {
+            return Err(RelayError::MailboxFull { device: r.device, why: "too many bytes" });
+        }
+        metas.push(meta);
+    }
+    // All checks passed: only writes from here on.
+    let mut refcounts = vec![0u32; send.payloads.len()];
+    for r in &send.recipients {
+        if let Some(c) = refcounts.get_mut(r.payload) {
+            *c += 1;
+        }
+    }
+    let mut meta_table = txn.open_table(META)?;
+    let mut next_payload = meta_table.get("next_payload_id")?.map_or(1, |v| v.value());
+    let mut ids = Vec::with_capacity(send.payloads.len());
+    {
+        let mut payloads = txn.open_table(PAYLOADS)?;
+        for (p, rc) in send.payloads.iter().zip(&refcounts) {
+            payloads.insert(next_payload, encode_payload(*rc, p).as_slice())?;
+            ids.push(next_payload);
+            next_payload += 1;
+        }
+    }
+    meta_table.insert("next_payload_id", next_payload)?;
+    let mut mailbox = txn.open_table(MAILBOX)?;
+    let mut expiry = txn.open_table(EXPIRY)?;
+    let expires_at_ms = now_ms.saturating_add(quotas.retention_ms);
+    let mut touched = Vec::with_capacity(send.recipients.len());
+    for (r, mut meta) in send.recipients.iter().zip(metas) {
+        let len = send.payloads.get(r.payload).map_or(0, Vec::len);
+        let seq = meta.next_seq.max(1);
+        let entry = MailboxEntry {
+            payload_id: ids.get(r.payload).copied().unwrap_or_default(),
+            sender_account: send.sender.0,
+            sender_device: send.sender.1,
+            server_time_ms: now_ms,
+            expires_at_ms,
+            len: u32::try_from(len).unwrap_or(u32::MAX),
+        };
+        mailbox.insert((r.account, r.device, seq), entry.encode().as_slice())?;
+        expiry.insert((expires_at_ms, r.account, r.device, seq), ())?;
+        meta.next_seq = seq + 1;
+        meta.count += 1;
+        meta.bytes += len as u64;
+        meta_t.insert((r.account, r.device), meta.encode().as_slice())?;
+        touched.push((r.account, r.device));
+    }
+    Ok(touched)
+}
+
+struct Tables<'t> {
+    mailbox: Table<'t, (AccountId, u32, u64), &'static [u8]>,
+    meta: Table<'t, (AccountId, u32), &'static [u8]>,
+    payloads: Table<'t, u64, &'static [u8]>,
+    expiry: Table<'t, (u64, AccountId, u32, u64), ()>,
+}
+
+impl<'t> Tables<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Self {
+            mailbox: txn.open_table(MAILBOX)?,
+            meta: txn.open_table(MAILBOX_META)?,
+            payloads: txn.open_table(PAYLOADS)?,
+            expiry: txn.open_table(EXPIRY)?,
+        })
+    }
+
+    /// Removes one envelope; returns whether it existed. Unknown seqs are ignored, so acks are
+    /// idempotent.
+    fn remove(&mut self, account: &AccountId, device: u32, seq: u64) -> Result<bool, StoreError> {
+        let Some(v) = self.mailbox.remove((*account, device, seq))? else { return Ok(false) };
+        let entry = MailboxEntry::decode(v.value())?;
+        drop(v);
+        self.expiry.remove((entry.expires_at_ms, *account, device, seq))?;
+        let payload = self.payloads.get(entry.payload_id)?.map(|p| p.value().to_vec());
+        if let Some(p) = payload {
+            let (rc, bytes) = decode_payload(&p)?;
+            if rc <= 1 {
+                self.payloads.remove(entry.payload_id)?;
+            } else {
+                self.payloads.insert(entry.payload_id, encode_payload(rc - 1, bytes).as_slice())?;
+            }
+        }
+        let mut meta: MailboxMeta = read_mailbox_meta(&self.meta, account, device)?;
+        meta.count = meta.count.saturating_sub(1);
+        meta.bytes = meta.bytes.saturating_sub(u64::from(entry.len));
+        self.meta.insert((*account, device), meta.encode().as_slice())?;
+        Ok(true)
+    }
+}
+
+/// Deletes acked envelopes. Returns how many existed.
+pub(crate) fn ack(
+    txn: &WriteTransaction,
+    account: &AccountId,
+    device: u32,
+    seqs: &[u64],
+) -> Result<u64, StoreError> {
+    let mut t = Tables::open(txn)?;
+    let mut n = 0;
+    for &seq in seqs {
+        n += u64::from(t.remove(account, device, seq)?);
+    }
+    Ok(n)
+}
+
+/// Deletes up to `max` envelopes whose retention ran out. Returns the devices touched and how
+/// many were deleted.
+pub(crate) fn sweep(txn: &WriteTransaction, now_ms: u64, max: usize) -> Result<u64, StoreError> {
+    let mut t = Tables::open(txn)?;
+    let mut due = Vec::new();
+    for item in t.expiry.range(..(now_ms, [0u8; 32], 0, 0))? {
+        if due.len() >= max {
+            break;
+        }
+        let (k, _) = item?;
+        let (_, account, device, seq) = k.value();
+        due.push((account, device, seq));
+    }
+    let mut n = 0;
+    for (account, device, seq) in due {
+        n += u64::from(t.remove(&account, device, seq)?);
+    }
+    Ok(n)
+}
+
+/// Deletes a removed device's whole mailbox (its sequence counter goes too).
+pub(crate) fn purge_device(txn: &WriteTransaction, account: &AccountId, device: u32) -> Result<(), StoreError> {
+    let mut t = Tables::open(txn)?;
+    let seqs: Vec<u64> = t
+        .mailbox
+        .range((*account, device, 0)..=(*account, device, u64::MAX))?
+        .map(|item| item.map(|(k, _)| k.value().2))
+        .collect::<Result<_, _>>()?;
+    for seq in seqs {
+        t.remove(account, device, seq)?;
+    }
+    t.meta.remove((*account, device))?;
+    Ok(())
+}

@@ -1,0 +1,115 @@
+//! The `hush-relay` binary: `hush-relay serve [--config FILE] [flags]`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use hush_relay::config::{Config, LogFormat, Overrides};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "hush-relay", version, about = "Hush end-to-end-encrypted store-and-forward relay")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay (the defaults give a working relay with a self-signed certificate).
+    Serve {
+        /// TOML configuration file (see docs/OPERATING.md).
+        #[arg(long, short, env = "HUSH_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Print the effective configuration as TOML and exit.
+    Config {
+        /// TOML configuration file.
+        #[arg(long, short, env = "HUSH_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let (file, overrides, print_only) = match cli.command {
+        Command::Serve { config, overrides } => (config, overrides, false),
+        Command::Config { config, overrides } => (config, overrides, true),
+    };
+    let config = match Config::load(file.as_deref(), overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hush-relay: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if print_only {
+        match toml::to_string(&config) {
+            Ok(t) => print!("{t}"),
+            Err(e) => eprintln!("hush-relay: {e}"),
+        }
+        return std::process::ExitCode::SUCCESS;
+    }
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("hush-relay: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(hush_relay::run(config, announce, shutdown_signal()));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "relay failed to start");
+            eprintln!("hush-relay: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints one machine-readable ready line on stdout (tests and scripts wait for it instead of
+/// sleeping), plus the pin for humans.
+fn announce(ready: &hush_relay::Ready) {
+    let pin = hex::encode(ready.pin);
+    tracing::info!(quic = %ready.quic, http = %ready.http, pin = %pin, "relay ready");
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "hush-relay ready quic={} http={} pin={}", ready.quic, ready.http, pin);
+    let _ = out.flush();
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

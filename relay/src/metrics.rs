@@ -1,0 +1,177 @@
+//! Prometheus metrics (all named `hush_relay_*`) and the operator HTTP listener that serves
+//! `/metrics`, `/healthz` and `/readyz`.
+//!
+//! Metrics carry counts, sizes and durations only: never account ids, device ids or payloads.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+/// Label for error counters: the stable error code.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    /// The error code.
+    pub code: String,
+}
+
+/// Every relay metric.
+pub struct Metrics {
+    registry: Registry,
+    /// Open QUIC connections.
+    pub connections: Gauge,
+    /// Authenticated connections.
+    pub authenticated: Gauge,
+    /// Connections accepted since start.
+    pub connections_total: Counter,
+    /// Connections refused (per-IP or global limit).
+    pub connections_refused_total: Counter,
+    /// Requests answered with an error, by code.
+    pub errors_total: Family<CodeLabel, Counter>,
+    /// Requests handled.
+    pub requests_total: Counter,
+    /// Envelopes durably stored.
+    pub envelopes_stored_total: Counter,
+    /// Envelopes pushed to devices (including redeliveries).
+    pub envelopes_delivered_total: Counter,
+    /// Envelopes acked and deleted.
+    pub envelopes_acked_total: Counter,
+    /// Envelopes deleted by the retention sweeper.
+    pub envelopes_expired_total: Counter,
+    /// Ephemeral envelopes delivered to online devices.
+    pub ephemeral_delivered_total: Counter,
+    /// Jobs per group commit.
+    pub commit_batch_size: Histogram,
+    /// Duration of a group commit, including the fsync.
+    pub commit_seconds: Histogram,
+    /// Group commits that failed.
+    pub commit_failures_total: Counter,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("hush_relay");
+        let m = Self {
+            connections: Gauge::default(),
+            authenticated: Gauge::default(),
+            connections_total: Counter::default(),
+            connections_refused_total: Counter::default(),
+            errors_total: Family::default(),
+            requests_total: Counter::default(),
+            envelopes_stored_total: Counter::default(),
+            envelopes_delivered_total: Counter::default(),
+            envelopes_acked_total: Counter::default(),
+            envelopes_expired_total: Counter::default(),
+            ephemeral_delivered_total: Counter::default(),
+            commit_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
+            commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            commit_failures_total: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register("connections", "Open QUIC connections", m.connections.clone());
+        registry.register("authenticated_connections", "Authenticated connections", m.authenticated.clone());
+        registry.register("connections_accepted", "QUIC connections accepted", m.connections_total.clone());
+        registry.register("connections_refused", "Connections refused by limits", m.connections_refused_total.clone());
+        registry.register("errors", "Requests answered with an error, by code", m.errors_total.clone());
+        registry.register("requests", "Requests handled", m.requests_total.clone());
+        registry.register("envelopes_stored", "Envelopes durably stored", m.envelopes_stored_total.clone());
+        registry.register("envelopes_delivered", "Envelopes pushed to devices", m.envelopes_delivered_total.clone());
+        registry.register("envelopes_acked", "Envelopes acked and deleted", m.envelopes_acked_total.clone());
+        registry.register("envelopes_expired", "Envelopes deleted by retention", m.envelopes_expired_total.clone());
+        registry.register("ephemeral_delivered", "Ephemeral envelopes delivered", m.ephemeral_delivered_total.clone());
+        registry.register("commit_batch_size", "Jobs per group commit", m.commit_batch_size.clone());
+        registry.register("commit_seconds", "Group commit duration including fsync", m.commit_seconds.clone());
+        registry.register("commit_failures", "Group commits that failed", m.commit_failures_total.clone());
+        Self { registry, ..m }
+    }
+
+    /// Records one group commit.
+    pub fn observe_commit(&self, jobs: usize, took: Duration, committed: bool) {
+        self.commit_batch_size.observe(jobs as f64);
+        self.commit_seconds.observe(took.as_secs_f64());
+        if !committed {
+            self.commit_failures_total.inc();
+        }
+    }
+
+    /// Counts an error response.
+    pub fn error(&self, code: hush_protocol::ErrorCode) {
+        self.errors_total.get_or_create(&CodeLabel { code: code.as_str().to_owned() }).inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// State shared with the HTTP handlers.
+#[derive(Clone)]
+pub struct HttpState {
+    /// Metrics to render.
+    pub metrics: Arc<Metrics>,
+    /// True while the relay accepts connections (false before start and during shutdown).
+    pub ready: Arc<AtomicBool>,
+}
+
+/// Binds the operator HTTP listener. Returns the bound address and a future that serves until
+/// `stop` is cancelled.
+pub async fn serve_http(
+    addr: SocketAddr,
+    state: HttpState,
+    stop: CancellationToken,
+) -> std::io::Result<(SocketAddr, impl std::future::Future<Output = ()>)> {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let fut = async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "http listener failed");
+        }
+    };
+    Ok((bound, fut))
+}
+
+async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        s.metrics.render(),
+    )
+}
+
+async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
+    if s.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}

@@ -1,0 +1,384 @@
+//! The QUIC listener: connections, per-connection state, and request dispatch.
+//!
+//! One task per connection accepts request streams; each stream carries one request and one
+//! response (a `Subscribe` stream then carries deliveries, see [`crate::delivery`]). Every
+//! failure on a stream is answered with a typed error response where the stream still allows
+//! it, and otherwise the stream is reset: no request can panic the relay or hang a task (reads
+//! have a deadline).
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hush_protocol::quic::{StreamError, read_frame, write_message};
+use hush_protocol::wire::{self, Response, request, response};
+use hush_protocol::{AccountKey, DeviceList, close, frame};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{self, Challenge};
+use crate::config::Config;
+use crate::error::RelayError;
+use crate::limits::{ConnectionRate, Limiters, Rate};
+use crate::mailbox::{self, Quotas};
+use crate::metrics::Metrics;
+use crate::online::Online;
+use crate::store::{AccountId, Store};
+use crate::writer::Writer;
+use crate::{accounts, delivery, prekeys};
+
+/// How long a client may take to send a whole request frame.
+const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Everything the connection tasks share.
+pub struct Relay {
+    /// Configuration.
+    pub config: Config,
+    /// Database (reads).
+    pub store: Store,
+    /// Database (writes, group-committed).
+    pub writer: Writer,
+    /// Online devices.
+    pub online: Online,
+    /// Rate and connection limits.
+    pub limiters: Arc<Limiters>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when shutdown begins.
+    pub shutdown: CancellationToken,
+    /// Tracks request tasks so shutdown can wait for them.
+    pub tracker: TaskTracker,
+    next_conn_id: AtomicU64,
+}
+
+/// Per-connection state.
+pub struct Conn {
+    /// Relay-local id.
+    pub id: u64,
+    /// The QUIC connection.
+    pub quic: quinn::Connection,
+    /// Source address.
+    pub ip: IpAddr,
+    /// Set once by a successful `Authenticate`.
+    pub device: OnceLock<(AccountId, u32)>,
+    challenge: Challenge,
+    rate: ConnectionRate,
+    subscribed: AtomicBool,
+}
+
+impl Relay {
+    /// Builds the shared state.
+    pub fn new(config: Config, store: Store, writer: Writer, metrics: Arc<Metrics>) -> Self {
+        let limiters = Arc::new(Limiters::new(
+            Rate { per_second: config.account_sends_per_second, burst: config.account_send_burst },
+            Rate { per_second: config.registrations_per_second, burst: config.registration_burst },
+            config.connections_per_ip,
+            config.max_connections,
+        ));
+        Self {
+            config,
+            store,
+            writer,
+            online: Online::default(),
+            limiters,
+            metrics,
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            next_conn_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Retention and quota settings for mailbox writes.
+    pub fn quotas(&self) -> Quotas {
+        Quotas {
+            max_envelopes: self.config.mailbox_max_envelopes,
+            max_bytes: self.config.mailbox_max_bytes,
+            retention_ms: self.config.retention_secs.saturating_mul(1000),
+        }
+    }
+
+    /// Accepts connections until shutdown; after that, refuses new ones.
+    pub async fn accept_loop(self: Arc<Self>, endpoint: quinn::Endpoint) {
+        while let Some(incoming) = endpoint.accept().await {
+            if self.shutdown.is_cancelled() {
+                incoming.refuse();
+                continue;
+            }
+            let relay = Arc::clone(&self);
+            tokio::spawn(async move { relay.connection(incoming).await });
+        }
+    }
+
+    async fn connection(self: Arc<Self>, incoming: quinn::Incoming) {
+        let ip = incoming.remote_address().ip();
+        let slot = self.limiters.admit(ip);
+        let quic = match incoming.await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(error = %e, "handshake failed");
+                return;
+            }
+        };
+        let Some(_slot) = slot else {
+            self.metrics.connections_refused_total.inc();
+            quic.close(close::TOO_MANY_CONNECTIONS.into(), b"too_many_connections");
+            return;
+        };
+        self.metrics.connections_total.inc();
+        self.metrics.connections.inc();
+        let conn = Arc::new(Conn {
+            id: self.next_conn_id.fetch_add(1, Ordering::Relaxed),
+            quic: quic.clone(),
+            ip,
+            device: OnceLock::new(),
+            challenge: Challenge::default(),
+            rate: ConnectionRate::new(Rate {
+                per_second: self.config.connection_requests_per_second,
+                burst: self.config.connection_request_burst,
+            }),
+            subscribed: AtomicBool::new(false),
+        });
+        let auth_deadline = tokio::time::sleep(Duration::from_secs(self.config.auth_timeout_secs));
+        tokio::pin!(auth_deadline);
+        loop {
+            tokio::select! {
+                stream = quic.accept_bi() => match stream {
+                    Ok((send, recv)) => {
+                        let relay = Arc::clone(&self);
+                        let conn = Arc::clone(&conn);
+                        self.tracker.spawn(async move { relay.stream(conn, send, recv).await });
+                    }
+                    Err(_) => break,
+                },
+                () = &mut auth_deadline, if conn.device.get().is_none() => {
+                    quic.close(close::AUTH_TIMEOUT.into(), b"auth_timeout");
+                    break;
+                }
+            }
+        }
+        if let Some(&key) = conn.device.get() {
+            self.online.disconnected(key, conn.id);
+            self.metrics.authenticated.dec();
+        }
+        self.metrics.connections.dec();
+    }
+
+    async fn stream(self: Arc<Self>, conn: Arc<Conn>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+        let read = tokio::time::timeout(REQUEST_READ_TIMEOUT, read_frame(&mut recv, self.config.max_request_bytes));
+        let request = match read.await {
+            Ok(Ok(Some(body))) => frame::decode::<wire::Request>(&body).map_err(RelayError::from),
+            Ok(Ok(None)) => Err(RelayError::Frame(hush_protocol::FrameError::Truncated)),
+            Ok(Err(StreamError::Frame(e))) => Err(RelayError::Frame(e)),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "request stream failed");
+                return;
+            }
+            Err(_) => Err(RelayError::BadRequest("request not received in time".into())),
+        };
+        self.metrics.requests_total.inc();
+        let body = match request {
+            Ok(wire::Request { body: Some(body) }) => body,
+            Ok(wire::Request { body: None }) => {
+                return self.reply(&mut send, Err(RelayError::BadRequest("empty request".into()))).await;
+            }
+            Err(e) => {
+                // The client may still be sending an oversize body: stop it, then answer.
+                let _ = recv.stop(0u32.into());
+                return self.reply(&mut send, Err(e)).await;
+            }
+        };
+        if let request::Body::Subscribe(_) = body {
+            let result = self.check_subscribe(&conn);
+            match result {
+                Ok(key) => delivery::serve(self, conn, key, send, recv).await,
+                Err(e) => self.reply(&mut send, Err(e)).await,
+            }
+            return;
+        }
+        let result = self.dispatch(&conn, body).await;
+        self.reply(&mut send, result).await;
+    }
+
+    async fn reply(&self, send: &mut quinn::SendStream, result: Result<response::Body, RelayError>) {
+        let response = match result {
+            Ok(body) => Response { body: Some(body) },
+            Err(e) => {
+                self.metrics.error(e.code());
+                if let RelayError::Store(inner) = &e {
+                    tracing::error!(error = %inner, "storage error");
+                } else {
+                    tracing::debug!(code = %e.code(), "request refused");
+                }
+                e.to_response()
+            }
+        };
+        if write_message(send, &response).await.is_ok() {
+            let _ = send.finish();
+        }
+    }
+
+    fn check_subscribe(&self, conn: &Conn) -> Result<(AccountId, u32), RelayError> {
+        if self.shutdown.is_cancelled() {
+            return Err(RelayError::ShuttingDown);
+        }
+        conn.rate.check()?;
+        let key = *conn.device.get().ok_or(RelayError::NotAuthenticated)?;
+        if conn.subscribed.swap(true, Ordering::AcqRel) {
+            return Err(RelayError::BadRequest("this connection is already subscribed".into()));
+        }
+        Ok(key)
+    }
+
+    async fn dispatch(&self, conn: &Conn, body: request::Body) -> Result<response::Body, RelayError> {
+        if self.shutdown.is_cancelled() {
+            return Err(RelayError::ShuttingDown);
+        }
+        conn.rate.check()?;
+        match body {
+            request::Body::Register(r) => self.register(conn, r).await,
+            request::Body::GetChallenge(_) => {
+                Ok(response::Body::Challenge(wire::Challenge { nonce: conn.challenge.issue().to_vec() }))
+            }
+            request::Body::Authenticate(a) => {
+                if conn.device.get().is_some() {
+                    return Err(RelayError::AlreadyAuthenticated);
+                }
+                let store = self.store.clone();
+                let verified = auth::verify(&conn.challenge, &conn.quic, &store, &a);
+                let key = match verified {
+                    Ok(k) => k,
+                    Err(e) => return Err(e),
+                };
+                if conn.device.set(key).is_err() {
+                    return Err(RelayError::AlreadyAuthenticated);
+                }
+                self.online.connected(key, conn.id, conn.quic.clone());
+                self.metrics.authenticated.inc();
+                Ok(response::Body::Authenticated(wire::Authenticated { server_time_ms: now_ms() }))
+            }
+            request::Body::GetDeviceList(g) => {
+                authed(conn)?;
+                let account = AccountKey::from_bytes(&g.account).map_err(|_| RelayError::UnknownAccount)?;
+                let list = self.store.device_list(&account)?.ok_or(RelayError::UnknownAccount)?;
+                Ok(response::Body::DeviceList(wire::DeviceListBody { device_list: list.encoded().to_vec() }))
+            }
+            request::Body::UploadPrekeys(u) => {
+                let (account, device) = authed(conn)?;
+                let key = AccountKey::from_bytes(&account).map_err(|_| RelayError::UnknownAccount)?;
+                let list = self.store.device_list(&key)?.ok_or(RelayError::UnknownAccount)?;
+                let entry = list.device(device).ok_or(RelayError::UnknownDevice(device))?;
+                let upload = prekeys::Upload::verify(&u, &entry.identity, self.config.max_prekeys_per_upload)?;
+                let max = self.config.max_stored_prekeys;
+                let counts = self
+                    .writer
+                    .run(move |txn| prekeys::store_upload(txn, &account, device, &upload, max))
+                    .await?;
+                Ok(response::Body::PrekeyCounts(counts))
+            }
+            request::Body::GetPrekeyCounts(_) => {
+                let (account, device) = authed(conn)?;
+                Ok(response::Body::PrekeyCounts(prekeys::read_counts(&self.store, &account, device)?))
+            }
+            request::Body::FetchBundles(f) => {
+                authed(conn)?;
+                let account = *AccountKey::from_bytes(&f.account).map_err(|_| RelayError::UnknownAccount)?.as_bytes();
+                let bundles = self
+                    .writer
+                    .run(move |txn| prekeys::claim_bundles(txn, &account, &f.device_ids))
+                    .await?;
+                Ok(response::Body::Bundles(wire::Bundles { bundles }))
+            }
+            request::Body::Send(s) => self.send(conn, s).await,
+            request::Body::Subscribe(_) => Err(RelayError::BadRequest("subscribe is handled on its own stream".into())),
+        }
+    }
+
+    async fn register(&self, conn: &Conn, r: wire::Register) -> Result<response::Body, RelayError> {
+        self.limiters.check_registration(conn.ip)?;
+        let list = DeviceList::decode(&r.device_list)?;
+        let max = self.config.max_devices;
+        let account = *list.account.as_bytes();
+        let outcome = self.writer.run(move |txn| accounts::register(txn, &list, max)).await?;
+        for device in &outcome.removed {
+            self.online.cut(&(account, *device));
+        }
+        if !outcome.removed.is_empty() {
+            tracing::info!(removed = outcome.removed.len(), "devices removed from an account");
+        }
+        Ok(response::Body::Registered(wire::Registered { list_version: outcome.version }))
+    }
+
+    async fn send(&self, conn: &Conn, s: wire::Send) -> Result<response::Body, RelayError> {
+        let sender = authed(conn)?;
+        self.limiters.check_send(&sender.0)?;
+        let ephemeral = s.ephemeral;
+        let send = mailbox::Send::from_wire(sender, s, self.config.max_payload_bytes)?;
+        let now = now_ms();
+        if ephemeral {
+            self.store.check_devices(&send)?;
+            for r in &send.recipients {
+                let delivery = wire::Delivery {
+                    seq: 0,
+                    sender_account: sender.0.to_vec(),
+                    sender_device: sender.1,
+                    server_time_ms: now,
+                    payload: send.payloads.get(r.payload).cloned().unwrap_or_default(),
+                    ephemeral: true,
+                };
+                if self.online.push_ephemeral(&(r.account, r.device), delivery) {
+                    self.metrics.ephemeral_delivered_total.inc();
+                }
+            }
+            return Ok(response::Body::Sent(wire::Sent { server_time_ms: now }));
+        }
+        let quotas = self.quotas();
+        let touched = self.writer.run(move |txn| mailbox::store(txn, &send, quotas, now)).await?;
+        self.metrics.envelopes_stored_total.inc_by(touched.len() as u64);
+        for key in &touched {
+            self.online.wake(key);
+        }
+        Ok(response::Body::Sent(wire::Sent { server_time_ms: now }))
+    }
+
+    /// Runs the retention sweeper until shutdown.
+    pub async fn sweeper(self: Arc<Self>) {
+        const PER_BATCH: usize = 10_000;
+        let mut tick = tokio::time::interval(Duration::from_millis(self.config.sweep_interval_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = self.shutdown.cancelled() => return,
+            }
+            loop {
+                let now = now_ms();
+                match self.writer.run(move |txn| Ok(mailbox::sweep(txn, now, PER_BATCH)?)).await {
+                    Ok(n) => {
+                        self.metrics.envelopes_expired_total.inc_by(n);
+                        if n > 0 {
+                            tracing::info!(expired = n, "retention sweep");
+                        }
+                        if n < PER_BATCH as u64 {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "retention sweep failed");
+                        break;
+                    }
+                }
+            }
+            self.limiters.shrink();
+        }
+    }
+}
+
+fn authed(conn: &Conn) -> Result<(AccountId, u32), RelayError> {
+    conn.device.get().copied().ok_or(RelayError::NotAuthenticated)
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,127 @@
+//! TLS for the QUIC listener: an operator-supplied certificate, or a self-signed development
+//! certificate generated once and kept in the data directory.
+//!
+//! Clients of a self-signed relay trust it by pinning the SHA-256 of its certificate (DER),
+//! which the relay prints at startup. The private key file is created with mode 0600.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
+
+/// The loaded certificate chain, key and pin.
+pub struct Identity {
+    /// Certificate chain, leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The leaf's private key.
+    pub key: PrivateKeyDer<'static>,
+    /// SHA-256 of the leaf certificate's DER.
+    pub pin: [u8; 32],
+}
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// Reading or writing a certificate or key file failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A PEM file did not parse.
+    #[error("cannot parse {0}")]
+    Pem(String),
+    /// Certificate generation or rustls configuration failed.
+    #[error("tls setup: {0}")]
+    Setup(String),
+}
+
+/// Loads the configured certificate, or loads/creates the self-signed one.
+pub fn load_identity(config: &Config) -> Result<Identity, TlsError> {
+    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        let chain = CertificateDer::pem_file_iter(cert)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|_| TlsError::Pem(cert.display().to_string()))?;
+        let key = PrivateKeyDer::from_pem_file(key).map_err(|_| TlsError::Pem(key.display().to_string()))?;
+        let leaf = chain.first().ok_or_else(|| TlsError::Pem("empty certificate chain".into()))?;
+        let pin = Sha256::digest(leaf.as_ref()).into();
+        return Ok(Identity { chain, key, pin });
+    }
+    self_signed(&config.data_dir.join("tls"))
+}
+
+fn self_signed(dir: &Path) -> Result<Identity, TlsError> {
+    let io = |what: &str| {
+        let what = what.to_owned();
+        move |source| TlsError::Io { what, source }
+    };
+    let cert_path = dir.join("cert.der");
+    let key_path = dir.join("key.der");
+    if !cert_path.exists() || !key_path.exists() {
+        std::fs::create_dir_all(dir).map_err(io("create tls directory"))?;
+        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "hush-relay".to_owned()])
+            .map_err(|e| TlsError::Setup(e.to_string()))?;
+        write_private(&key_path, &generated.signing_key.serialize_der()).map_err(io("write tls key"))?;
+        std::fs::write(&cert_path, generated.cert.der()).map_err(io("write tls certificate"))?;
+        tracing::info!(path = %cert_path.display(), "generated a self-signed development certificate");
+    }
+    let cert = std::fs::read(&cert_path).map_err(io("read tls certificate"))?;
+    let key = std::fs::read(&key_path).map_err(io("read tls key"))?;
+    let pin = Sha256::digest(&cert).into();
+    Ok(Identity {
+        chain: vec![CertificateDer::from(cert)],
+        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
+        pin,
+    })
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// The quinn server configuration for `identity`, with the relay's ALPN and transport limits.
+pub fn server_config(identity: Identity, config: &Config) -> Result<quinn::ServerConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Setup(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(identity.chain, identity.key)
+        .map_err(|e| TlsError::Setup(e.to_string()))?;
+    tls.alpn_protocols = vec![hush_protocol::ALPN.to_vec()];
+    tls.max_early_data_size = 0;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| TlsError::Setup(e.to_string()))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(config.max_streams_per_connection.into())
+        .max_concurrent_uni_streams(0u32.into())
+        .max_idle_timeout(Some(
+            quinn::IdleTimeout::try_from(std::time::Duration::from_secs(config.idle_timeout_secs))
+                .map_err(|e| TlsError::Setup(e.to_string()))?,
+        ))
+        // Bounded per-connection buffers keep idle connections cheap; requests are at most
+        // max_request_bytes, so a window of that size never stalls one.
+        .stream_receive_window(quinn::VarInt::from_u32(u32::try_from(config.max_request_bytes).unwrap_or(u32::MAX)))
+        .receive_window(quinn::VarInt::from_u32(u32::try_from(config.max_request_bytes * 2).unwrap_or(u32::MAX)))
+        .datagram_receive_buffer_size(None);
+    server.transport_config(Arc::new(transport));
+    Ok(server)
+}
