@@ -19,7 +19,9 @@ use hush_prekeys::IdentityKeyPair;
 use hush_protocol::auth::{CHANNEL_BINDING_LEN, NONCE_LEN, transcript};
 use hush_protocol::quic::{StreamError, read_frame, read_message, write_message};
 use hush_protocol::wire::{self, Request, Response, ServerPush, request, response};
-use hush_protocol::{AUTH_EXPORTER_LABEL, AccountKey, DeviceList, ErrorCode, FrameError, MAX_FRAME_LEN, frame};
+use hush_protocol::{
+    AUTH_EXPORTER_LABEL, AccountKey, DeviceList, ErrorCode, FrameError, MAX_FRAME_LEN, frame,
+};
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +70,9 @@ impl NetError {
             _ => return None,
         };
         match e {
-            quinn::ConnectionError::ApplicationClosed(c) => u32::try_from(c.error_code.into_inner()).ok(),
+            quinn::ConnectionError::ApplicationClosed(c) => {
+                u32::try_from(c.error_code.into_inner()).ok()
+            }
             _ => None,
         }
     }
@@ -94,7 +98,11 @@ impl Endpoint {
     }
 
     /// Connects to a relay whose certificate has SHA-256 `pin` (as printed by `hush-relay`).
-    pub async fn connect_pinned(&self, addr: SocketAddr, pin: [u8; 32]) -> Result<Connection, NetError> {
+    pub async fn connect_pinned(
+        &self,
+        addr: SocketAddr,
+        pin: [u8; 32],
+    ) -> Result<Connection, NetError> {
         let config = pin::client_config(pin).map_err(NetError::Connect)?;
         let connecting = self
             .inner
@@ -212,10 +220,13 @@ impl Connection {
 
     /// Fetches and verifies an account's device list.
     pub async fn device_list(&self, account: &AccountKey) -> Result<DeviceList, NetError> {
-        let body = request::Body::GetDeviceList(wire::GetDeviceList { account: account.as_bytes().to_vec() });
+        let body = request::Body::GetDeviceList(wire::GetDeviceList {
+            account: account.as_bytes().to_vec(),
+        });
         match self.request(body).await? {
             response::Body::DeviceList(d) => {
-                let list = DeviceList::decode(&d.device_list).map_err(|_| NetError::Unexpected("device list does not verify"))?;
+                let list = DeviceList::decode(&d.device_list)
+                    .map_err(|_| NetError::Unexpected("device list does not verify"))?;
                 if list.account != *account {
                     return Err(NetError::Unexpected("device list of another account"));
                 }
@@ -226,7 +237,10 @@ impl Connection {
     }
 
     /// Uploads prekeys; returns the counts after the upload.
-    pub async fn upload_prekeys(&self, upload: wire::UploadPrekeys) -> Result<wire::PrekeyCounts, NetError> {
+    pub async fn upload_prekeys(
+        &self,
+        upload: wire::UploadPrekeys,
+    ) -> Result<wire::PrekeyCounts, NetError> {
         match self.request(request::Body::UploadPrekeys(upload)).await? {
             response::Body::PrekeyCounts(c) => Ok(c),
             _ => Err(NetError::Unexpected("expected PrekeyCounts")),
@@ -242,7 +256,11 @@ impl Connection {
     }
 
     /// Claims bundles of an account's devices (all if `device_ids` is empty).
-    pub async fn fetch_bundles(&self, account: &AccountKey, device_ids: &[u32]) -> Result<Vec<wire::DeviceBundle>, NetError> {
+    pub async fn fetch_bundles(
+        &self,
+        account: &AccountKey,
+        device_ids: &[u32],
+    ) -> Result<Vec<wire::DeviceBundle>, NetError> {
         let body = request::Body::FetchBundles(wire::FetchBundles {
             account: account.as_bytes().to_vec(),
             device_ids: device_ids.to_vec(),
@@ -264,7 +282,11 @@ impl Connection {
     /// Opens the delivery subscription.
     pub async fn subscribe(&self) -> Result<Subscription, NetError> {
         let (mut send, mut recv) = self.conn.open_bi().await?;
-        write_message(&mut send, &Request { body: Some(request::Body::Subscribe(wire::Subscribe {})) }).await?;
+        write_message(
+            &mut send,
+            &Request { body: Some(request::Body::Subscribe(wire::Subscribe {})) },
+        )
+        .await?;
         let response: Response = read_message(&mut recv, self.limit).await?;
         match into_result(response)? {
             response::Body::Subscribed(_) => Ok(Subscription { send, recv, limit: self.limit }),
@@ -321,7 +343,10 @@ impl Subscription {
     }
 
     /// The next push, or `None` if nothing arrives within `wait`.
-    pub async fn next_within(&mut self, wait: Duration) -> Result<Option<wire::server_push::Body>, NetError> {
+    pub async fn next_within(
+        &mut self,
+        wait: Duration,
+    ) -> Result<Option<wire::server_push::Body>, NetError> {
         match tokio::time::timeout(wait, self.next()).await {
             Ok(r) => r,
             Err(_) => Ok(None),

@@ -31,7 +31,9 @@ impl ServerCertVerifier for PinVerifier {
         if got == self.pin {
             Ok(ServerCertVerified::assertion())
         } else {
-            Err(rustls::Error::General("relay certificate does not match the pinned SHA-256".into()))
+            Err(rustls::Error::General(
+                "relay certificate does not match the pinned SHA-256".into(),
+            ))
         }
     }
 
@@ -68,7 +70,8 @@ pub(crate) fn client_config(pin: [u8; 32]) -> Result<quinn::ClientConfig, String
         .with_custom_certificate_verifier(Arc::new(PinVerifier { pin, provider }))
         .with_no_client_auth();
     tls.alpn_protocols = vec![hush_protocol::ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
+    let crypto =
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
     // Heartbeats: keep the connection (and the relay's idle timer) alive while the app runs.

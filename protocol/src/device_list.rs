@@ -87,7 +87,8 @@ impl AccountKey {
     }
 
     fn verify(&self, message: &[u8], signature: &[u8; 64]) -> Result<(), DeviceListError> {
-        let key = VerifyingKey::from_bytes(&self.0).map_err(|_| DeviceListError::InvalidAccountKey)?;
+        let key =
+            VerifyingKey::from_bytes(&self.0).map_err(|_| DeviceListError::InvalidAccountKey)?;
         key.verify_strict(message, &Signature::from_bytes(signature))
             .map_err(|_| DeviceListError::BadSignature)
     }
@@ -198,7 +199,8 @@ impl DeviceList {
             return Err(DeviceListError::UnsupportedVersion(format));
         }
         let (account, rest) = rest.split_at_checked(32).ok_or(DeviceListError::InvalidLength)?;
-        let (version, rest) = rest.split_first_chunk::<8>().ok_or(DeviceListError::InvalidLength)?;
+        let (version, rest) =
+            rest.split_first_chunk::<8>().ok_or(DeviceListError::InvalidLength)?;
         let (&count, mut rest) = rest.split_first().ok_or(DeviceListError::InvalidLength)?;
         if rest.len() != usize::from(count) * ENTRY_LEN + 64 {
             return Err(DeviceListError::InvalidLength);
@@ -206,9 +208,11 @@ impl DeviceList {
         let account = AccountKey::from_bytes(account)?;
         let mut devices = Vec::with_capacity(usize::from(count));
         for _ in 0..count {
-            let (entry, tail) = rest.split_at_checked(ENTRY_LEN).ok_or(DeviceListError::InvalidLength)?;
+            let (entry, tail) =
+                rest.split_at_checked(ENTRY_LEN).ok_or(DeviceListError::InvalidLength)?;
             rest = tail;
-            let (id, entry) = entry.split_first_chunk::<4>().ok_or(DeviceListError::InvalidLength)?;
+            let (id, entry) =
+                entry.split_first_chunk::<4>().ok_or(DeviceListError::InvalidLength)?;
             let (reg, identity) =
                 entry.split_first_chunk::<4>().ok_or(DeviceListError::InvalidLength)?;
             devices.push(DeviceEntry {
@@ -221,7 +225,12 @@ impl DeviceList {
         let signature: &[u8; 64] = rest.try_into().map_err(|_| DeviceListError::InvalidLength)?;
         let body_len = bytes.len() - 64;
         account.verify(&signed_message(bytes.get(..body_len).unwrap_or_default()), signature)?;
-        Ok(Self { account, version: u64::from_be_bytes(*version), devices, encoded: bytes.to_vec() })
+        Ok(Self {
+            account,
+            version: u64::from_be_bytes(*version),
+            devices,
+            encoded: bytes.to_vec(),
+        })
     }
 
     /// The signed encoding.

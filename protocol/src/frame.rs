@@ -72,9 +72,12 @@ pub fn decode<M: Message + Default>(body: &[u8]) -> Result<M, FrameError> {
     M::decode(body).map_err(|e| FrameError::Malformed(e.to_string()))
 }
 
+/// A frame body and the bytes after it.
+pub type Split<'a> = (&'a [u8], &'a [u8]);
+
 /// Splits one complete frame off the front of `buf`: `Ok(None)` if more bytes are needed.
 /// Used by tests and by byte-stream transports (WebSocket) that deliver frames in pieces.
-pub fn split(buf: &[u8], limit: usize) -> Result<Option<(&[u8], &[u8])>, FrameError> {
+pub fn split(buf: &[u8], limit: usize) -> Result<Option<Split<'_>>, FrameError> {
     let Some((prefix, rest)) = buf.split_first_chunk::<PREFIX_LEN>() else {
         return Ok(None);
     };

@@ -13,9 +13,9 @@ pub mod auth;
 pub mod device_list;
 pub mod error;
 pub mod frame;
-pub mod wire;
 #[cfg(feature = "quinn")]
 pub mod quic;
+pub mod wire;
 
 pub use device_list::{AccountKey, AccountKeyPair, DeviceEntry, DeviceList, DeviceListError};
 pub use error::ErrorCode;

@@ -22,7 +22,10 @@ pub enum StreamError {
 }
 
 /// Reads one frame body; `Ok(None)` if the stream ended cleanly before a new frame began.
-pub async fn read_frame(recv: &mut quinn::RecvStream, limit: usize) -> Result<Option<Vec<u8>>, StreamError> {
+pub async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    limit: usize,
+) -> Result<Option<Vec<u8>>, StreamError> {
     let mut prefix = [0u8; PREFIX_LEN];
     match recv.read_exact(&mut prefix).await {
         Ok(()) => {}
@@ -49,7 +52,10 @@ pub async fn read_message<M: Message + Default>(
 }
 
 /// Writes one message as a frame.
-pub async fn write_message<M: Message>(send: &mut quinn::SendStream, msg: &M) -> Result<(), StreamError> {
+pub async fn write_message<M: Message>(
+    send: &mut quinn::SendStream,
+    msg: &M,
+) -> Result<(), StreamError> {
     send.write_all(&frame::encode(msg)).await?;
     Ok(())
 }

@@ -10,7 +10,7 @@ use hush_protocol::DeviceList;
 use redb::WriteTransaction;
 
 use crate::error::RelayError;
-use crate::store::{ACCOUNTS, read_device_list, versioned};
+use crate::store::{ACCOUNTS, DEVICES, encode_devices, read_device_list, versioned};
 use crate::{mailbox, prekeys};
 
 /// What a registration changed.
@@ -49,6 +49,7 @@ pub(crate) fn register(
     // Checks are done; from here on only writes.
     table.insert(account, versioned(list.encoded()).as_slice())?;
     drop(table);
+    txn.open_table(DEVICES)?.insert(account, encode_devices(list).as_slice())?;
     for &device in &removed {
         prekeys::purge_device(txn, &account, device)?;
         mailbox::purge_device(txn, &account, device)?;

@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -170,7 +172,9 @@ impl Config {
         if self.max_payload_bytes + 1024 > self.max_request_bytes {
             return bad("max_payload_bytes must be at least 1 KiB below max_request_bytes");
         }
-        if self.max_devices == 0 || self.max_devices > hush_protocol::device_list::MAX_DEVICES_IN_LIST {
+        if self.max_devices == 0
+            || self.max_devices > hush_protocol::device_list::MAX_DEVICES_IN_LIST
+        {
             return bad("max_devices must be between 1 and 255");
         }
         if self.retention_secs == 0 || self.sweep_interval_ms == 0 {
@@ -194,7 +198,8 @@ mod tests {
     fn file_then_overrides() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("relay.toml");
-        std::fs::write(&path, "max_devices = 3\nlog_format = \"json\"\nretention_secs = 60\n").unwrap();
+        std::fs::write(&path, "max_devices = 3\nlog_format = \"json\"\nretention_secs = 60\n")
+            .unwrap();
         let o = Overrides { max_devices: Some(4), ..Default::default() };
         let c = Config::load(Some(&path), o).unwrap();
         assert_eq!(c.max_devices, 4);
@@ -208,7 +213,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("relay.toml");
         std::fs::write(&path, "max_devises = 3\n").unwrap();
-        assert!(matches!(Config::load(Some(&path), Overrides::default()), Err(ConfigError::Parse { .. })));
+        assert!(matches!(
+            Config::load(Some(&path), Overrides::default()),
+            Err(ConfigError::Parse { .. })
+        ));
         let o = Overrides { max_request_bytes: Some(64 << 20), ..Default::default() };
         assert!(matches!(Config::load(None, o), Err(ConfigError::Invalid(_))));
     }

@@ -10,9 +10,9 @@
 
 use std::sync::Arc;
 
+use hush_protocol::frame;
 use hush_protocol::quic::{read_frame, write_message};
 use hush_protocol::wire::{self, Response, ServerPush, response, server_push};
-use hush_protocol::frame;
 
 use crate::server::{Conn, Relay};
 use crate::store::AccountId;
@@ -42,8 +42,10 @@ pub(crate) async fn serve(
     let end_reason = loop {
         let store = relay.store.clone();
         let after = last_sent;
-        let batch =
-            tokio::task::spawn_blocking(move || store.read_mailbox(&key.0, key.1, after, READ_BATCH)).await;
+        let batch = tokio::task::spawn_blocking(move || {
+            store.read_mailbox(&key.0, key.1, after, READ_BATCH)
+        })
+        .await;
         let batch = match batch {
             Ok(Ok(b)) => b,
             Ok(Err(e)) => {
@@ -80,7 +82,9 @@ pub(crate) async fn serve(
         }
         if !drained {
             drained = true;
-            let empty = ServerPush { body: Some(server_push::Body::QueueEmpty(wire::QueueEmpty { last_seq: last_sent })) };
+            let empty = ServerPush {
+                body: Some(server_push::Body::QueueEmpty(wire::QueueEmpty { last_seq: last_sent })),
+            };
             if write_message(&mut send, &empty).await.is_err() {
                 break None;
             }
@@ -100,7 +104,10 @@ pub(crate) async fn serve(
     };
     if let Some(reason) = end_reason {
         let go = ServerPush {
-            body: Some(server_push::Body::GoAway(wire::GoAway { reason: reason.to_owned(), reconnect_after_ms: 1000 })),
+            body: Some(server_push::Body::GoAway(wire::GoAway {
+                reason: reason.to_owned(),
+                reconnect_after_ms: 1000,
+            })),
         };
         if write_message(&mut send, &go).await.is_ok() {
             let _ = send.finish();
@@ -139,7 +146,8 @@ async fn read_acks(relay: Arc<Relay>, key: (AccountId, u32), mut recv: quinn::Re
             continue;
         }
         let seqs = push.acks;
-        match relay.writer.run(move |txn| Ok(crate::mailbox::ack(txn, &key.0, key.1, &seqs)?)).await {
+        match relay.writer.run(move |txn| Ok(crate::mailbox::ack(txn, &key.0, key.1, &seqs)?)).await
+        {
             Ok(n) => {
                 relay.metrics.envelopes_acked_total.inc_by(n);
             }

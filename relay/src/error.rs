@@ -167,7 +167,8 @@ impl RelayError {
             Self::Store(_) => "internal storage error; nothing was written, retry".to_owned(),
             other => other.to_string(),
         };
-        let mut err = wire::Error { code: self.code().as_str().to_owned(), message, ..Default::default() };
+        let mut err =
+            wire::Error { code: self.code().as_str().to_owned(), message, ..Default::default() };
         match self {
             Self::RateLimited { retry_after_ms, .. } => err.retry_after_ms = *retry_after_ms,
             Self::DeviceMismatch(m) => err.mismatches = m.clone(),

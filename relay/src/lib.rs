@@ -90,7 +90,8 @@ pub async fn run(
     let identity = tls::load_identity(&config)?;
     let pin = identity.pin;
     let server_config = tls::server_config(identity, &config)?;
-    let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(io("bind QUIC listener"))?;
+    let endpoint =
+        quinn::Endpoint::server(server_config, config.listen).map_err(io("bind QUIC listener"))?;
     let quic_addr = endpoint.local_addr().map_err(io("QUIC local address"))?;
 
     let metrics = Arc::new(Metrics::new());

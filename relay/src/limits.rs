@@ -69,7 +69,12 @@ pub struct Limiters {
 
 impl Limiters {
     /// Builds the limiters.
-    pub fn new(sends: Rate, registrations: Rate, connections_per_ip: u32, max_connections: u32) -> Self {
+    pub fn new(
+        sends: Rate,
+        registrations: Rate,
+        connections_per_ip: u32,
+        max_connections: u32,
+    ) -> Self {
         Self {
             sends: DefaultKeyedRateLimiter::keyed(sends.quota()),
             registrations: DefaultKeyedRateLimiter::keyed(registrations.quota()),
@@ -142,7 +147,12 @@ mod tests {
 
     #[test]
     fn connection_slots_are_counted_and_released() {
-        let l = Arc::new(Limiters::new(Rate { per_second: 1, burst: 1 }, Rate { per_second: 1, burst: 1 }, 2, 100));
+        let l = Arc::new(Limiters::new(
+            Rate { per_second: 1, burst: 1 },
+            Rate { per_second: 1, burst: 1 },
+            2,
+            100,
+        ));
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let a = l.admit(ip).unwrap();
         let _b = l.admit(ip).unwrap();
@@ -157,7 +167,9 @@ mod tests {
         r.check().unwrap();
         r.check().unwrap();
         match r.check() {
-            Err(RelayError::RateLimited { retry_after_ms, .. }) => assert!((1..=1000).contains(&retry_after_ms)),
+            Err(RelayError::RateLimited { retry_after_ms, .. }) => {
+                assert!((1..=1000).contains(&retry_after_ms))
+            }
             other => panic!("expected rate_limited, got {other:?}"),
         }
     }

@@ -13,13 +13,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use hush_protocol::wire::{self, DeviceMismatch};
-use hush_protocol::{AccountKey, DeviceList};
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use crate::error::{RelayError, StoreError};
 use crate::store::{
-    ACCOUNTS, AccountId, EXPIRY, MAILBOX, MAILBOX_META, META, MailboxEntry, MailboxMeta, PAYLOADS,
-    decode_payload, encode_payload, read_device_list, read_mailbox_meta,
+    AccountId, DEVICES, EXPIRY, MAILBOX, MAILBOX_META, META, MailboxEntry, MailboxMeta, PAYLOADS,
+    decode_payload, encode_payload, read_devices, read_mailbox_meta,
 };
 
 /// One addressed device in a validated send.
@@ -75,24 +74,37 @@ impl Send {
         let mut used = vec![false; req.payloads.len()];
         let mut recipients = Vec::with_capacity(req.envelopes.len());
         for e in req.envelopes {
-            let account = *AccountKey::from_bytes(&e.account)
-                .map_err(|_| RelayError::BadRequest("envelope account is not a valid account id".into()))?
-                .as_bytes();
+            // A plain 32-byte id: whether it names an account is checked against the store.
+            let account: AccountId = e.account.as_slice().try_into().map_err(|_| {
+                RelayError::BadRequest("envelope account is not a 32-byte account id".into())
+            })?;
             let payload = e.payload as usize;
             let Some(slot) = used.get_mut(payload) else {
-                return Err(RelayError::BadRequest(format!("envelope names payload {payload}, which does not exist")));
+                return Err(RelayError::BadRequest(format!(
+                    "envelope names payload {payload}, which does not exist"
+                )));
             };
             *slot = true;
             if (account, e.device_id) == sender {
                 return Err(RelayError::BadRequest("a device cannot address itself".into()));
             }
             if !seen.insert((account, e.device_id)) {
-                return Err(RelayError::BadRequest(format!("device {} addressed twice", e.device_id)));
+                return Err(RelayError::BadRequest(format!(
+                    "device {} addressed twice",
+                    e.device_id
+                )));
             }
-            recipients.push(Recipient { account, device: e.device_id, registration_id: e.registration_id, payload });
+            recipients.push(Recipient {
+                account,
+                device: e.device_id,
+                registration_id: e.registration_id,
+                payload,
+            });
         }
         if used.iter().any(|u| !u) {
-            return Err(RelayError::BadRequest("a payload is not addressed by any envelope".into()));
+            return Err(RelayError::BadRequest(
+                "a payload is not addressed by any envelope".into(),
+            ));
         }
         Ok(Self { sender, payloads: req.payloads, recipients })
     }
@@ -106,7 +118,7 @@ impl Send {
 /// Checks, for every addressed account, that the envelopes cover exactly its registered
 /// devices (minus the sending device itself), with current registration ids.
 pub(crate) fn check_devices(
-    accounts: &impl ReadableTable<AccountId, &'static [u8]>,
+    devices_table: &impl ReadableTable<AccountId, &'static [u8]>,
     send: &Send,
 ) -> Result<(), RelayError> {
     let mut by_account: BTreeMap<AccountId, Vec<&Recipient>> = BTreeMap::new();
@@ -115,19 +127,21 @@ pub(crate) fn check_devices(
     }
     let mut mismatches = Vec::new();
     for (account, addressed) in by_account {
-        let list: DeviceList = read_device_list(accounts, &account)?.ok_or(RelayError::UnknownAccount)?;
+        let devices = read_devices(devices_table, &account)?.ok_or(RelayError::UnknownAccount)?;
         let mut m = DeviceMismatch { account: account.to_vec(), ..Default::default() };
-        for d in &list.devices {
-            let is_sender = (account, d.device_id) == send.sender;
-            if !is_sender && !addressed.iter().any(|r| r.device == d.device_id) {
-                m.missing.push(d.device_id);
+        for &(id, _) in &devices {
+            let is_sender = (account, id) == send.sender;
+            if !is_sender && !addressed.iter().any(|r| r.device == id) {
+                m.missing.push(id);
             }
         }
         for r in addressed {
-            match list.device(r.device) {
-                None => m.extra.push(r.device),
-                Some(d) if d.registration_id != r.registration_id => m.stale.push(r.device),
-                Some(_) => {}
+            match devices.binary_search_by_key(&r.device, |&(id, _)| id) {
+                Err(_) => m.extra.push(r.device),
+                Ok(i) if devices.get(i).map(|&(_, reg)| reg) != Some(r.registration_id) => {
+                    m.stale.push(r.device);
+                }
+                Ok(_) => {}
             }
         }
         if !(m.missing.is_empty() && m.extra.is_empty() && m.stale.is_empty()) {
@@ -145,7 +159,7 @@ pub(crate) fn store(
     quotas: Quotas,
     now_ms: u64,
 ) -> Result<Vec<(AccountId, u32)>, RelayError> {
-    check_devices(&txn.open_table(ACCOUNTS)?, send)?;
+    check_devices(&txn.open_table(DEVICES)?, send)?;
     let mut meta_t = txn.open_table(MAILBOX_META)?;
     let mut metas = Vec::with_capacity(send.recipients.len());
     for r in &send.recipients {
@@ -281,7 +295,11 @@ pub(crate) fn sweep(txn: &WriteTransaction, now_ms: u64, max: usize) -> Result<u
 }
 
 /// Deletes a removed device's whole mailbox (its sequence counter goes too).
-pub(crate) fn purge_device(txn: &WriteTransaction, account: &AccountId, device: u32) -> Result<(), StoreError> {
+pub(crate) fn purge_device(
+    txn: &WriteTransaction,
+    account: &AccountId,
+    device: u32,
+) -> Result<(), StoreError> {
     let mut t = Tables::open(txn)?;
     let seqs: Vec<u64> = t
         .mailbox

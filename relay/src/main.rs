@@ -8,7 +8,11 @@ use hush_relay::config::{Config, LogFormat, Overrides};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "hush-relay", version, about = "Hush end-to-end-encrypted store-and-forward relay")]
+#[command(
+    name = "hush-relay",
+    version,
+    about = "Hush end-to-end-encrypted store-and-forward relay"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

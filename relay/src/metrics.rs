@@ -83,19 +83,67 @@ impl Metrics {
             registry: Registry::default(),
         };
         registry.register("connections", "Open QUIC connections", m.connections.clone());
-        registry.register("authenticated_connections", "Authenticated connections", m.authenticated.clone());
-        registry.register("connections_accepted", "QUIC connections accepted", m.connections_total.clone());
-        registry.register("connections_refused", "Connections refused by limits", m.connections_refused_total.clone());
-        registry.register("errors", "Requests answered with an error, by code", m.errors_total.clone());
+        registry.register(
+            "authenticated_connections",
+            "Authenticated connections",
+            m.authenticated.clone(),
+        );
+        registry.register(
+            "connections_accepted",
+            "QUIC connections accepted",
+            m.connections_total.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections refused by limits",
+            m.connections_refused_total.clone(),
+        );
+        registry.register(
+            "errors",
+            "Requests answered with an error, by code",
+            m.errors_total.clone(),
+        );
         registry.register("requests", "Requests handled", m.requests_total.clone());
-        registry.register("envelopes_stored", "Envelopes durably stored", m.envelopes_stored_total.clone());
-        registry.register("envelopes_delivered", "Envelopes pushed to devices", m.envelopes_delivered_total.clone());
-        registry.register("envelopes_acked", "Envelopes acked and deleted", m.envelopes_acked_total.clone());
-        registry.register("envelopes_expired", "Envelopes deleted by retention", m.envelopes_expired_total.clone());
-        registry.register("ephemeral_delivered", "Ephemeral envelopes delivered", m.ephemeral_delivered_total.clone());
-        registry.register("commit_batch_size", "Jobs per group commit", m.commit_batch_size.clone());
-        registry.register("commit_seconds", "Group commit duration including fsync", m.commit_seconds.clone());
-        registry.register("commit_failures", "Group commits that failed", m.commit_failures_total.clone());
+        registry.register(
+            "envelopes_stored",
+            "Envelopes durably stored",
+            m.envelopes_stored_total.clone(),
+        );
+        registry.register(
+            "envelopes_delivered",
+            "Envelopes pushed to devices",
+            m.envelopes_delivered_total.clone(),
+        );
+        registry.register(
+            "envelopes_acked",
+            "Envelopes acked and deleted",
+            m.envelopes_acked_total.clone(),
+        );
+        registry.register(
+            "envelopes_expired",
+            "Envelopes deleted by retention",
+            m.envelopes_expired_total.clone(),
+        );
+        registry.register(
+            "ephemeral_delivered",
+            "Ephemeral envelopes delivered",
+            m.ephemeral_delivered_total.clone(),
+        );
+        registry.register(
+            "commit_batch_size",
+            "Jobs per group commit",
+            m.commit_batch_size.clone(),
+        );
+        registry.register(
+            "commit_seconds",
+            "Group commit duration including fsync",
+            m.commit_seconds.clone(),
+        );
+        registry.register(
+            "commit_failures",
+            "Group commits that failed",
+            m.commit_failures_total.clone(),
+        );
         Self { registry, ..m }
     }
 

@@ -76,7 +76,12 @@ impl Online {
         let replaced = CancellationToken::new();
         let old = lock(&self.subscribers).insert(
             key,
-            Subscriber { conn_id, wake: Arc::clone(&wake), ephemeral: tx, replaced: replaced.clone() },
+            Subscriber {
+                conn_id,
+                wake: Arc::clone(&wake),
+                ephemeral: tx,
+                replaced: replaced.clone(),
+            },
         );
         if let Some(old) = old {
             old.replaced.cancel();

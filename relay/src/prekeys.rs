@@ -6,7 +6,9 @@
 //! one-time X25519 keys run out the bundle goes without one; when one-time KEM keys run out the
 //! last-resort KEM key is used (PQXDH's rule).
 
-use hush_prekeys::{IdentityKey, KemPreKey, KemPreKeyKind, OneTimePreKey, PreKeyBundle, SignedPreKey};
+use hush_prekeys::{
+    IdentityKey, KemPreKey, KemPreKeyKind, OneTimePreKey, PreKeyBundle, SignedPreKey,
+};
 use hush_protocol::wire::{DeviceBundle, PrekeyCounts};
 use redb::{ReadableTable, WriteTransaction};
 
@@ -14,7 +16,7 @@ use crate::error::{RelayError, StoreError};
 use redb::ReadableDatabase;
 
 use crate::store::{
-    ACCOUNTS, Store, AccountId, KEM_PREKEYS, LAST_RESORT_KEM, ONE_TIME_PREKEYS, SIGNED_PREKEYS,
+    ACCOUNTS, AccountId, KEM_PREKEYS, LAST_RESORT_KEM, ONE_TIME_PREKEYS, SIGNED_PREKEYS, Store,
     read_device_list, strip_version, versioned,
 };
 
@@ -50,14 +52,19 @@ impl Upload {
             k.verify(identity)?;
             Some(k)
         };
-        let one_time =
-            req.one_time_prekeys.iter().map(|b| OneTimePreKey::decode(b)).collect::<Result<Vec<_>, _>>()?;
+        let one_time = req
+            .one_time_prekeys
+            .iter()
+            .map(|b| OneTimePreKey::decode(b))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut kem = Vec::with_capacity(req.kem_prekeys.len());
         for b in &req.kem_prekeys {
             let k = KemPreKey::decode(b)?;
             k.verify(identity)?;
             if k.kind != KemPreKeyKind::OneTime {
-                return Err(RelayError::InvalidKey("a last-resort KEM key in the one-time list".into()));
+                return Err(RelayError::InvalidKey(
+                    "a last-resort KEM key in the one-time list".into(),
+                ));
             }
             kem.push(k);
         }
@@ -67,7 +74,9 @@ impl Upload {
             let k = KemPreKey::decode(&req.last_resort_kem_prekey)?;
             k.verify(identity)?;
             if k.kind != KemPreKeyKind::LastResort {
-                return Err(RelayError::InvalidKey("the last-resort KEM key is marked one-time".into()));
+                return Err(RelayError::InvalidKey(
+                    "the last-resort KEM key is marked one-time".into(),
+                ));
             }
             Some(k)
         };
@@ -93,10 +102,12 @@ pub(crate) fn store_upload(
         )));
     }
     if let Some(k) = &upload.signed {
-        txn.open_table(SIGNED_PREKEYS)?.insert((*account, device), versioned(&k.encode()).as_slice())?;
+        txn.open_table(SIGNED_PREKEYS)?
+            .insert((*account, device), versioned(&k.encode()).as_slice())?;
     }
     if let Some(k) = &upload.last_resort {
-        txn.open_table(LAST_RESORT_KEM)?.insert((*account, device), versioned(&k.encode()).as_slice())?;
+        txn.open_table(LAST_RESORT_KEM)?
+            .insert((*account, device), versioned(&k.encode()).as_slice())?;
     }
     {
         let mut t = txn.open_table(ONE_TIME_PREKEYS)?;
@@ -130,7 +141,11 @@ pub(crate) fn counts(
 }
 
 /// The device's key counts, from a read transaction (no write, no fsync).
-pub(crate) fn read_counts(store: &Store, account: &AccountId, device: u32) -> Result<PrekeyCounts, StoreError> {
+pub(crate) fn read_counts(
+    store: &Store,
+    account: &AccountId,
+    device: u32,
+) -> Result<PrekeyCounts, StoreError> {
     let txn = store.db.begin_read()?;
     count_in(
         &txn.open_table(ONE_TIME_PREKEYS)?,
@@ -172,8 +187,8 @@ pub(crate) fn claim_bundles(
     account: &AccountId,
     device_ids: &[u32],
 ) -> Result<Vec<DeviceBundle>, RelayError> {
-    let list = read_device_list(&txn.open_table(ACCOUNTS)?, account)?
-        .ok_or(RelayError::UnknownAccount)?;
+    let list =
+        read_device_list(&txn.open_table(ACCOUNTS)?, account)?.ok_or(RelayError::UnknownAccount)?;
     let wanted: Vec<_> = if device_ids.is_empty() {
         list.devices.iter().collect()
     } else {
@@ -214,8 +229,12 @@ pub(crate) fn claim_bundles(
             }
             None => None,
         };
-        let bundle =
-            PreKeyBundle { identity: entry.identity.clone(), signed_prekey: signed, one_time_prekey, kem_prekey };
+        let bundle = PreKeyBundle {
+            identity: entry.identity.clone(),
+            signed_prekey: signed,
+            one_time_prekey,
+            kem_prekey,
+        };
         out.push(DeviceBundle {
             device_id: d,
             registration_id: entry.registration_id,
@@ -241,7 +260,11 @@ fn first_key(
 }
 
 /// Deletes every prekey of a removed device.
-pub(crate) fn purge_device(txn: &WriteTransaction, account: &AccountId, device: u32) -> Result<(), StoreError> {
+pub(crate) fn purge_device(
+    txn: &WriteTransaction,
+    account: &AccountId,
+    device: u32,
+) -> Result<(), StoreError> {
     txn.open_table(SIGNED_PREKEYS)?.remove((*account, device))?;
     txn.open_table(LAST_RESORT_KEM)?.remove((*account, device))?;
     for def in [ONE_TIME_PREKEYS, KEM_PREKEYS] {

@@ -164,8 +164,16 @@ impl Relay {
         self.metrics.connections.dec();
     }
 
-    async fn stream(self: Arc<Self>, conn: Arc<Conn>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
-        let read = tokio::time::timeout(REQUEST_READ_TIMEOUT, read_frame(&mut recv, self.config.max_request_bytes));
+    async fn stream(
+        self: Arc<Self>,
+        conn: Arc<Conn>,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+    ) {
+        let read = tokio::time::timeout(
+            REQUEST_READ_TIMEOUT,
+            read_frame(&mut recv, self.config.max_request_bytes),
+        );
         let request = match read.await {
             Ok(Ok(Some(body))) => frame::decode::<wire::Request>(&body).map_err(RelayError::from),
             Ok(Ok(None)) => Err(RelayError::Frame(hush_protocol::FrameError::Truncated)),
@@ -180,7 +188,9 @@ impl Relay {
         let body = match request {
             Ok(wire::Request { body: Some(body) }) => body,
             Ok(wire::Request { body: None }) => {
-                return self.reply(&mut send, Err(RelayError::BadRequest("empty request".into()))).await;
+                return self
+                    .reply(&mut send, Err(RelayError::BadRequest("empty request".into())))
+                    .await;
             }
             Err(e) => {
                 // The client may still be sending an oversize body: stop it, then answer.
@@ -200,7 +210,11 @@ impl Relay {
         self.reply(&mut send, result).await;
     }
 
-    async fn reply(&self, send: &mut quinn::SendStream, result: Result<response::Body, RelayError>) {
+    async fn reply(
+        &self,
+        send: &mut quinn::SendStream,
+        result: Result<response::Body, RelayError>,
+    ) {
         let response = match result {
             Ok(body) => Response { body: Some(body) },
             Err(e) => {
@@ -230,16 +244,20 @@ impl Relay {
         Ok(key)
     }
 
-    async fn dispatch(&self, conn: &Conn, body: request::Body) -> Result<response::Body, RelayError> {
+    async fn dispatch(
+        &self,
+        conn: &Conn,
+        body: request::Body,
+    ) -> Result<response::Body, RelayError> {
         if self.shutdown.is_cancelled() {
             return Err(RelayError::ShuttingDown);
         }
         conn.rate.check()?;
         match body {
             request::Body::Register(r) => self.register(conn, r).await,
-            request::Body::GetChallenge(_) => {
-                Ok(response::Body::Challenge(wire::Challenge { nonce: conn.challenge.issue().to_vec() }))
-            }
+            request::Body::GetChallenge(_) => Ok(response::Body::Challenge(wire::Challenge {
+                nonce: conn.challenge.issue().to_vec(),
+            })),
             request::Body::Authenticate(a) => {
                 if conn.device.get().is_some() {
                     return Err(RelayError::AlreadyAuthenticated);
@@ -259,16 +277,24 @@ impl Relay {
             }
             request::Body::GetDeviceList(g) => {
                 authed(conn)?;
-                let account = AccountKey::from_bytes(&g.account).map_err(|_| RelayError::UnknownAccount)?;
+                let account =
+                    AccountKey::from_bytes(&g.account).map_err(|_| RelayError::UnknownAccount)?;
                 let list = self.store.device_list(&account)?.ok_or(RelayError::UnknownAccount)?;
-                Ok(response::Body::DeviceList(wire::DeviceListBody { device_list: list.encoded().to_vec() }))
+                Ok(response::Body::DeviceList(wire::DeviceListBody {
+                    device_list: list.encoded().to_vec(),
+                }))
             }
             request::Body::UploadPrekeys(u) => {
                 let (account, device) = authed(conn)?;
-                let key = AccountKey::from_bytes(&account).map_err(|_| RelayError::UnknownAccount)?;
+                let key =
+                    AccountKey::from_bytes(&account).map_err(|_| RelayError::UnknownAccount)?;
                 let list = self.store.device_list(&key)?.ok_or(RelayError::UnknownAccount)?;
                 let entry = list.device(device).ok_or(RelayError::UnknownDevice(device))?;
-                let upload = prekeys::Upload::verify(&u, &entry.identity, self.config.max_prekeys_per_upload)?;
+                let upload = prekeys::Upload::verify(
+                    &u,
+                    &entry.identity,
+                    self.config.max_prekeys_per_upload,
+                )?;
                 let max = self.config.max_stored_prekeys;
                 let counts = self
                     .writer
@@ -278,11 +304,17 @@ impl Relay {
             }
             request::Body::GetPrekeyCounts(_) => {
                 let (account, device) = authed(conn)?;
-                Ok(response::Body::PrekeyCounts(prekeys::read_counts(&self.store, &account, device)?))
+                Ok(response::Body::PrekeyCounts(prekeys::read_counts(
+                    &self.store,
+                    &account,
+                    device,
+                )?))
             }
             request::Body::FetchBundles(f) => {
                 authed(conn)?;
-                let account = *AccountKey::from_bytes(&f.account).map_err(|_| RelayError::UnknownAccount)?.as_bytes();
+                let account = *AccountKey::from_bytes(&f.account)
+                    .map_err(|_| RelayError::UnknownAccount)?
+                    .as_bytes();
                 let bundles = self
                     .writer
                     .run(move |txn| prekeys::claim_bundles(txn, &account, &f.device_ids))
@@ -290,7 +322,9 @@ impl Relay {
                 Ok(response::Body::Bundles(wire::Bundles { bundles }))
             }
             request::Body::Send(s) => self.send(conn, s).await,
-            request::Body::Subscribe(_) => Err(RelayError::BadRequest("subscribe is handled on its own stream".into())),
+            request::Body::Subscribe(_) => {
+                Err(RelayError::BadRequest("subscribe is handled on its own stream".into()))
+            }
         }
     }
 
@@ -380,5 +414,7 @@ fn authed(conn: &Conn) -> Result<(AccountId, u32), RelayError> {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

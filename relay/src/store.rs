@@ -22,6 +22,9 @@ pub type AccountId = [u8; 32];
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// account → v1 ‖ encoded signed device list.
 pub(crate) const ACCOUNTS: TableDefinition<AccountId, &[u8]> = TableDefinition::new("accounts");
+/// account → v1 ‖ (device id u32 ‖ registration id u32)*: the device set of the stored list,
+/// so the per-send device-set check needs no signature verification.
+pub(crate) const DEVICES: TableDefinition<AccountId, &[u8]> = TableDefinition::new("devices");
 /// (account, device) → v1 ‖ encoded signed prekey.
 pub(crate) const SIGNED_PREKEYS: TableDefinition<(AccountId, u32), &[u8]> =
     TableDefinition::new("signed_prekeys");
@@ -76,6 +79,7 @@ impl Store {
                 }
             }
             txn.open_table(ACCOUNTS)?;
+            txn.open_table(DEVICES)?;
             txn.open_table(SIGNED_PREKEYS)?;
             txn.open_table(ONE_TIME_PREKEYS)?;
             txn.open_table(KEM_PREKEYS)?;
@@ -117,9 +121,8 @@ impl Store {
             let (key, value) = item?;
             let (_, _, seq) = key.value();
             let entry = MailboxEntry::decode(value.value())?;
-            let payload = payloads
-                .get(entry.payload_id)?
-                .ok_or(StoreError::Corrupt("payload reference"))?;
+            let payload =
+                payloads.get(entry.payload_id)?.ok_or(StoreError::Corrupt("payload reference"))?;
             let (_, bytes) = decode_payload(payload.value())?;
             out.push((seq, entry, bytes.to_vec()));
         }
@@ -128,14 +131,21 @@ impl Store {
 
     /// The device-set check of [`crate::mailbox::check_devices`] on a read transaction (for
     /// ephemeral sends, which are never stored).
-    pub fn check_devices(&self, send: &crate::mailbox::Send) -> Result<(), crate::error::RelayError> {
+    pub fn check_devices(
+        &self,
+        send: &crate::mailbox::Send,
+    ) -> Result<(), crate::error::RelayError> {
         let txn = self.db.begin_read().map_err(StoreError::from)?;
-        let table = txn.open_table(ACCOUNTS).map_err(StoreError::from)?;
+        let table = txn.open_table(DEVICES).map_err(StoreError::from)?;
         crate::mailbox::check_devices(&table, send)
     }
 
     /// Mailbox counters of a device.
-    pub fn mailbox_meta(&self, account: &AccountId, device: u32) -> Result<MailboxMeta, StoreError> {
+    pub fn mailbox_meta(
+        &self,
+        account: &AccountId,
+        device: u32,
+    ) -> Result<MailboxMeta, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(MAILBOX_META)?;
         read_mailbox_meta(&table, account, device)
@@ -151,6 +161,35 @@ pub(crate) fn read_device_list(
     // The list was verified before it was stored; decoding re-verifies, which also catches
     // on-disk corruption.
     DeviceList::decode(bytes).map(Some).map_err(|_| StoreError::Corrupt("account"))
+}
+
+/// The (device id, registration id) pairs of an account, sorted by device id.
+pub(crate) fn read_devices(
+    table: &impl ReadableTable<AccountId, &'static [u8]>,
+    account: &AccountId,
+) -> Result<Option<Vec<(u32, u32)>>, StoreError> {
+    let Some(v) = table.get(account)? else { return Ok(None) };
+    let body = strip_version(v.value(), "devices")?;
+    if body.len() % 8 != 0 {
+        return Err(StoreError::Corrupt("devices"));
+    }
+    let mut out = Vec::with_capacity(body.len() / 8);
+    let mut r = Fields(body);
+    while let (Some(id), Some(reg)) = (r.u32(), r.u32()) {
+        out.push((id, reg));
+    }
+    Ok(Some(out))
+}
+
+/// Encodes a device set for [`DEVICES`].
+pub(crate) fn encode_devices(list: &DeviceList) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + list.devices.len() * 8);
+    out.push(RECORD_V1);
+    for d in &list.devices {
+        out.extend_from_slice(&d.device_id.to_be_bytes());
+        out.extend_from_slice(&d.registration_id.to_be_bytes());
+    }
+    out
 }
 
 pub(crate) fn read_mailbox_meta(
@@ -173,7 +212,10 @@ pub(crate) fn versioned(bytes: &[u8]) -> Vec<u8> {
 }
 
 /// Checks and strips the record version.
-pub(crate) fn strip_version<'a>(bytes: &'a [u8], what: &'static str) -> Result<&'a [u8], StoreError> {
+pub(crate) fn strip_version<'a>(
+    bytes: &'a [u8],
+    what: &'static str,
+) -> Result<&'a [u8], StoreError> {
     match bytes.split_first() {
         Some((&RECORD_V1, rest)) => Ok(rest),
         _ => Err(StoreError::Corrupt(what)),

@@ -48,7 +48,8 @@ pub fn load_identity(config: &Config) -> Result<Identity, TlsError> {
         let chain = CertificateDer::pem_file_iter(cert)
             .and_then(|it| it.collect::<Result<Vec<_>, _>>())
             .map_err(|_| TlsError::Pem(cert.display().to_string()))?;
-        let key = PrivateKeyDer::from_pem_file(key).map_err(|_| TlsError::Pem(key.display().to_string()))?;
+        let key = PrivateKeyDer::from_pem_file(key)
+            .map_err(|_| TlsError::Pem(key.display().to_string()))?;
         let leaf = chain.first().ok_or_else(|| TlsError::Pem("empty certificate chain".into()))?;
         let pin = Sha256::digest(leaf.as_ref()).into();
         return Ok(Identity { chain, key, pin });
@@ -65,9 +66,13 @@ fn self_signed(dir: &Path) -> Result<Identity, TlsError> {
     let key_path = dir.join("key.der");
     if !cert_path.exists() || !key_path.exists() {
         std::fs::create_dir_all(dir).map_err(io("create tls directory"))?;
-        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "hush-relay".to_owned()])
-            .map_err(|e| TlsError::Setup(e.to_string()))?;
-        write_private(&key_path, &generated.signing_key.serialize_der()).map_err(io("write tls key"))?;
+        let generated = rcgen::generate_simple_self_signed(vec![
+            "localhost".to_owned(),
+            "hush-relay".to_owned(),
+        ])
+        .map_err(|e| TlsError::Setup(e.to_string()))?;
+        write_private(&key_path, &generated.signing_key.serialize_der())
+            .map_err(io("write tls key"))?;
         std::fs::write(&cert_path, generated.cert.der()).map_err(io("write tls certificate"))?;
         tracing::info!(path = %cert_path.display(), "generated a self-signed development certificate");
     }
@@ -119,8 +124,12 @@ pub fn server_config(identity: Identity, config: &Config) -> Result<quinn::Serve
         ))
         // Bounded per-connection buffers keep idle connections cheap; requests are at most
         // max_request_bytes, so a window of that size never stalls one.
-        .stream_receive_window(quinn::VarInt::from_u32(u32::try_from(config.max_request_bytes).unwrap_or(u32::MAX)))
-        .receive_window(quinn::VarInt::from_u32(u32::try_from(config.max_request_bytes * 2).unwrap_or(u32::MAX)))
+        .stream_receive_window(quinn::VarInt::from_u32(
+            u32::try_from(config.max_request_bytes).unwrap_or(u32::MAX),
+        ))
+        .receive_window(quinn::VarInt::from_u32(
+            u32::try_from(config.max_request_bytes * 2).unwrap_or(u32::MAX),
+        ))
         .datagram_receive_buffer_size(None);
     server.transport_config(Arc::new(transport));
     Ok(server)

@@ -30,7 +30,11 @@ async fn register_authenticate_and_fetch_a_verified_device_list() {
     // An old list can't be replayed over a newer one.
     let v2 = alice.next_list();
     conn.register(&v2).await.unwrap();
-    let mut stale = User { account: hush_protocol::AccountKeyPair::from_seed(&alice.account.seed()), devices: vec![], version: 0 };
+    let mut stale = User {
+        account: hush_protocol::AccountKeyPair::from_seed(&alice.account.seed()),
+        devices: vec![],
+        version: 0,
+    };
     stale.add_device();
     let v1_again = stale.next_list();
     assert_code(conn.register(&v1_again).await, ErrorCode::StaleDeviceList);
@@ -58,8 +62,12 @@ async fn auth_failures_are_typed() {
     // nonce the second connection did issue.
     let other = relay.connect().await;
     let nonce2 = other.challenge().await.unwrap();
-    let sig_for_conn = conn.sign_challenge(&nonce2, &alice.key(), 1, &alice.device(1).identity).unwrap();
-    assert_code(other.authenticate_with(&alice.key(), 1, &sig_for_conn).await, ErrorCode::BadSignature);
+    let sig_for_conn =
+        conn.sign_challenge(&nonce2, &alice.key(), 1, &alice.device(1).identity).unwrap();
+    assert_code(
+        other.authenticate_with(&alice.key(), 1, &sig_for_conn).await,
+        ErrorCode::BadSignature,
+    );
 
     // Unknown device and unknown account.
     let n = conn.challenge().await.unwrap();
@@ -85,7 +93,8 @@ async fn forged_device_lists_are_refused() {
     forged[last] ^= 1;
     let r = conn.request(request::Body::Register(wire::Register { device_list: forged })).await;
     assert_code(r, ErrorCode::BadSignature);
-    let r = conn.request(request::Body::Register(wire::Register { device_list: vec![1, 2, 3] })).await;
+    let r =
+        conn.request(request::Body::Register(wire::Register { device_list: vec![1, 2, 3] })).await;
     assert_code(r, ErrorCode::InvalidKey);
 }
 
@@ -104,7 +113,8 @@ async fn removed_device_is_cut_off_and_purged() {
     let phone = alice.login(&relay, 1).await;
     alice.register(&phone).await;
 
-    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), laptop.closed()).await.unwrap();
+    let closed =
+        tokio::time::timeout(std::time::Duration::from_secs(10), laptop.closed()).await.unwrap();
     assert_eq!(closed.close_code(), Some(close::DEVICE_REMOVED));
 
     // It can't come back with its old key.

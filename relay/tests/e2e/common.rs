@@ -1,7 +1,7 @@
 //! Test harness: the real `hush-relay` binary on loopback, and real clients (hush-net over
 //! QUIC) acting as devices of real accounts.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -27,7 +27,8 @@ pub struct Relay {
 impl Relay {
     /// Starts the relay on `data_dir` with extra `--flag value` pairs.
     pub fn start(data_dir: &Path, extra: &[(&str, &str)]) -> Self {
-        let args: Vec<String> = extra.iter().flat_map(|(k, v)| [format!("--{k}"), (*v).to_owned()]).collect();
+        let args: Vec<String> =
+            extra.iter().flat_map(|(k, v)| [format!("--{k}"), (*v).to_owned()]).collect();
         Self::spawn(data_dir, args)
     }
 
@@ -36,7 +37,14 @@ impl Relay {
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--log-level", "warn"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+                "--log-level",
+                "warn",
+            ])
             .args(&args)
             .env_remove("HUSH_CONFIG")
             .stdout(Stdio::piped())
@@ -104,9 +112,11 @@ impl Relay {
     pub async fn http_get(&self, path: &str) -> (u16, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(self.http).await.unwrap();
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
         let status = out.split_whitespace().nth(1).unwrap().parse().unwrap();
@@ -138,7 +148,12 @@ impl Device {
     pub fn upload(&mut self, one_time: u32, kem: u32) -> wire::UploadPrekeys {
         let mut rng = rand::rng();
         let otks = self.prekeys.generate_one_time_prekeys(&mut rng, one_time);
-        let kems = self.prekeys.generate_kem_prekeys(&mut rng, &self.identity, KemPreKeyKind::OneTime, kem);
+        let kems = self.prekeys.generate_kem_prekeys(
+            &mut rng,
+            &self.identity,
+            KemPreKeyKind::OneTime,
+            kem,
+        );
         wire::UploadPrekeys {
             signed_prekey: self.signed.encode(),
             one_time_prekeys: otks.iter().map(|k| k.encode()).collect(),
@@ -158,7 +173,8 @@ pub struct User {
 impl User {
     pub fn new(devices: u32) -> Self {
         let mut rng = rand::rng();
-        let mut u = Self { account: AccountKeyPair::generate(&mut rng), devices: Vec::new(), version: 0 };
+        let mut u =
+            Self { account: AccountKeyPair::generate(&mut rng), devices: Vec::new(), version: 0 };
         for _ in 0..devices {
             u.add_device();
         }
@@ -179,7 +195,14 @@ impl User {
         let last_resort = prekeys
             .generate_kem_prekeys(&mut rng, &identity, KemPreKeyKind::LastResort, 1)
             .remove(0);
-        self.devices.push(Device { id, registration_id: 1000 + id, identity, prekeys, signed, last_resort });
+        self.devices.push(Device {
+            id,
+            registration_id: 1000 + id,
+            identity,
+            prekeys,
+            signed,
+            last_resort,
+        });
         id
     }
 
@@ -193,7 +216,11 @@ impl User {
         let entries = self
             .devices
             .iter()
-            .map(|d| DeviceEntry { device_id: d.id, registration_id: d.registration_id, identity: d.identity.public().clone() })
+            .map(|d| DeviceEntry {
+                device_id: d.id,
+                registration_id: d.registration_id,
+                identity: d.identity.public().clone(),
+            })
             .collect();
         DeviceList::sign(&self.account, self.version, entries).unwrap()
     }
@@ -258,4 +285,22 @@ pub async fn next_delivery(sub: &mut Subscription) -> wire::Delivery {
         Some(server_push::Body::Delivery(d)) => d,
         other => panic!("expected a delivery, got {other:?}"),
     }
+}
+
+/// Polls `/metrics` until counter `name` reaches `at_least` (a readiness check, not a sleep).
+pub async fn wait_for_metric(relay: &Relay, name: &str, at_least: u64) {
+    for _ in 0..500 {
+        let (_, body) = relay.http_get("/metrics").await;
+        let v = body
+            .lines()
+            .find(|l| l.starts_with(name) && !l.starts_with('#'))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if v as u64 >= at_least {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{name} never reached {at_least}");
 }

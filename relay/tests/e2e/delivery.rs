@@ -40,7 +40,11 @@ async fn device_set_mismatch_reports_missing_extra_and_stale() {
     // Right for Bob but forgetting Alice's other device.
     let mut envelopes = bob.envelopes(None);
     let mut own = alice.envelopes(Some(1));
-    let ok_send = wire::Send { payloads: vec![b"x".to_vec()], envelopes: envelopes.clone(), ephemeral: false };
+    let ok_send = wire::Send {
+        payloads: vec![b"x".to_vec()],
+        envelopes: envelopes.clone(),
+        ephemeral: false,
+    };
     // Addressing only Bob is fine: own devices are checked only when the send names our account.
     conn.send(ok_send).await.unwrap();
     own[0].registration_id = 999;
@@ -124,23 +128,6 @@ async fn envelopes_are_deleted_only_after_ack() {
     assert!(drain(&mut sub).await.is_empty());
 }
 
-pub async fn wait_for_metric(relay: &Relay, name: &str, at_least: u64) {
-    for _ in 0..500 {
-        let (_, body) = relay.http_get("/metrics").await;
-        let v = body
-            .lines()
-            .find(|l| l.starts_with(name) && !l.starts_with('#'))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
-        if v as u64 >= at_least {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{name} never reached {at_least}");
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn ephemeral_envelopes_reach_online_devices_and_are_never_stored() {
     let dir = tempfile::tempdir().unwrap();
@@ -190,9 +177,15 @@ async fn multi_recipient_send_stores_each_payload_once_and_fans_out() {
     let mut own = alice.envelopes(Some(1));
     own[0].payload = 1;
     envelopes.extend(own);
-    let send = wire::Send { payloads: vec![b"group".to_vec(), b"sync".to_vec()], envelopes, ephemeral: false };
+    let send = wire::Send {
+        payloads: vec![b"group".to_vec(), b"sync".to_vec()],
+        envelopes,
+        ephemeral: false,
+    };
     a.send(send).await.unwrap();
-    for (user, id, want) in [(&bob, 1, "group"), (&bob, 2, "group"), (&carol, 1, "group"), (&alice, 2, "sync")] {
+    for (user, id, want) in
+        [(&bob, 1, "group"), (&bob, 2, "group"), (&carol, 1, "group"), (&alice, 2, "sync")]
+    {
         let c = user.login(&relay, id).await;
         let mut sub = c.subscribe().await.unwrap();
         let got = drain(&mut sub).await;
@@ -205,10 +198,18 @@ async fn multi_recipient_send_stores_each_payload_once_and_fans_out() {
     assert_code(a.send(bad).await, ErrorCode::BadRequest);
     let mut twice = bob.envelopes(None);
     twice.push(twice[0].clone());
-    assert_code(a.send(wire::Send { payloads: vec![b"x".to_vec()], envelopes: twice, ephemeral: false }).await, ErrorCode::BadRequest);
+    assert_code(
+        a.send(wire::Send { payloads: vec![b"x".to_vec()], envelopes: twice, ephemeral: false })
+            .await,
+        ErrorCode::BadRequest,
+    );
     let mut dangling = bob.envelopes(None);
     dangling[0].payload = 5;
-    assert_code(a.send(wire::Send { payloads: vec![b"x".to_vec()], envelopes: dangling, ephemeral: false }).await, ErrorCode::BadRequest);
+    assert_code(
+        a.send(wire::Send { payloads: vec![b"x".to_vec()], envelopes: dangling, ephemeral: false })
+            .await,
+        ErrorCode::BadRequest,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -3,12 +3,14 @@
 use std::collections::BTreeSet;
 
 use crate::common::*;
-use crate::delivery::wait_for_metric;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn acked_envelopes_survive_sigkill_and_are_delivered_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
-    let mut relay = Relay::start(dir.path(), &[("connection-request-burst", "100000"), ("account-send-burst", "100000")]);
+    let mut relay = Relay::start(
+        dir.path(),
+        &[("connection-request-burst", "100000"), ("account-send-burst", "100000")],
+    );
     let mut alice = User::new(1);
     let mut bob = User::new(1);
     let c = relay.connect().await;
@@ -53,7 +55,8 @@ async fn acked_envelopes_survive_sigkill_and_are_delivered_exactly_once() {
     let b = bob.login(&relay, 1).await;
     let mut sub = b.subscribe().await.unwrap();
     let got = drain(&mut sub).await;
-    let values: Vec<u32> = got.iter().map(|(_, p)| u32::from_be_bytes(p[..4].try_into().unwrap())).collect();
+    let values: Vec<u32> =
+        got.iter().map(|(_, p)| u32::from_be_bytes(p[..4].try_into().unwrap())).collect();
     let unique: BTreeSet<u32> = values.iter().copied().collect();
     assert_eq!(values.len(), unique.len(), "an envelope was delivered twice");
     assert_eq!(unique, acked, "every acked envelope, and nothing acked earlier by Bob");

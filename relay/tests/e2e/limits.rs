@@ -6,7 +6,6 @@ use hush_protocol::wire::{self, request};
 use hush_protocol::{ErrorCode, close};
 
 use crate::common::*;
-use crate::delivery::wait_for_metric;
 
 async fn pair(relay: &Relay, bob_devices: u32) -> (User, User, hush_net::Connection) {
     let mut alice = User::new(1);
@@ -31,9 +30,14 @@ async fn payload_size_limit() {
 #[tokio::test(flavor = "multi_thread")]
 async fn request_frame_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let relay = Relay::start(dir.path(), &[("max-payload-bytes", "4096"), ("max-request-bytes", "65536")]);
+    let relay =
+        Relay::start(dir.path(), &[("max-payload-bytes", "4096"), ("max-request-bytes", "65536")]);
     let (_alice, bob, a) = pair(&relay, 1).await;
-    let huge = wire::Send { payloads: vec![vec![1; 2048]; 40], envelopes: bob.envelopes(None), ephemeral: false };
+    let huge = wire::Send {
+        payloads: vec![vec![1; 2048]; 40],
+        envelopes: bob.envelopes(None),
+        ephemeral: false,
+    };
     assert_code(a.send(huge).await, ErrorCode::FrameTooLarge);
     // The connection is still usable.
     a.send(send_to(&bob, b"still fine")).await.unwrap();
@@ -42,7 +46,8 @@ async fn request_frame_limit() {
 #[tokio::test(flavor = "multi_thread")]
 async fn mailbox_depth_and_byte_quotas() {
     let dir = tempfile::tempdir().unwrap();
-    let relay = Relay::start(dir.path(), &[("mailbox-max-envelopes", "10"), ("mailbox-max-bytes", "1000")]);
+    let relay =
+        Relay::start(dir.path(), &[("mailbox-max-envelopes", "10"), ("mailbox-max-bytes", "1000")]);
     let (_alice, bob, a) = pair(&relay, 2).await;
     for _ in 0..10 {
         a.send(send_to(&bob, b"x")).await.unwrap();
@@ -88,7 +93,8 @@ async fn retention_expires_unacked_envelopes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn per_account_send_rate() {
     let dir = tempfile::tempdir().unwrap();
-    let relay = Relay::start(dir.path(), &[("account-sends-per-second", "1"), ("account-send-burst", "3")]);
+    let relay =
+        Relay::start(dir.path(), &[("account-sends-per-second", "1"), ("account-send-burst", "3")]);
     let (_alice, bob, a) = pair(&relay, 1).await;
     for _ in 0..3 {
         a.send(send_to(&bob, b"x")).await.unwrap();
@@ -106,7 +112,10 @@ async fn per_account_send_rate() {
 #[tokio::test(flavor = "multi_thread")]
 async fn per_connection_request_rate() {
     let dir = tempfile::tempdir().unwrap();
-    let relay = Relay::start(dir.path(), &[("connection-requests-per-second", "1"), ("connection-request-burst", "5")]);
+    let relay = Relay::start(
+        dir.path(),
+        &[("connection-requests-per-second", "1"), ("connection-request-burst", "5")],
+    );
     let c = relay.connect().await;
     let mut limited = None;
     for _ in 0..10 {
@@ -124,7 +133,8 @@ async fn per_connection_request_rate() {
 #[tokio::test(flavor = "multi_thread")]
 async fn registrations_per_address() {
     let dir = tempfile::tempdir().unwrap();
-    let relay = Relay::start(dir.path(), &[("registrations-per-second", "1"), ("registration-burst", "2")]);
+    let relay =
+        Relay::start(dir.path(), &[("registrations-per-second", "1"), ("registration-burst", "2")]);
     let c = relay.connect().await;
     User::new(1).register(&c).await;
     User::new(1).register(&c).await;
@@ -154,7 +164,10 @@ async fn stored_prekeys_per_device() {
     bob.register(&relay.connect().await).await;
     let conn = bob.login(&relay, 1).await;
     conn.upload_prekeys(bob.devices[0].upload(100, 0)).await.unwrap();
-    assert_code(conn.upload_prekeys(bob.devices[0].upload(100, 0)).await, ErrorCode::TooManyPrekeys);
+    assert_code(
+        conn.upload_prekeys(bob.devices[0].upload(100, 0)).await,
+        ErrorCode::TooManyPrekeys,
+    );
     assert_eq!(conn.prekey_counts().await.unwrap().one_time, 100);
 }
 

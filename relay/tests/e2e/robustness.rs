@@ -30,7 +30,10 @@ async fn malformed_input_gets_typed_errors() {
     // Oversize prefix: refused before the body is read.
     assert_code(c.request_raw(&u32::MAX.to_be_bytes()).await, ErrorCode::FrameTooLarge);
     // A valid frame with no body.
-    assert_code(c.request_raw(&hush_protocol::frame::encode(&wire::Request { body: None })).await, ErrorCode::BadRequest);
+    assert_code(
+        c.request_raw(&hush_protocol::frame::encode(&wire::Request { body: None })).await,
+        ErrorCode::BadRequest,
+    );
     // Subscribe before auth.
     assert_code(c.subscribe().await.map(|_| ()), ErrorCode::NotAuthenticated);
     // Random bytes with valid length prefixes, many times.
@@ -76,7 +79,9 @@ async fn garbage_on_the_ack_stream_ends_only_that_subscription() {
     bob.register(&relay.connect().await).await;
     let b = bob.login(&relay, 1).await;
     let (mut send, mut recv) = b.quic().open_bi().await.unwrap();
-    let sub = hush_protocol::frame::encode(&wire::Request { body: Some(request::Body::Subscribe(wire::Subscribe {})) });
+    let sub = hush_protocol::frame::encode(&wire::Request {
+        body: Some(request::Body::Subscribe(wire::Subscribe {})),
+    });
     send.write_all(&sub).await.unwrap();
     send.write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff]).await.unwrap();
     // The relay stops reading acks; the connection and relay keep working.
