@@ -145,6 +145,7 @@ impl Connection {
         }
         let _ = send.finish();
         let response: Response = read_message(&mut recv, self.limit).await?;
+        hush_protocol::quic::consume_fin(&mut recv);
         into_result(response)
     }
 

@@ -8,7 +8,8 @@
 /// Every error code the relay can send (docs/PROTOCOL.md, "Relay error codes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
-    /// A frame or message could not be decoded (bad length prefix, bad protobuf, missing body).
+    /// A frame or message could not be decoded (truncated frame, bad protobuf). A well-formed
+    /// request with no body is `bad_request`.
     MalformedFrame,
     /// A frame is larger than [`crate::MAX_FRAME_LEN`] or the relay's configured request limit.
     FrameTooLarge,
@@ -26,7 +27,7 @@ pub enum ErrorCode {
     UnknownAccount,
     /// The device is not in its account's device list.
     UnknownDevice,
-    /// A device list whose version is not newer than the stored one, or a different account key.
+    /// A device list whose version is not newer than the stored one.
     StaleDeviceList,
     /// A device list with more devices than the relay allows.
     TooManyDevices,

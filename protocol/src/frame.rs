@@ -31,7 +31,7 @@ pub enum FrameError {
     /// The stream ended inside a frame.
     #[error("stream ended inside a frame")]
     Truncated,
-    /// The body is not a valid protobuf message of the expected type, or lacks its body.
+    /// The body is not a valid protobuf message of the expected type.
     #[error("malformed frame: {0}")]
     Malformed(String),
 }

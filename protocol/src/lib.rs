@@ -37,7 +37,8 @@ pub mod close {
     pub const DEVICE_REMOVED: u32 = 2;
     /// Too many connections from this address.
     pub const TOO_MANY_CONNECTIONS: u32 = 3;
-    /// The peer broke the protocol (garbage on a stream it must not write to, auth timeout).
+    /// Reserved for protocol violations that end a whole connection (relay v1 does not send
+    /// it: it answers bad requests per stream).
     pub const PROTOCOL_VIOLATION: u32 = 4;
     /// Authentication did not complete within the relay's deadline.
     pub const AUTH_TIMEOUT: u32 = 5;

@@ -75,10 +75,10 @@ pub struct UploadPrekeys {
     /// An encoded signed prekey (empty: keep the current one).
     #[prost(bytes = "vec", tag = "1")]
     pub signed_prekey: Vec<u8>,
-    /// Encoded one-time X25519 prekeys (at most 100 per upload).
+    /// Encoded one-time X25519 prekeys (the relay's per-upload limit, 100 by default).
     #[prost(bytes = "vec", repeated, tag = "2")]
     pub one_time_prekeys: Vec<Vec<u8>>,
-    /// Encoded signed one-time KEM prekeys (at most 100 per upload).
+    /// Encoded signed one-time KEM prekeys (the relay's per-upload limit, 100 by default).
     #[prost(bytes = "vec", repeated, tag = "3")]
     pub kem_prekeys: Vec<Vec<u8>>,
     /// An encoded signed last-resort KEM prekey (empty: keep the current one).
@@ -291,7 +291,7 @@ pub struct Delivery {
 /// Everything stored for this device up to now has been delivered.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct QueueEmpty {
-    /// The highest sequence number delivered so far.
+    /// The highest sequence number delivered on this subscription (0 if none).
     #[prost(uint64, tag = "1")]
     pub last_seq: u64,
 }

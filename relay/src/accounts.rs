@@ -23,7 +23,7 @@ pub struct RegisterOutcome {
 }
 
 /// Stores a verified device list (creating the account if needed).
-pub(crate) fn register(
+pub fn register(
     txn: &WriteTransaction,
     list: &DeviceList,
     max_devices: usize,

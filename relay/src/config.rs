@@ -169,7 +169,7 @@ impl Config {
         if self.max_request_bytes > hush_protocol::MAX_FRAME_LEN {
             return bad("max_request_bytes cannot exceed 4194304 (the protocol's frame limit)");
         }
-        if self.max_payload_bytes + 1024 > self.max_request_bytes {
+        if self.max_payload_bytes.saturating_add(1024) > self.max_request_bytes {
             return bad("max_payload_bytes must be at least 1 KiB below max_request_bytes");
         }
         if self.max_devices == 0
@@ -185,6 +185,24 @@ impl Config {
         }
         if self.max_streams_per_connection == 0 || self.idle_timeout_secs == 0 {
             return bad("max_streams_per_connection and idle_timeout_secs must be positive");
+        }
+        let rates = [
+            self.account_sends_per_second,
+            self.account_send_burst,
+            self.connection_requests_per_second,
+            self.connection_request_burst,
+            self.registrations_per_second,
+            self.registration_burst,
+        ];
+        if self.auth_timeout_secs == 0
+            || self.connections_per_ip == 0
+            || self.max_connections == 0
+            || rates.contains(&0)
+        {
+            return bad("timeouts, connection limits, rates and bursts must be positive");
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
+            return bad("log_level is not a valid filter (e.g. `info` or `hush_relay=debug`)");
         }
         Ok(())
     }

@@ -40,6 +40,14 @@ pub(crate) async fn serve(
     let mut last_sent = 0u64;
     let mut drained = false;
     let end_reason = loop {
+        // Checked before every read, not only when idle, so a replaced subscription stops
+        // delivering at once even in the middle of a long drain.
+        if sub.replaced.is_cancelled() {
+            break Some("replaced by a newer connection of this device");
+        }
+        if relay.shutdown.is_cancelled() {
+            break Some("relay shutting down");
+        }
         let store = relay.store.clone();
         let after = last_sent;
         let batch = tokio::task::spawn_blocking(move || {
@@ -50,7 +58,7 @@ pub(crate) async fn serve(
             Ok(Ok(b)) => b,
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "mailbox read failed");
-                break None;
+                break Some("relay storage error; resubscribe");
             }
             Err(_) => break None,
         };
@@ -115,6 +123,8 @@ pub(crate) async fn serve(
     }
     acks.abort();
     relay.online.unsubscribe(key, conn.id);
+    // The connection may subscribe again (after a GoAway for a storage error, say).
+    conn.subscribed.store(false, std::sync::atomic::Ordering::Release);
 }
 
 trait MapUnit {

@@ -62,7 +62,8 @@ impl ConnectionRate {
 pub struct Limiters {
     sends: DefaultKeyedRateLimiter<AccountId>,
     registrations: DefaultKeyedRateLimiter<IpAddr>,
-    connections: Mutex<HashMap<IpAddr, u32>>,
+    /// Open connections per address, and their total (kept alongside so admission is O(1)).
+    connections: Mutex<(HashMap<IpAddr, u32>, u32)>,
     per_ip: u32,
     total: u32,
 }
@@ -78,7 +79,7 @@ impl Limiters {
         Self {
             sends: DefaultKeyedRateLimiter::keyed(sends.quota()),
             registrations: DefaultKeyedRateLimiter::keyed(registrations.quota()),
-            connections: Mutex::new(HashMap::new()),
+            connections: Mutex::new((HashMap::new(), 0)),
             per_ip: connections_per_ip,
             total: max_connections,
         }
@@ -109,16 +110,14 @@ impl Limiters {
     /// Counts a new connection from `ip`; `None` if a limit is reached. The returned guard
     /// releases the slot when dropped.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
-        let mut map = self.connections.lock().unwrap_or_else(|p| p.into_inner());
-        let total: u32 = map.values().sum();
-        let n = map.entry(ip).or_insert(0);
-        if *n >= self.per_ip || total >= self.total {
-            if *n == 0 {
-                map.remove(&ip);
-            }
+        let mut guard = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        let (map, total) = &mut *guard;
+        let n = map.get(&ip).copied().unwrap_or(0);
+        if n >= self.per_ip || *total >= self.total {
             return None;
         }
-        *n += 1;
+        map.insert(ip, n + 1);
+        *total += 1;
         Some(ConnectionSlot { limiters: Arc::clone(self), ip })
     }
 }
@@ -131,9 +130,11 @@ pub struct ConnectionSlot {
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        let mut map = self.limiters.connections.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.limiters.connections.lock().unwrap_or_else(|p| p.into_inner());
+        let (map, total) = &mut *guard;
         if let Some(n) = map.get_mut(&self.ip) {
             *n = n.saturating_sub(1);
+            *total = total.saturating_sub(1);
             if *n == 0 {
                 map.remove(&self.ip);
             }

@@ -10,7 +10,7 @@
 //! - An envelope leaves a mailbox only by the device's ack, by expiry after the retention
 //!   period, or when the device is removed from its account.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use hush_protocol::wire::{self, DeviceMismatch};
 use redb::{ReadableTable, Table, WriteTransaction};
@@ -116,18 +116,30 @@ impl Send {
 }
 
 /// Checks, for every addressed account, that the envelopes cover exactly its registered
-/// devices (minus the sending device itself), with current registration ids.
+/// devices (minus the sending device itself), with current registration ids. The sending device
+/// itself must still be registered: a device removed mid-connection can't keep sending.
 pub(crate) fn check_devices(
     devices_table: &impl ReadableTable<AccountId, &'static [u8]>,
     send: &Send,
 ) -> Result<(), RelayError> {
+    check_devices_with(send, |account| read_devices(devices_table, account))
+}
+
+fn check_devices_with(
+    send: &Send,
+    mut lookup: impl FnMut(&AccountId) -> Result<Option<Vec<(u32, u32)>>, StoreError>,
+) -> Result<(), RelayError> {
+    let own = lookup(&send.sender.0)?.unwrap_or_default();
+    if !own.iter().any(|&(id, _)| id == send.sender.1) {
+        return Err(RelayError::UnknownDevice(send.sender.1));
+    }
     let mut by_account: BTreeMap<AccountId, Vec<&Recipient>> = BTreeMap::new();
     for r in &send.recipients {
         by_account.entry(r.account).or_default().push(r);
     }
     let mut mismatches = Vec::new();
     for (account, addressed) in by_account {
-        let devices = read_devices(devices_table, &account)?.ok_or(RelayError::UnknownAccount)?;
+        let devices = lookup(&account)?.ok_or(RelayError::UnknownAccount)?;
         let mut m = DeviceMismatch { account: account.to_vec(), ..Default::default() };
         for &(id, _) in &devices {
             let is_sender = (account, id) == send.sender;
@@ -151,71 +163,131 @@ pub(crate) fn check_devices(
     if mismatches.is_empty() { Ok(()) } else { Err(RelayError::DeviceMismatch(mismatches)) }
 }
 
-/// Stores a send durably (when the surrounding transaction commits). Returns the devices whose
-/// mailboxes grew, for wake-ups.
-pub(crate) fn store(
+/// Stores one send durably (when the surrounding transaction commits). Returns the devices
+/// whose mailboxes grew, for wake-ups.
+pub fn store(
     txn: &WriteTransaction,
     send: &Send,
     quotas: Quotas,
     now_ms: u64,
 ) -> Result<Vec<(AccountId, u32)>, RelayError> {
-    check_devices(&txn.open_table(DEVICES)?, send)?;
+    let mut out = store_batch(txn, &[(send, now_ms)], quotas)?;
+    out.pop().unwrap_or_else(|| Err(RelayError::BadRequest("empty batch".into())))
+}
+
+/// The outcome of one send in a batch: the devices whose mailboxes grew, or why it was refused.
+pub type SendOutcome = Result<Vec<(AccountId, u32)>, RelayError>;
+
+/// Stores a group-commit batch of sends in one pass: each table is opened once, and device
+/// sets, mailbox counters and the payload counter are read once and written back once, however
+/// many sends touch them. Each send is still all or nothing: a send that fails a check changes
+/// nothing, and later sends in the batch see exactly the effects of the accepted ones.
+///
+/// The outer `Err` is a storage error, which must abort the whole transaction.
+pub fn store_batch(
+    txn: &WriteTransaction,
+    sends: &[(&Send, u64)],
+    quotas: Quotas,
+) -> Result<Vec<SendOutcome>, RelayError> {
+    let devices_t = txn.open_table(DEVICES)?;
     let mut meta_t = txn.open_table(MAILBOX_META)?;
-    let mut metas = Vec::with_capacity(send.recipients.len());
-    for r in &send.recipients {
-        let meta = read_mailbox_meta(&meta_t, &r.account, r.device)?;
-        let len = send.payloads.get(r.payload).map_or(0, Vec::len) as u64;
-        if meta.count + 1 > quotas.max_envelopes {
-            return Err(RelayError::MailboxFull { device: r.device, why: "too many envelopes" });
-        }
-        if meta.bytes + len > quotas.max_bytes {
-            return Err(RelayError::MailboxFull { device: r.device, why: "too many bytes" });
-        }
-        metas.push(meta);
-    }
-    // All checks passed: only writes from here on.
-    let mut refcounts = vec![0u32; send.payloads.len()];
-    for r in &send.recipients {
-        if let Some(c) = refcounts.get_mut(r.payload) {
-            *c += 1;
-        }
-    }
     let mut meta_table = txn.open_table(META)?;
+    let mut payloads = txn.open_table(PAYLOADS)?;
+    let mut mailbox = txn.open_table(MAILBOX)?;
+    let mut expiry = txn.open_table(EXPIRY)?;
     let mut next_payload = meta_table.get("next_payload_id")?.map_or(1, |v| v.value());
-    let mut ids = Vec::with_capacity(send.payloads.len());
-    {
-        let mut payloads = txn.open_table(PAYLOADS)?;
+    let first_payload = next_payload;
+    let mut device_sets: HashMap<AccountId, Option<Vec<(u32, u32)>>> = HashMap::new();
+    let mut metas: HashMap<(AccountId, u32), MailboxMeta> = HashMap::new();
+    let mut outcomes = Vec::with_capacity(sends.len());
+    for &(send, now_ms) in sends {
+        let expires_at_ms = now_ms.saturating_add(quotas.retention_ms);
+        // Checks, against the batch's view so far; nothing is written unless all pass.
+        let checked = check_devices_with(send, |account| {
+            if let Some(d) = device_sets.get(account) {
+                return Ok(d.clone());
+            }
+            let d = read_devices(&devices_t, account)?;
+            device_sets.insert(*account, d.clone());
+            Ok(d)
+        });
+        if let Err(e) = checked {
+            if matches!(e, RelayError::Store(_)) {
+                return Err(e);
+            }
+            outcomes.push(Err(e));
+            continue;
+        }
+        let mut refused = None;
+        let mut planned = Vec::with_capacity(send.recipients.len());
+        for r in &send.recipients {
+            let key = (r.account, r.device);
+            let meta = match metas.get(&key) {
+                Some(m) => *m,
+                None => {
+                    let m = read_mailbox_meta(&meta_t, &r.account, r.device)?;
+                    metas.insert(key, m);
+                    m
+                }
+            };
+            let len = send.payloads.get(r.payload).map_or(0, Vec::len) as u64;
+            if meta.count + 1 > quotas.max_envelopes {
+                refused =
+                    Some(RelayError::MailboxFull { device: r.device, why: "too many envelopes" });
+                break;
+            }
+            if meta.bytes + len > quotas.max_bytes {
+                refused = Some(RelayError::MailboxFull { device: r.device, why: "too many bytes" });
+                break;
+            }
+            planned.push(meta);
+        }
+        if let Some(e) = refused {
+            outcomes.push(Err(e));
+            continue;
+        }
+        // All checks passed: only writes from here on.
+        let mut refcounts = vec![0u32; send.payloads.len()];
+        for r in &send.recipients {
+            if let Some(c) = refcounts.get_mut(r.payload) {
+                *c += 1;
+            }
+        }
+        let mut ids = Vec::with_capacity(send.payloads.len());
         for (p, rc) in send.payloads.iter().zip(&refcounts) {
             payloads.insert(next_payload, encode_payload(*rc, p).as_slice())?;
             ids.push(next_payload);
             next_payload += 1;
         }
+        let mut touched = Vec::with_capacity(send.recipients.len());
+        for (r, mut meta) in send.recipients.iter().zip(planned) {
+            let len = send.payloads.get(r.payload).map_or(0, Vec::len);
+            let seq = meta.next_seq.max(1);
+            let entry = MailboxEntry {
+                payload_id: ids.get(r.payload).copied().unwrap_or_default(),
+                sender_account: send.sender.0,
+                sender_device: send.sender.1,
+                server_time_ms: now_ms,
+                expires_at_ms,
+                len: u32::try_from(len).unwrap_or(u32::MAX),
+            };
+            mailbox.insert((r.account, r.device, seq), entry.encode().as_slice())?;
+            expiry.insert((expires_at_ms, r.account, r.device, seq), ())?;
+            meta.next_seq = seq + 1;
+            meta.count += 1;
+            meta.bytes += len as u64;
+            metas.insert((r.account, r.device), meta);
+            touched.push((r.account, r.device));
+        }
+        outcomes.push(Ok(touched));
     }
-    meta_table.insert("next_payload_id", next_payload)?;
-    let mut mailbox = txn.open_table(MAILBOX)?;
-    let mut expiry = txn.open_table(EXPIRY)?;
-    let expires_at_ms = now_ms.saturating_add(quotas.retention_ms);
-    let mut touched = Vec::with_capacity(send.recipients.len());
-    for (r, mut meta) in send.recipients.iter().zip(metas) {
-        let len = send.payloads.get(r.payload).map_or(0, Vec::len);
-        let seq = meta.next_seq.max(1);
-        let entry = MailboxEntry {
-            payload_id: ids.get(r.payload).copied().unwrap_or_default(),
-            sender_account: send.sender.0,
-            sender_device: send.sender.1,
-            server_time_ms: now_ms,
-            expires_at_ms,
-            len: u32::try_from(len).unwrap_or(u32::MAX),
-        };
-        mailbox.insert((r.account, r.device, seq), entry.encode().as_slice())?;
-        expiry.insert((expires_at_ms, r.account, r.device, seq), ())?;
-        meta.next_seq = seq + 1;
-        meta.count += 1;
-        meta.bytes += len as u64;
-        meta_t.insert((r.account, r.device), meta.encode().as_slice())?;
-        touched.push((r.account, r.device));
+    for ((account, device), meta) in &metas {
+        meta_t.insert((*account, *device), meta.encode().as_slice())?;
     }
-    Ok(touched)
+    if next_payload != first_payload {
+        meta_table.insert("next_payload_id", next_payload)?;
+    }
+    Ok(outcomes)
 }
 
 struct Tables<'t> {
@@ -274,8 +346,7 @@ pub(crate) fn ack(
     Ok(n)
 }
 
-/// Deletes up to `max` envelopes whose retention ran out. Returns the devices touched and how
-/// many were deleted.
+/// Deletes up to `max` envelopes whose retention ran out. Returns how many were deleted.
 pub(crate) fn sweep(txn: &WriteTransaction, now_ms: u64, max: usize) -> Result<u64, StoreError> {
     let mut t = Tables::open(txn)?;
     let mut due = Vec::new();

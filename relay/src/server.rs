@@ -64,7 +64,7 @@ pub struct Conn {
     pub device: OnceLock<(AccountId, u32)>,
     challenge: Challenge,
     rate: ConnectionRate,
-    subscribed: AtomicBool,
+    pub(crate) subscribed: AtomicBool,
 }
 
 impl Relay {
@@ -185,6 +185,9 @@ impl Relay {
             Err(_) => Err(RelayError::BadRequest("request not received in time".into())),
         };
         self.metrics.requests_total.inc();
+        if !matches!(request, Ok(wire::Request { body: Some(request::Body::Subscribe(_)) })) {
+            hush_protocol::quic::consume_fin(&mut recv);
+        }
         let body = match request {
             Ok(wire::Request { body: Some(body) }) => body,
             Ok(wire::Request { body: None }) => {
@@ -273,6 +276,12 @@ impl Relay {
                 }
                 self.online.connected(key, conn.id, conn.quic.clone());
                 self.metrics.authenticated.inc();
+                // A removal that committed between the check above and the registration just
+                // made would have missed this connection: look again now that it is visible.
+                if !self.store.has_device(&key.0, key.1)? {
+                    self.online.cut(&key);
+                    return Err(RelayError::UnknownDevice(key.1));
+                }
                 Ok(response::Body::Authenticated(wire::Authenticated { server_time_ms: now_ms() }))
             }
             request::Body::GetDeviceList(g) => {
@@ -315,10 +324,12 @@ impl Relay {
                 let account = *AccountKey::from_bytes(&f.account)
                     .map_err(|_| RelayError::UnknownAccount)?
                     .as_bytes();
-                let bundles = self
-                    .writer
-                    .run(move |txn| prekeys::claim_bundles(txn, &account, &f.device_ids))
-                    .await?;
+                // A device named twice would claim two of its one-time keys for one bundle.
+                let mut ids = f.device_ids;
+                ids.sort_unstable();
+                ids.dedup();
+                let bundles =
+                    self.writer.run(move |txn| prekeys::claim_bundles(txn, &account, &ids)).await?;
                 Ok(response::Body::Bundles(wire::Bundles { bundles }))
             }
             request::Body::Send(s) => self.send(conn, s).await,
@@ -367,7 +378,7 @@ impl Relay {
             return Ok(response::Body::Sent(wire::Sent { server_time_ms: now }));
         }
         let quotas = self.quotas();
-        let touched = self.writer.run(move |txn| mailbox::store(txn, &send, quotas, now)).await?;
+        let touched = self.writer.send(send, quotas, now).await?;
         self.metrics.envelopes_stored_total.inc_by(touched.len() as u64);
         for key in &touched {
             self.online.wake(key);

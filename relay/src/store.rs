@@ -93,6 +93,11 @@ impl Store {
         Ok(Self { db: Arc::new(db) })
     }
 
+    /// The database itself (benchmarks drive the same writes without the network).
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
     /// The stored device list of `account`.
     pub fn device_list(&self, account: &AccountKey) -> Result<Option<DeviceList>, StoreError> {
         let txn = self.db.begin_read()?;
@@ -138,6 +143,13 @@ impl Store {
         let txn = self.db.begin_read().map_err(StoreError::from)?;
         let table = txn.open_table(DEVICES).map_err(StoreError::from)?;
         crate::mailbox::check_devices(&table, send)
+    }
+
+    /// Whether `device` is in the account's current device list.
+    pub fn has_device(&self, account: &AccountId, device: u32) -> Result<bool, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(DEVICES)?;
+        Ok(read_devices(&table, account)?.is_some_and(|d| d.iter().any(|&(id, _)| id == device)))
     }
 
     /// Mailbox counters of a device.

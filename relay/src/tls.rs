@@ -65,15 +65,17 @@ fn self_signed(dir: &Path) -> Result<Identity, TlsError> {
     let cert_path = dir.join("cert.der");
     let key_path = dir.join("key.der");
     if !cert_path.exists() || !key_path.exists() {
-        std::fs::create_dir_all(dir).map_err(io("create tls directory"))?;
+        create_private_dir(dir).map_err(io("create tls directory"))?;
         let generated = rcgen::generate_simple_self_signed(vec![
             "localhost".to_owned(),
             "hush-relay".to_owned(),
         ])
         .map_err(|e| TlsError::Setup(e.to_string()))?;
-        write_private(&key_path, &generated.signing_key.serialize_der())
+        // Key first, certificate last, each written to a temporary file, fsynced and renamed: a
+        // crash leaves either no certificate (regenerated next start) or a complete pair.
+        write_atomic(&key_path, &generated.signing_key.serialize_der())
             .map_err(io("write tls key"))?;
-        std::fs::write(&cert_path, generated.cert.der()).map_err(io("write tls certificate"))?;
+        write_atomic(&cert_path, generated.cert.der()).map_err(io("write tls certificate"))?;
         tracing::info!(path = %cert_path.display(), "generated a self-signed development certificate");
     }
     let cert = std::fs::read(&cert_path).map_err(io("read tls certificate"))?;
@@ -86,8 +88,21 @@ fn self_signed(dir: &Path) -> Result<Identity, TlsError> {
     })
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+/// Writes `bytes` to `path` with mode 0600 via a fsynced temporary file and a rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
+    let tmp = path.with_extension("tmp");
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -95,9 +110,14 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts.open(path)?;
+    let mut f = opts.open(&tmp)?;
     f.write_all(bytes)?;
-    f.sync_all()
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// The quinn server configuration for `identity`, with the relay's ALPN and transport limits.

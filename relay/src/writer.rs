@@ -5,6 +5,10 @@
 //! in one write transaction and commits once, then answers each job. So under load one fsync
 //! covers many sends, and an answer is only ever sent after the commit that made it durable.
 //!
+//! Sends, the hot path, are applied together through [`mailbox::store_batch`], which opens
+//! each table once per batch instead of once per send; every other job runs on its own against
+//! the transaction, before the sends of its batch.
+//!
 //! Jobs check before they write (see [`crate::mailbox`]), so a rejected job leaves nothing
 //! behind. If any job hits a storage error the whole batch is aborted and every job in it is
 //! answered with `internal`: nothing is half-written.
@@ -17,6 +21,7 @@ use redb::WriteTransaction;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{RelayError, StoreError};
+use crate::mailbox::{self, Quotas, SendOutcome};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -61,10 +66,23 @@ where
     }
 }
 
+/// A send waiting for the next batch.
+struct SendJob {
+    send: mailbox::Send,
+    quotas: Quotas,
+    now_ms: u64,
+    reply: oneshot::Sender<SendOutcome>,
+}
+
+enum Queued {
+    Job(Box<dyn Job>),
+    Send(SendJob),
+}
+
 /// Handle to the writer thread. Cloning is cheap; the thread stops when every handle is dropped.
 #[derive(Clone)]
 pub struct Writer {
-    tx: mpsc::Sender<Box<dyn Job>>,
+    tx: mpsc::Sender<Queued>,
 }
 
 impl Writer {
@@ -90,58 +108,99 @@ impl Writer {
     {
         let (reply, rx) = oneshot::channel();
         let job = Box::new(TypedJob { f: Some(f), result: None, reply });
-        self.tx.send(job).await.map_err(|_| StoreError::WriterStopped)?;
+        self.tx.send(Queued::Job(job)).await.map_err(|_| StoreError::WriterStopped)?;
+        rx.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// Stores a send in the next batch; returns the devices whose mailboxes grew, once durable.
+    pub async fn send(&self, send: mailbox::Send, quotas: Quotas, now_ms: u64) -> SendOutcome {
+        let (reply, rx) = oneshot::channel();
+        let job = SendJob { send, quotas, now_ms, reply };
+        self.tx.send(Queued::Send(job)).await.map_err(|_| StoreError::WriterStopped)?;
         rx.await.map_err(|_| StoreError::WriterStopped)?
     }
 }
 
-fn run(store: Store, mut rx: mpsc::Receiver<Box<dyn Job>>, metrics: Arc<Metrics>) {
-    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
+fn run(store: Store, mut rx: mpsc::Receiver<Queued>, metrics: Arc<Metrics>) {
+    let mut jobs: Vec<Box<dyn Job>> = Vec::new();
+    let mut sends: Vec<SendJob> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+        let mut queued = Some(first);
+        let mut n = 0;
+        while let Some(q) = queued.take() {
+            match q {
+                Queued::Job(j) => jobs.push(j),
+                Queued::Send(s) => sends.push(s),
+            }
+            n += 1;
+            if n < MAX_BATCH {
+                queued = rx.try_recv().ok();
             }
         }
         let started = Instant::now();
-        let committed = commit_batch(&store, &mut batch);
-        metrics.observe_commit(batch.len(), started.elapsed(), committed);
-        for job in batch.drain(..) {
+        let (committed, outcomes) = commit_batch(&store, &mut jobs, &sends);
+        metrics.observe_commit(n, started.elapsed(), committed);
+        for job in jobs.drain(..) {
             job.finish(committed);
+        }
+        let mut outcomes = outcomes.into_iter();
+        for job in sends.drain(..) {
+            let r = match (committed, outcomes.next()) {
+                (_, Some(Err(e))) if !matches!(e, RelayError::Store(_)) => Err(e),
+                (true, Some(r)) => r,
+                _ => Err(RelayError::Store(StoreError::Corrupt("batch aborted"))),
+            };
+            let _ = job.reply.send(r);
         }
     }
     tracing::debug!("store writer stopped");
 }
 
-fn commit_batch(store: &Store, batch: &mut [Box<dyn Job>]) -> bool {
+fn commit_batch(
+    store: &Store,
+    jobs: &mut [Box<dyn Job>],
+    sends: &[SendJob],
+) -> (bool, Vec<SendOutcome>) {
     let txn = match store.db.begin_write() {
         Ok(t) => t,
         Err(e) => {
             tracing::error!(error = %e, "cannot begin write transaction");
-            return false;
+            return (false, Vec::new());
         }
     };
     let mut fatal = false;
-    for job in batch.iter_mut() {
+    for job in jobs.iter_mut() {
         if fatal {
             break;
         }
         fatal = job.apply(&txn);
+    }
+    let mut outcomes = Vec::new();
+    if !fatal && !sends.is_empty() {
+        // Quotas are the relay's configuration, the same for every send of a batch.
+        let quotas = sends.first().map(|s| s.quotas);
+        let batch: Vec<(&mailbox::Send, u64)> = sends.iter().map(|s| (&s.send, s.now_ms)).collect();
+        match quotas.map(|q| mailbox::store_batch(&txn, &batch, q)) {
+            Some(Ok(r)) => outcomes = r,
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "storage error while storing sends");
+                fatal = true;
+            }
+            None => {}
+        }
     }
     if fatal {
         tracing::error!("storage error inside a batch; aborting the batch");
         if let Err(e) = txn.abort() {
             tracing::error!(error = %e, "abort failed");
         }
-        return false;
+        return (false, Vec::new());
     }
     match txn.commit() {
-        Ok(()) => true,
+        Ok(()) => (true, outcomes),
         Err(e) => {
             tracing::error!(error = %e, "commit failed; batch not written");
-            false
+            (false, Vec::new())
         }
     }
 }
