@@ -383,3 +383,64 @@ pub(crate) fn purge_device(
     t.meta.remove((*account, device))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hush_protocol::wire;
+    use proptest::prelude::*;
+
+    fn envelope() -> impl Strategy<Value = wire::Envelope> {
+        (
+            prop_oneof![
+                Just(vec![1u8; 32]),
+                Just(vec![2u8; 32]),
+                proptest::collection::vec(any::<u8>(), 0..40)
+            ],
+            0u32..4,
+            any::<u32>(),
+            0u32..4,
+        )
+            .prop_map(|(account, device_id, registration_id, payload)| wire::Envelope {
+                account,
+                device_id,
+                registration_id,
+                payload,
+            })
+    }
+
+    proptest! {
+        /// Any wire send is either refused with a typed error or validated into a shape whose
+        /// indexes are all in range and whose recipients are distinct.
+        #[test]
+        fn send_validation_never_panics(
+            payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..4),
+            envelopes in proptest::collection::vec(envelope(), 0..8),
+        ) {
+            let req = wire::Send { payloads, envelopes, ephemeral: false };
+            match Send::from_wire(([1; 32], 0), req, 32) {
+                Ok(s) => {
+                    let mut seen = BTreeSet::new();
+                    for r in &s.recipients {
+                        prop_assert!(r.payload < s.payloads.len());
+                        prop_assert!(seen.insert((r.account, r.device)));
+                        prop_assert!((r.account, r.device) != s.sender);
+                    }
+                    prop_assert!(s.payloads.iter().all(|p| p.len() <= 32));
+                }
+                Err(e) => prop_assert!(matches!(
+                    e.code(),
+                    hush_protocol::ErrorCode::BadRequest | hush_protocol::ErrorCode::TooLarge
+                )),
+            }
+        }
+
+        /// Stored records never panic on arbitrary bytes (a corrupt disk is an error).
+        #[test]
+        fn record_decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..96)) {
+            let _ = MailboxEntry::decode(&bytes);
+            let _ = MailboxMeta::decode(&bytes);
+            let _ = decode_payload(&bytes);
+        }
+    }
+}
