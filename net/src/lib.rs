@@ -50,7 +50,14 @@ pub enum NetError {
     /// The relay sent something that does not fit the request.
     #[error("unexpected response: {0}")]
     Unexpected(&'static str),
+    /// No response within [`REQUEST_TIMEOUT`].
+    #[error("no response from the relay within {0:?}")]
+    Timeout(Duration),
 }
+
+/// How long a request waits for its response before giving up. Keep-alives keep an idle
+/// connection open, so without a deadline a relay that never answers would hang the caller.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl NetError {
     /// The relay's error code, if this is a relay error with a known code.
@@ -138,6 +145,12 @@ impl Connection {
     /// Writes one request frame and reads the response. The relay may answer early and stop
     /// our sending side (an oversize frame): the answer is still read and returned.
     async fn exchange(&self, bytes: &[u8]) -> Result<response::Body, NetError> {
+        tokio::time::timeout(REQUEST_TIMEOUT, self.exchange_inner(bytes))
+            .await
+            .unwrap_or(Err(NetError::Timeout(REQUEST_TIMEOUT)))
+    }
+
+    async fn exchange_inner(&self, bytes: &[u8]) -> Result<response::Body, NetError> {
         let (mut send, mut recv) = self.conn.open_bi().await?;
         match send.write_all(bytes).await {
             Ok(()) | Err(quinn::WriteError::Stopped(_)) => {}

@@ -33,13 +33,14 @@ impl Challenge {
     }
 }
 
-/// Checks an `Authenticate` request; returns the authenticated device.
+/// Checks an `Authenticate` request; returns the authenticated device and the registration id
+/// it was verified under.
 pub fn verify(
     challenge: &Challenge,
     conn: &quinn::Connection,
     store: &Store,
     req: &Authenticate,
-) -> Result<(AccountId, u32), RelayError> {
+) -> Result<((AccountId, u32), u32), RelayError> {
     let nonce = challenge.take().ok_or(RelayError::ReplayedNonce)?;
     let account = AccountKey::from_bytes(&req.account).map_err(|_| RelayError::UnknownAccount)?;
     let list = store.device_list(&account)?.ok_or(RelayError::UnknownAccount)?;
@@ -51,5 +52,5 @@ pub fn verify(
         req.signature.as_slice().try_into().map_err(|_| RelayError::BadSignature("device auth"))?;
     let message = transcript(&nonce, &binding, account.as_bytes(), req.device_id);
     device.identity.verify(&message, &signature, "device auth")?;
-    Ok((*account.as_bytes(), req.device_id))
+    Ok(((*account.as_bytes(), req.device_id), device.registration_id))
 }

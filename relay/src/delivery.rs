@@ -34,6 +34,7 @@ pub(crate) async fn serve(
     let ok = Response { body: Some(response::Body::Subscribed(wire::Subscribed {})) };
     if write_message(&mut send, &ok).await.is_err() {
         relay.online.unsubscribe(key, conn.id);
+        conn.subscribed.store(false, std::sync::atomic::Ordering::Release);
         return;
     }
     let acks = tokio::spawn(read_acks(Arc::clone(&relay), key, recv));

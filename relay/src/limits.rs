@@ -93,9 +93,9 @@ impl Limiters {
         })
     }
 
-    /// Takes a registration token for `ip`.
+    /// Takes a registration token for `ip`'s network (see [`network`]).
     pub fn check_registration(&self, ip: IpAddr) -> Result<(), RelayError> {
-        self.registrations.check_key(&ip).map_err(|n| RelayError::RateLimited {
+        self.registrations.check_key(&network(ip)).map_err(|n| RelayError::RateLimited {
             scope: "registrations per address",
             retry_after_ms: retry_after(&n),
         })
@@ -110,6 +110,7 @@ impl Limiters {
     /// Counts a new connection from `ip`; `None` if a limit is reached. The returned guard
     /// releases the slot when dropped.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
+        let ip = network(ip);
         let mut guard = self.connections.lock().unwrap_or_else(|p| p.into_inner());
         let (map, total) = &mut *guard;
         let n = map.get(&ip).copied().unwrap_or(0);
@@ -119,6 +120,21 @@ impl Limiters {
         map.insert(ip, n + 1);
         *total += 1;
         Some(ConnectionSlot { limiters: Arc::clone(self), ip })
+    }
+}
+
+/// The key per-address limits count against: the IPv4 address itself, or the IPv6 /64 (one
+/// subscriber usually holds a whole /64, so counting single IPv6 addresses would let anyone
+/// rotate through them). IPv4-mapped IPv6 addresses count as their IPv4 address.
+pub fn network(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & 0xffff_ffff_ffff_ffff_0000_0000_0000_0000,
+            )),
+        },
     }
 }
 
@@ -160,6 +176,17 @@ mod tests {
         assert!(l.admit(ip).is_none());
         drop(a);
         assert!(l.admit(ip).is_some());
+    }
+
+    #[test]
+    fn ipv6_counts_per_64_and_mapped_v4_as_v4() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(network(a), network(b));
+        assert_ne!(network(a), network(c));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(network(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
     }
 
     #[test]

@@ -16,8 +16,8 @@ use crate::error::{RelayError, StoreError};
 use redb::ReadableDatabase;
 
 use crate::store::{
-    ACCOUNTS, AccountId, KEM_PREKEYS, LAST_RESORT_KEM, ONE_TIME_PREKEYS, SIGNED_PREKEYS, Store,
-    read_device_list, strip_version, versioned,
+    ACCOUNTS, AccountId, DEVICES, KEM_PREKEYS, LAST_RESORT_KEM, ONE_TIME_PREKEYS, SIGNED_PREKEYS,
+    Store, read_device_list, read_devices, strip_version, versioned,
 };
 
 /// A decoded, signature-checked upload.
@@ -89,10 +89,18 @@ impl Upload {
 pub(crate) fn store_upload(
     txn: &WriteTransaction,
     account: &AccountId,
-    device: u32,
+    (device, registration_id): (u32, u32),
     upload: &Upload,
     max_stored: u64,
 ) -> Result<PrekeyCounts, RelayError> {
+    // The signatures were checked against the device list read before this transaction; make
+    // sure that device (same registration) is still the listed one, so keys of a device removed
+    // or replaced in between are never stored after its purge.
+    let listed = read_devices(&txn.open_table(DEVICES)?, account)?
+        .is_some_and(|d| d.contains(&(device, registration_id)));
+    if !listed {
+        return Err(RelayError::UnknownDevice(device));
+    }
     let before = counts(txn, account, device)?;
     if u64::from(before.one_time) + upload.one_time.len() as u64 > max_stored
         || u64::from(before.kem_one_time) + upload.kem.len() as u64 > max_stored

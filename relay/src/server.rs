@@ -30,6 +30,10 @@ use crate::{accounts, delivery, prekeys};
 
 /// How long a client may take to send a whole request frame.
 const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(15);
+/// Largest request frame before authentication. The largest pre-auth request, a `Register` with
+/// a 255-device list, is about 35 KB; anything bigger is refused before it is read, so an
+/// unauthenticated peer can't make the relay buffer `max_request_bytes` per stream.
+pub const PRE_AUTH_MAX_REQUEST: usize = 64 * 1024;
 
 /// Everything the connection tasks share.
 pub struct Relay {
@@ -62,6 +66,9 @@ pub struct Conn {
     pub ip: IpAddr,
     /// Set once by a successful `Authenticate`.
     pub device: OnceLock<(AccountId, u32)>,
+    /// The registration id the device had when it authenticated: a device replaced under the
+    /// same id (new registration id) no longer matches.
+    pub registration_id: OnceLock<u32>,
     challenge: Challenge,
     rate: ConnectionRate,
     pub(crate) subscribed: AtomicBool,
@@ -132,6 +139,7 @@ impl Relay {
             quic: quic.clone(),
             ip,
             device: OnceLock::new(),
+            registration_id: OnceLock::new(),
             challenge: Challenge::default(),
             rate: ConnectionRate::new(Rate {
                 per_second: self.config.connection_requests_per_second,
@@ -141,6 +149,10 @@ impl Relay {
         });
         let auth_deadline = tokio::time::sleep(Duration::from_secs(self.config.auth_timeout_secs));
         tokio::pin!(auth_deadline);
+        // `select!` evaluates a branch's guard only when it starts waiting, and authentication
+        // completes on another task meanwhile: so the deadline branch itself checks, and
+        // disarms once the connection is authenticated.
+        let mut armed = true;
         loop {
             tokio::select! {
                 stream = quic.accept_bi() => match stream {
@@ -151,7 +163,11 @@ impl Relay {
                     }
                     Err(_) => break,
                 },
-                () = &mut auth_deadline, if conn.device.get().is_none() => {
+                () = &mut auth_deadline, if armed => {
+                    if conn.device.get().is_some() {
+                        armed = false;
+                        continue;
+                    }
                     quic.close(close::AUTH_TIMEOUT.into(), b"auth_timeout");
                     break;
                 }
@@ -170,10 +186,12 @@ impl Relay {
         mut send: quinn::SendStream,
         mut recv: quinn::RecvStream,
     ) {
-        let read = tokio::time::timeout(
-            REQUEST_READ_TIMEOUT,
-            read_frame(&mut recv, self.config.max_request_bytes),
-        );
+        let limit = if conn.device.get().is_some() {
+            self.config.max_request_bytes
+        } else {
+            PRE_AUTH_MAX_REQUEST.min(self.config.max_request_bytes)
+        };
+        let read = tokio::time::timeout(REQUEST_READ_TIMEOUT, read_frame(&mut recv, limit));
         let request = match read.await {
             Ok(Ok(Some(body))) => frame::decode::<wire::Request>(&body).map_err(RelayError::from),
             Ok(Ok(None)) => Err(RelayError::Frame(hush_protocol::FrameError::Truncated)),
@@ -267,18 +285,16 @@ impl Relay {
                 }
                 let store = self.store.clone();
                 let verified = auth::verify(&conn.challenge, &conn.quic, &store, &a);
-                let key = match verified {
-                    Ok(k) => k,
-                    Err(e) => return Err(e),
-                };
+                let (key, registration_id) = verified?;
                 if conn.device.set(key).is_err() {
                     return Err(RelayError::AlreadyAuthenticated);
                 }
+                let _ = conn.registration_id.set(registration_id);
                 self.online.connected(key, conn.id, conn.quic.clone());
                 self.metrics.authenticated.inc();
                 // A removal that committed between the check above and the registration just
                 // made would have missed this connection: look again now that it is visible.
-                if !self.store.has_device(&key.0, key.1)? {
+                if !self.store.has_device(&key.0, key.1, registration_id)? {
                     self.online.cut(&key);
                     return Err(RelayError::UnknownDevice(key.1));
                 }
@@ -305,9 +321,18 @@ impl Relay {
                     self.config.max_prekeys_per_upload,
                 )?;
                 let max = self.config.max_stored_prekeys;
+                let registration_id = entry.registration_id;
                 let counts = self
                     .writer
-                    .run(move |txn| prekeys::store_upload(txn, &account, device, &upload, max))
+                    .run(move |txn| {
+                        prekeys::store_upload(
+                            txn,
+                            &account,
+                            (device, registration_id),
+                            &upload,
+                            max,
+                        )
+                    })
                     .await?;
                 Ok(response::Body::PrekeyCounts(counts))
             }

@@ -145,11 +145,17 @@ impl Store {
         crate::mailbox::check_devices(&table, send)
     }
 
-    /// Whether `device` is in the account's current device list.
-    pub fn has_device(&self, account: &AccountId, device: u32) -> Result<bool, StoreError> {
+    /// Whether `device` is in the account's current device list with `registration_id` (a
+    /// device replaced under the same id has a new registration id).
+    pub fn has_device(
+        &self,
+        account: &AccountId,
+        device: u32,
+        registration_id: u32,
+    ) -> Result<bool, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(DEVICES)?;
-        Ok(read_devices(&table, account)?.is_some_and(|d| d.iter().any(|&(id, _)| id == device)))
+        Ok(read_devices(&table, account)?.is_some_and(|d| d.contains(&(device, registration_id))))
     }
 
     /// Mailbox counters of a device.

@@ -199,6 +199,19 @@ async fn connections_per_address() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn authenticated_connections_outlive_the_auth_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(dir.path(), &[("auth-timeout-secs", "1")]);
+    let mut u = User::new(1);
+    u.register(&relay.connect().await).await;
+    let c = u.login(&relay, 1).await;
+    // Idle past the deadline without opening a stream: the connection must stay open.
+    let closed = tokio::time::timeout(Duration::from_millis(2500), c.closed()).await;
+    assert!(closed.is_err(), "an authenticated connection was closed: {closed:?}");
+    c.prekey_counts().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn unauthenticated_connections_time_out() {
     let dir = tempfile::tempdir().unwrap();
     let relay = Relay::start(dir.path(), &[("auth-timeout-secs", "1")]);

@@ -29,6 +29,11 @@ async fn malformed_input_gets_typed_errors() {
     assert_code(c.request_raw(&[]).await, ErrorCode::MalformedFrame);
     // Oversize prefix: refused before the body is read.
     assert_code(c.request_raw(&u32::MAX.to_be_bytes()).await, ErrorCode::FrameTooLarge);
+    // Before authentication, frames over 64 KiB are refused (no large buffers for strangers).
+    let big = hush_protocol::frame::encode(&wire::Request {
+        body: Some(request::Body::Register(wire::Register { device_list: vec![1; 70_000] })),
+    });
+    assert_code(c.request_raw(&big).await, ErrorCode::FrameTooLarge);
     // A valid frame with no body.
     assert_code(
         c.request_raw(&hush_protocol::frame::encode(&wire::Request { body: None })).await,
