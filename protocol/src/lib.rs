@@ -15,6 +15,8 @@ pub mod error;
 pub mod frame;
 #[cfg(feature = "quinn")]
 pub mod quic;
+#[cfg(test)]
+mod vectors;
 pub mod wire;
 
 pub use device_list::{AccountKey, AccountKeyPair, DeviceEntry, DeviceList, DeviceListError};
