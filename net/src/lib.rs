@@ -12,7 +12,6 @@
 mod pin;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use hush_prekeys::IdentityKeyPair;
@@ -376,5 +375,3 @@ impl Subscription {
 
 /// Re-exported for callers that build requests by hand.
 pub use hush_protocol::wire as protocol;
-/// Arc-wrapped for sharing.
-pub type SharedConnection = Arc<Connection>;

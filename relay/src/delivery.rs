@@ -108,7 +108,7 @@ pub(crate) async fn serve(
             }
             () = sub.replaced.cancelled() => break Some("replaced by a newer connection of this device"),
             () = relay.shutdown.cancelled() => break Some("relay shutting down"),
-            () = conn.quic.closed().map_unit() => break None,
+            _ = conn.quic.closed() => break None,
         }
     };
     if let Some(reason) = end_reason {
@@ -126,16 +126,6 @@ pub(crate) async fn serve(
     relay.online.unsubscribe(key, conn.id);
     // The connection may subscribe again (after a GoAway for a storage error, say).
     conn.subscribed.store(false, std::sync::atomic::Ordering::Release);
-}
-
-trait MapUnit {
-    async fn map_unit(self);
-}
-
-impl<F: std::future::Future> MapUnit for F {
-    async fn map_unit(self) {
-        self.await;
-    }
 }
 
 async fn read_acks(relay: Arc<Relay>, key: (AccountId, u32), mut recv: quinn::RecvStream) {

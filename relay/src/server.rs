@@ -283,8 +283,7 @@ impl Relay {
                 if conn.device.get().is_some() {
                     return Err(RelayError::AlreadyAuthenticated);
                 }
-                let store = self.store.clone();
-                let verified = auth::verify(&conn.challenge, &conn.quic, &store, &a);
+                let verified = auth::verify(&conn.challenge, &conn.quic, &self.store, &a);
                 let (key, registration_id) = verified?;
                 if conn.device.set(key).is_err() {
                     return Err(RelayError::AlreadyAuthenticated);

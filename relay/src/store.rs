@@ -157,17 +157,6 @@ impl Store {
         let table = txn.open_table(DEVICES)?;
         Ok(read_devices(&table, account)?.is_some_and(|d| d.contains(&(device, registration_id))))
     }
-
-    /// Mailbox counters of a device.
-    pub fn mailbox_meta(
-        &self,
-        account: &AccountId,
-        device: u32,
-    ) -> Result<MailboxMeta, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(MAILBOX_META)?;
-        read_mailbox_meta(&table, account, device)
-    }
 }
 
 pub(crate) fn read_device_list(

@@ -56,13 +56,17 @@ where
     }
 
     fn finish(self: Box<Self>, committed: bool) {
-        let r = match (committed, self.result) {
-            // A job that failed its own checks wrote nothing; its error stands either way.
-            (_, Some(Err(e))) if !matches!(e, RelayError::Store(_)) => Err(e),
-            (true, Some(r)) => r,
-            _ => Err(RelayError::Store(StoreError::Corrupt("batch aborted"))),
-        };
-        let _ = self.reply.send(r);
+        let _ = self.reply.send(settle(committed, self.result));
+    }
+}
+
+/// A job's answer once its batch's fate is known: its own result if the batch committed; its
+/// own refusal either way (a job that failed its checks wrote nothing); otherwise `internal`.
+fn settle<R>(committed: bool, result: Option<Result<R, RelayError>>) -> Result<R, RelayError> {
+    match (committed, result) {
+        (_, Some(Err(e))) if !matches!(e, RelayError::Store(_)) => Err(e),
+        (true, Some(r)) => r,
+        _ => Err(RelayError::Store(StoreError::Corrupt("batch aborted"))),
     }
 }
 
@@ -145,12 +149,7 @@ fn run(store: Store, mut rx: mpsc::Receiver<Queued>, metrics: Arc<Metrics>) {
         }
         let mut outcomes = outcomes.into_iter();
         for job in sends.drain(..) {
-            let r = match (committed, outcomes.next()) {
-                (_, Some(Err(e))) if !matches!(e, RelayError::Store(_)) => Err(e),
-                (true, Some(r)) => r,
-                _ => Err(RelayError::Store(StoreError::Corrupt("batch aborted"))),
-            };
-            let _ = job.reply.send(r);
+            let _ = job.reply.send(settle(committed, outcomes.next()));
         }
     }
     tracing::debug!("store writer stopped");
