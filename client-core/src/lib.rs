@@ -1,9 +1,15 @@
-//! Hush client core: end-to-end encrypted pairwise sessions.
+//! Hush client core: the SDK app developers hold, through the Kotlin, Swift and web bindings.
 //!
-//! This release holds the protocol core: [`Session`] runs the hybrid X3DH/PQXDH handshake from
-//! `hush-prekeys` and then the Double Ratchet ([`ratchet`] module docs list the KDFs). It is
-//! sans-I/O: it takes and returns bytes and never touches the network or the disk. The wire
-//! format, state format, limits and error codes are specified in docs/PROTOCOL.md.
+//! - [`Client`] (module [`client`]): accounts and devices, contacts with safety numbers,
+//!   multi-device 1:1 messaging with receipts and typing, encrypted local history with
+//!   full-text search, and sync between a user's devices. Async and event-driven.
+//! - I/O sits behind two small traits: [`store::Store`] (native: redb) and
+//!   [`transport::Connector`] (native: QUIC). Everything stored is encrypted by
+//!   [`vault::Vault`] with a key the app supplies.
+//! - The protocol core below it is sans-I/O: [`Session`] runs the hybrid X3DH/PQXDH handshake
+//!   from `hush-prekeys` and then the Double Ratchet ([`ratchet`] module docs list the KDFs).
+//!   It takes and returns bytes and never touches the network or the disk. The wire format,
+//!   state format, limits and error codes are specified in docs/PROTOCOL.md.
 //!
 //! ```
 //! use hush_core::Session;
@@ -29,12 +35,26 @@
 //! assert_eq!(b.decrypt(&first).unwrap_err().code(), "duplicate_message");
 //! ```
 
+pub mod client;
+pub mod content;
 pub mod error;
 pub mod message;
 pub mod ratchet;
+pub mod records;
+pub mod runtime;
+pub mod search;
 pub mod session;
+pub mod store;
+pub mod transport;
+pub mod vault;
 #[cfg(test)]
 mod vectors;
 
+pub use client::{
+    Client, ClientConfig, ClientError, ClientOptions, ConnectionState, ContactView,
+    ConversationView, DeviceView, Event, EventStream, MessageStatus, MessageView, SearchHit,
+    TrustState,
+};
 pub use error::SessionError;
 pub use session::{Role, Session};
+pub use vault::StoreKey;

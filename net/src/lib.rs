@@ -371,6 +371,45 @@ impl Subscription {
         write_message(&mut self.send, &wire::ClientPush { acks: seqs }).await?;
         Ok(())
     }
+
+    /// Splits into a push reader and an ack writer, so a reader task can own the (not
+    /// cancel-safe) reads while acks go out from elsewhere.
+    pub fn split(self) -> (PushReader, AckWriter) {
+        (PushReader { recv: self.recv, limit: self.limit }, AckWriter { send: self.send })
+    }
+}
+
+/// The reading half of a [`Subscription`].
+pub struct PushReader {
+    recv: quinn::RecvStream,
+    limit: usize,
+}
+
+impl PushReader {
+    /// The next push; `Ok(None)` when the relay ended the stream. Not cancel-safe: a read
+    /// dropped midway loses the frame, so keep one reader task awaiting it.
+    pub async fn next(&mut self) -> Result<Option<wire::server_push::Body>, NetError> {
+        match read_frame(&mut self.recv, self.limit).await? {
+            Some(body) => {
+                let push: ServerPush = frame::decode(&body)?;
+                push.body.map(Some).ok_or(NetError::Unexpected("empty push"))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+/// The acking half of a [`Subscription`].
+pub struct AckWriter {
+    send: quinn::SendStream,
+}
+
+impl AckWriter {
+    /// Acks stored envelopes so the relay deletes them.
+    pub async fn ack(&mut self, seqs: Vec<u64>) -> Result<(), NetError> {
+        write_message(&mut self.send, &wire::ClientPush { acks: seqs }).await?;
+        Ok(())
+    }
 }
 
 /// Re-exported for callers that build requests by hand.

@@ -74,8 +74,11 @@ pub(crate) fn client_config(pin: [u8; 32]) -> Result<quinn::ClientConfig, String
         quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
-    // Heartbeats: keep the connection (and the relay's idle timer) alive while the app runs.
-    transport.keep_alive_interval(Some(std::time::Duration::from_secs(20)));
+    // Heartbeats: keep the connection (and the relay's idle timer) alive while the app runs,
+    // and notice a relay that died without closing (no packets acked for 15 s) so the client
+    // reconnects instead of waiting on a dead path.
+    transport.keep_alive_interval(Some(std::time::Duration::from_secs(5)));
+    transport.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(15_000))));
     config.transport_config(Arc::new(transport));
     Ok(config)
 }

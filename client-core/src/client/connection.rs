@@ -1,0 +1,251 @@
+//! The connection loop: connect, authenticate, keep prekeys stocked, then run the delivery and
+//! outbox loops until the connection breaks; reconnect with exponential backoff and jitter.
+//!
+//! Heartbeats are QUIC keep-alives (every 20 s, hush-net), so a dead path is noticed by the
+//! transport's idle timeout and surfaces here as a closed link.
+
+use std::sync::Arc;
+
+use hush_prekeys::KemPreKeyKind;
+use hush_protocol::DeviceList;
+use hush_protocol::auth::transcript;
+use hush_protocol::wire::{self, request, response};
+use rand::RngExt;
+
+use super::core::{AccountId, Tx};
+use super::{ClientError, ConnectionState, Event, Inner, unexpected};
+use crate::transport::{Link, TransportError};
+
+/// Runs until shutdown.
+pub(crate) async fn run(inner: Arc<Inner>) {
+    let mut shutdown = inner.shutdown.subscribe();
+    let mut delay = inner.options.reconnect_min;
+    while !inner.is_shut_down() {
+        inner.set_state(ConnectionState::Connecting);
+        let outcome = tokio::select! {
+            r = session(&inner) => r,
+            _ = shutdown.wait_for(|s| *s) => break,
+        };
+        if let Ok(mut l) = inner.link.lock()
+            && let Some(link) = l.take()
+        {
+            link.close();
+        }
+        match outcome {
+            Err(ClientError::Relay { code, .. })
+                if code == "unknown_device" || code == "unknown_account" =>
+            {
+                inner.set_state(ConnectionState::Removed);
+                inner.events.emit(vec![Event::Error {
+                    code: "device_removed".into(),
+                    message:
+                        "the relay no longer knows this device; it was removed from the account"
+                            .into(),
+                }]);
+                return;
+            }
+            Err(ClientError::Network(_)) | Ok(()) => {}
+            Err(e) => {
+                tracing::warn!(code = e.code(), "connection ended with an error");
+                inner
+                    .events
+                    .emit(vec![Event::Error { code: e.code().to_owned(), message: e.to_string() }]);
+            }
+        }
+        inner.set_state(ConnectionState::Disconnected);
+        if inner.is_shut_down() {
+            break;
+        }
+        // Full jitter between half and all of the current delay.
+        let jitter = rand::rng().random_range(0.5..=1.0);
+        let wait = delay.mul_f64(jitter);
+        tokio::select! {
+            _ = crate::runtime::sleep(wait) => {}
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+        delay = (delay * 2).min(inner.options.reconnect_max);
+        if matches!(*inner.state.borrow(), ConnectionState::Connected) {
+            delay = inner.options.reconnect_min;
+        }
+    }
+    inner.set_state(ConnectionState::Disconnected);
+}
+
+/// One connection's life. Returns when it ends.
+async fn session(inner: &Arc<Inner>) -> Result<(), ClientError> {
+    let link = inner.connector.connect().await?;
+    ensure_registered(inner, link.as_ref()).await?;
+    authenticate(inner, link.as_ref()).await?;
+    refresh_own_list(inner, link.as_ref()).await?;
+    maintain_prekeys(inner, link.as_ref()).await?;
+    let deliveries = link.subscribe().await?;
+    if let Ok(mut l) = inner.link.lock() {
+        *l = Some(Arc::clone(&link));
+    }
+    inner.set_state(ConnectionState::Connected);
+    inner.outbox_ready.notify_one();
+    tokio::select! {
+        r = super::receive::run(inner, link.as_ref(), deliveries) => r,
+        r = super::send::run(inner, link.as_ref()) => r,
+        e = link.closed() => Err(e.into()),
+    }
+}
+
+/// Registers the account's device list if the relay has not accepted it yet (account creation
+/// interrupted before the relay answered).
+pub(crate) async fn ensure_registered(inner: &Inner, link: &dyn Link) -> Result<(), ClientError> {
+    let mut core = inner.core.lock().await;
+    if core.account.registered {
+        return Ok(());
+    }
+    let list = core.own_list.clone().ok_or(ClientError::NoAccount)?;
+    match link
+        .request(request::Body::Register(wire::Register { device_list: list.encoded().to_vec() }))
+        .await
+    {
+        Ok(_) => {}
+        // Registered before a crash: the relay keeps the (same) list.
+        Err(TransportError::Relay { code, .. }) if code == "stale_device_list" => {}
+        Err(e) => return Err(e.into()),
+    }
+    core.account.registered = true;
+    let mut tx = Tx::new(inner.store.as_ref(), &inner.vault);
+    tx.put_account(&core);
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn authenticate(inner: &Inner, link: &dyn Link) -> Result<(), ClientError> {
+    let nonce = match link.request(request::Body::GetChallenge(wire::GetChallenge {})).await? {
+        response::Body::Challenge(c) => c.nonce,
+        _ => return Err(unexpected("Challenge")),
+    };
+    let nonce: [u8; 32] = nonce.try_into().map_err(|_| unexpected("a 32-byte nonce"))?;
+    let binding = link.channel_binding()?;
+    let (account, device_id, signature) = {
+        let core = inner.core.lock().await;
+        let sig = core.identity.sign(&transcript(
+            &nonce,
+            &binding,
+            core.account_id.as_bytes(),
+            core.device_id(),
+        ));
+        (core.me(), core.device_id(), sig)
+    };
+    match link
+        .request(request::Body::Authenticate(wire::Authenticate {
+            account: account.to_vec(),
+            device_id,
+            signature: signature.to_vec(),
+        }))
+        .await?
+    {
+        response::Body::Authenticated(_) => Ok(()),
+        _ => Err(unexpected("Authenticated")),
+    }
+}
+
+/// Fetches an account's device list and verifies its signature and account.
+pub(crate) async fn fetch_device_list(
+    link: &dyn Link,
+    account: &AccountId,
+) -> Result<DeviceList, ClientError> {
+    let body = request::Body::GetDeviceList(wire::GetDeviceList { account: account.to_vec() });
+    match link.request(body).await? {
+        response::Body::DeviceList(d) => {
+            let list = DeviceList::decode(&d.device_list)
+                .map_err(|e| ClientError::Protocol(format!("device list does not verify: {e}")))?;
+            if list.account.as_bytes() != account {
+                return Err(ClientError::Protocol("device list of another account".into()));
+            }
+            Ok(list)
+        }
+        _ => Err(unexpected("DeviceList")),
+    }
+}
+
+/// Learns about devices linked or removed while we were away.
+async fn refresh_own_list(inner: &Inner, link: &dyn Link) -> Result<(), ClientError> {
+    let me = inner.core.lock().await.me();
+    let list = fetch_device_list(link, &me).await?;
+    let mut core = inner.core.lock().await;
+    let mut tx = Tx::new(inner.store.as_ref(), &inner.vault);
+    super::receive::apply_device_list(&mut core, &mut tx, &list, None);
+    let events = tx.commit().await?;
+    drop(core);
+    inner.events.emit(events);
+    Ok(())
+}
+
+/// Uploads prekeys when the relay runs low, and rotates the signed prekey on schedule.
+pub(crate) async fn maintain_prekeys(inner: &Inner, link: &dyn Link) -> Result<(), ClientError> {
+    let counts =
+        match link.request(request::Body::GetPrekeyCounts(wire::GetPrekeyCounts {})).await? {
+            response::Body::PrekeyCounts(c) => c,
+            _ => return Err(unexpected("PrekeyCounts")),
+        };
+    let opts = &inner.options;
+    let now = crate::runtime::now_ms();
+    let mut core = inner.core.lock().await;
+    let rotation_ms = u64::try_from(opts.signed_prekey_rotation.as_millis()).unwrap_or(u64::MAX);
+    let rotate = !counts.has_signed_prekey
+        || core.prekeys.current_signed_prekey().is_none()
+        || now.saturating_sub(core.account.signed_prekey_at_ms) >= rotation_ms;
+    let refill = counts.one_time < opts.prekey_refill_below;
+    let refill_kem = counts.kem_one_time < opts.prekey_refill_below.min(opts.kem_prekey_batch);
+    let last_resort = !counts.has_last_resort_kem_prekey;
+    if !(rotate || refill || refill_kem || last_resort) {
+        return Ok(());
+    }
+    let upload = {
+        let mut rng = rand::rng();
+        let super::core::Core { identity, prekeys, account, .. } = &mut *core;
+        let mut upload = wire::UploadPrekeys::default();
+        if rotate {
+            upload.signed_prekey =
+                prekeys.generate_signed_prekey(&mut rng, identity, now / 1000).encode();
+            // Keep older signed prekeys a while for handshakes already in flight.
+            prekeys.remove_signed_prekeys_before((now / 1000).saturating_sub(30 * 24 * 3600));
+        }
+        if refill {
+            upload.one_time_prekeys = prekeys
+                .generate_one_time_prekeys(&mut rng, opts.prekey_batch)
+                .iter()
+                .map(|k| k.encode())
+                .collect();
+        }
+        if refill_kem {
+            upload.kem_prekeys = prekeys
+                .generate_kem_prekeys(
+                    &mut rng,
+                    identity,
+                    KemPreKeyKind::OneTime,
+                    opts.kem_prekey_batch,
+                )
+                .iter()
+                .map(|k| k.encode())
+                .collect();
+        }
+        if (last_resort || rotate)
+            && let Some(k) = prekeys
+                .generate_kem_prekeys(&mut rng, identity, KemPreKeyKind::LastResort, 1)
+                .first()
+        {
+            upload.last_resort_kem_prekey = k.encode();
+        }
+        if rotate {
+            account.signed_prekey_at_ms = now;
+        }
+        upload
+    };
+    // Persist the private halves before the relay can hand out the public ones.
+    let mut tx = Tx::new(inner.store.as_ref(), &inner.vault);
+    tx.put_prekeys(&core);
+    tx.put_account(&core);
+    tx.commit().await?;
+    drop(core);
+    match link.request(request::Body::UploadPrekeys(upload)).await? {
+        response::Body::PrekeyCounts(_) => Ok(()),
+        _ => Err(unexpected("PrekeyCounts")),
+    }
+}

@@ -1,0 +1,218 @@
+//! The client's mutable state and the transaction helper every write goes through.
+//!
+//! [`Core`] holds the device's secrets and caches (identity, prekeys, sessions, contacts, our
+//! own device list). It lives behind one async mutex: every change to it and its store commit
+//! happen under that lock, so two tasks never interleave ratchet steps or lose an update.
+//! [`Tx`] collects the puts of one operation (with read-your-writes overlays for messages and
+//! conversations) and commits them atomically; events are emitted only after the commit.
+
+use std::collections::HashMap;
+
+use crate::Session;
+use hush_prekeys::{DevicePrekeys, IdentityKeyPair};
+use hush_protocol::{AccountKey, AccountKeyPair, DeviceList};
+
+use super::error::ClientError;
+use super::types::Event;
+use crate::records::{
+    AccountRecord, ContactRecord, ConversationRecord, MessageRecord, Record, SessionRecord, keys,
+    meta,
+};
+use crate::store::{Batch, Store, Table};
+use crate::vault::Vault;
+
+/// Most sessions kept per remote device (the current one and older ones for late messages).
+pub const MAX_SESSIONS_PER_DEVICE: usize = 3;
+
+pub(crate) type AccountId = [u8; 32];
+
+/// The device's state.
+pub(crate) struct Core {
+    pub account: AccountRecord,
+    pub account_id: AccountKey,
+    pub identity: IdentityKeyPair,
+    pub account_key: Option<AccountKeyPair>,
+    pub prekeys: DevicePrekeys,
+    pub own_list: Option<DeviceList>,
+    pub contacts: HashMap<AccountId, ContactRecord>,
+    pub sessions: HashMap<(AccountId, u32), Vec<Session>>,
+}
+
+impl Core {
+    pub fn me(&self) -> AccountId {
+        *self.account_id.as_bytes()
+    }
+
+    pub fn device_id(&self) -> u32 {
+        self.account.device_id
+    }
+
+    /// The verified device list of `account` as we know it.
+    pub fn known_list(&self, account: &AccountId) -> Option<DeviceList> {
+        if *account == self.me() {
+            return self.own_list.clone();
+        }
+        let c = self.contacts.get(account)?;
+        DeviceList::decode(&c.device_list).ok()
+    }
+
+    /// Loads a device's sessions into the cache (if stored) and returns them.
+    pub async fn sessions_mut(
+        &mut self,
+        store: &dyn Store,
+        vault: &Vault,
+        account: &AccountId,
+        device: u32,
+    ) -> Result<&mut Vec<Session>, ClientError> {
+        let key = (*account, device);
+        if let std::collections::hash_map::Entry::Vacant(e) = self.sessions.entry(key) {
+            let k = keys::session(vault, account, device);
+            let mut loaded = Vec::new();
+            if let Some(sealed) = store.get(Table::Sessions, &k).await? {
+                let rec = SessionRecord::from_bytes(&vault.open(Table::Sessions, &k, &sealed)?)?;
+                for state in &rec.states {
+                    loaded.push(
+                        Session::from_bytes(state)
+                            .map_err(|e| ClientError::CorruptStore(e.to_string()))?,
+                    );
+                }
+            }
+            e.insert(loaded);
+        }
+        Ok(self.sessions.entry(key).or_default())
+    }
+}
+
+/// One atomic change to the store, with its events.
+pub(crate) struct Tx<'a> {
+    pub store: &'a dyn Store,
+    pub vault: &'a Vault,
+    pub batch: Batch,
+    pub events: Vec<Event>,
+    messages: HashMap<Vec<u8>, Option<(Vec<u8>, MessageRecord)>>,
+    conversations: HashMap<Vec<u8>, Option<ConversationRecord>>,
+}
+
+impl<'a> Tx<'a> {
+    pub fn new(store: &'a dyn Store, vault: &'a Vault) -> Self {
+        Self {
+            store,
+            vault,
+            batch: Batch::new(),
+            events: Vec::new(),
+            messages: HashMap::new(),
+            conversations: HashMap::new(),
+        }
+    }
+
+    /// Seals and queues a put.
+    pub fn put(&mut self, table: Table, key: &[u8], value: &[u8]) {
+        let sealed = self.vault.seal(table, key, value);
+        self.batch.put(table, key.to_vec(), sealed);
+    }
+
+    pub fn put_account(&mut self, core: &Core) {
+        self.put(Table::Meta, meta::ACCOUNT, &core.account.to_bytes());
+    }
+
+    pub fn put_prekeys(&mut self, core: &Core) {
+        self.put(Table::Meta, meta::PREKEYS, &core.prekeys.to_state_bytes());
+    }
+
+    pub fn put_own_list(&mut self, list: &DeviceList) {
+        self.put(Table::Meta, meta::OWN_DEVICES, list.encoded());
+    }
+
+    pub fn put_contact(&mut self, c: &ContactRecord) {
+        let k = keys::account_prefix(self.vault, &c.account_id);
+        self.put(Table::Contacts, &k, &c.to_bytes());
+    }
+
+    /// Persists the cached sessions of one device.
+    pub fn put_sessions(&mut self, core: &Core, account: &AccountId, device: u32) {
+        let k = keys::session(self.vault, account, device);
+        match core.sessions.get(&(*account, device)) {
+            Some(list) if !list.is_empty() => {
+                let rec = SessionRecord {
+                    version: crate::records::RECORD_VERSION,
+                    states: list.iter().map(|s| s.to_bytes().to_vec()).collect(),
+                };
+                self.put(Table::Sessions, &k, &rec.to_bytes());
+            }
+            _ => self.batch.delete(Table::Sessions, k),
+        }
+    }
+
+    /// A message by id (this transaction's writes included).
+    pub async fn message(
+        &mut self,
+        id: &[u8],
+    ) -> Result<Option<(Vec<u8>, MessageRecord)>, ClientError> {
+        if let Some(m) = self.messages.get(id) {
+            return Ok(m.clone());
+        }
+        let idk = keys::message_id(self.vault, id);
+        let found = match self.store.get(Table::MessageIds, &idk).await? {
+            None => None,
+            Some(sealed) => {
+                let mkey = self.vault.open(Table::MessageIds, &idk, &sealed)?.to_vec();
+                match self.store.get(Table::Messages, &mkey).await? {
+                    None => None,
+                    Some(sealed) => {
+                        let plain = self.vault.open(Table::Messages, &mkey, &sealed)?;
+                        Some((mkey, MessageRecord::from_bytes(&plain)?))
+                    }
+                }
+            }
+        };
+        self.messages.insert(id.to_vec(), found.clone());
+        Ok(found)
+    }
+
+    /// Writes a message (new or updated); new messages are indexed for search.
+    pub fn put_message(&mut self, key: Vec<u8>, m: MessageRecord, new: bool) {
+        if new {
+            let idk = keys::message_id(self.vault, &m.id);
+            self.put(Table::MessageIds, &idk, &key);
+            for token in crate::search::tokens(&m.body) {
+                let k = keys::search(self.vault, &token, &key);
+                self.batch.put(Table::SearchIndex, k, Vec::new());
+            }
+        }
+        self.put(Table::Messages, &key, &m.to_bytes());
+        self.messages.insert(m.id.clone(), Some((key, m)));
+    }
+
+    /// A conversation summary (this transaction's writes included).
+    pub async fn conversation(
+        &mut self,
+        peer: &[u8],
+    ) -> Result<Option<ConversationRecord>, ClientError> {
+        if let Some(c) = self.conversations.get(peer) {
+            return Ok(c.clone());
+        }
+        let k = keys::account_prefix(self.vault, peer);
+        let found = match self.store.get(Table::Conversations, &k).await? {
+            None => None,
+            Some(sealed) => Some(ConversationRecord::from_bytes(&self.vault.open(
+                Table::Conversations,
+                &k,
+                &sealed,
+            )?)?),
+        };
+        self.conversations.insert(peer.to_vec(), found.clone());
+        Ok(found)
+    }
+
+    pub fn put_conversation(&mut self, c: ConversationRecord) {
+        let k = keys::account_prefix(self.vault, &c.peer);
+        self.put(Table::Conversations, &k, &c.to_bytes());
+        self.conversations.insert(c.peer.clone(), Some(c));
+    }
+
+    /// Commits; on success returns the events to emit.
+    pub async fn commit(self) -> Result<Vec<Event>, ClientError> {
+        self.store.commit(self.batch).await?;
+        Ok(self.events)
+    }
+}

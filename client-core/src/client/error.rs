@@ -1,0 +1,109 @@
+//! The client's typed errors. Every variant has a stable code ([`ClientError::code`]) that the
+//! bindings carry to Kotlin, Swift and JavaScript; apps switch on the code.
+
+use crate::records::RecordError;
+use crate::store::StoreError;
+use crate::transport::TransportError;
+use crate::vault::SealError;
+
+/// Why a client call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// A text longer than the limit; nothing was sent or stored.
+    #[error("text too long: {chars} characters, the limit is {limit}")]
+    TextTooLong {
+        /// Characters in the text.
+        chars: usize,
+        /// The limit ([`MAX_TEXT_CHARS`](crate::content::MAX_TEXT_CHARS)).
+        limit: usize,
+    },
+    /// An argument is malformed (an account id that is not 64 hex digits, an empty text…).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The conversation or contact is not known.
+    #[error("unknown contact")]
+    UnknownContact,
+    /// A verified contact's identity changed; sending waits until the user accepts the change.
+    #[error("the contact's identity changed since it was verified; accept or re-verify it first")]
+    IdentityChanged,
+    /// The store already holds an account.
+    #[error("this store already holds an account")]
+    AccountExists,
+    /// The store holds no account (create or link one first).
+    #[error("this store holds no account")]
+    NoAccount,
+    /// Only the device holding the account key (the one that created the account) can change
+    /// the device list.
+    #[error("only the account's primary device can add or remove devices")]
+    NotPrimary,
+    /// The store key does not open this store.
+    #[error("the store key does not open this store")]
+    WrongStoreKey,
+    /// The store holds data this build cannot read.
+    #[error("corrupt or newer store: {0}")]
+    CorruptStore(String),
+    /// The storage backend failed; nothing of the operation was written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The relay refused the request.
+    #[error("relay refused: {code}: {message}")]
+    Relay {
+        /// The relay's stable code.
+        code: String,
+        /// Its message.
+        message: String,
+    },
+    /// The relay is unreachable; the operation can be retried (sends are kept in the outbox).
+    #[error("network: {0}")]
+    Network(String),
+    /// The relay or a peer broke the protocol.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// The client was shut down.
+    #[error("the client is shut down")]
+    ShutDown,
+}
+
+impl ClientError {
+    /// The stable machine code.
+    pub fn code(&self) -> &str {
+        match self {
+            Self::TextTooLong { .. } => "text_too_long",
+            Self::InvalidArgument(_) => "invalid_argument",
+            Self::UnknownContact => "unknown_contact",
+            Self::IdentityChanged => "identity_changed",
+            Self::AccountExists => "account_exists",
+            Self::NoAccount => "no_account",
+            Self::NotPrimary => "not_primary",
+            Self::WrongStoreKey => "wrong_store_key",
+            Self::CorruptStore(_) => "corrupt_store",
+            Self::Store(_) => "storage",
+            Self::Relay { code, .. } => code,
+            Self::Network(_) => "network",
+            Self::Protocol(_) => "protocol",
+            Self::ShutDown => "shut_down",
+        }
+    }
+}
+
+impl From<TransportError> for ClientError {
+    fn from(e: TransportError) -> Self {
+        match e {
+            TransportError::Relay { code, message, .. } => Self::Relay { code, message },
+            TransportError::Disconnected(m) => Self::Network(m),
+            TransportError::Protocol(m) => Self::Protocol(m),
+        }
+    }
+}
+
+impl From<RecordError> for ClientError {
+    fn from(e: RecordError) -> Self {
+        Self::CorruptStore(e.to_string())
+    }
+}
+
+impl From<SealError> for ClientError {
+    fn from(_: SealError) -> Self {
+        Self::CorruptStore("a value failed to decrypt".into())
+    }
+}

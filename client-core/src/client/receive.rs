@@ -1,0 +1,544 @@
+//! The delivery pipeline: decrypt, apply, commit, then ack.
+//!
+//! Deliveries are taken in batches (whatever has arrived, up to [`MAX_BATCH`]). Each batch is
+//! decrypted and applied in memory, then committed in one store transaction together with the
+//! ratchet states, the consumed prekeys and the delivered receipts it owes; only then is it
+//! acked, so the relay deletes nothing a crash could lose. A redelivered envelope (acked too
+//! late) fails its ratchet's duplicate check, and a repeated message id is dropped, so nothing
+//! is shown twice.
+
+use hush_protocol::DeviceList;
+use hush_protocol::wire::{Delivery, server_push};
+
+use super::core::{AccountId, Core, MAX_SESSIONS_PER_DEVICE, Tx};
+use super::{ClientError, Event, Inner, MessageStatus, MessageView};
+use crate::Session;
+use crate::content::{self, Content, MAX_TEXT_CHARS, MESSAGE_ID_LEN, content::Body};
+use crate::message::{self, Incoming};
+use crate::records::{
+    ContactRecord, ConversationRecord, MessageRecord, OutboxRecord, RECORD_VERSION, Status, Trust,
+    keys,
+};
+use crate::store::{Scan, Table};
+use crate::transport::{Deliveries, Link};
+
+/// Most deliveries decrypted and committed together.
+pub const MAX_BATCH: usize = 256;
+/// Longest preview kept in the conversation list, in characters.
+const PREVIEW_CHARS: usize = 100;
+
+/// Reads deliveries until the subscription ends.
+pub(crate) async fn run(
+    inner: &Inner,
+    link: &dyn Link,
+    mut deliveries: Box<dyn Deliveries>,
+) -> Result<(), ClientError> {
+    loop {
+        let Some(first) = deliveries.next().await? else {
+            return Err(ClientError::Network("the relay ended the subscription".into()));
+        };
+        let mut pushes = vec![first];
+        while pushes.len() < MAX_BATCH {
+            match deliveries.try_next().await? {
+                Some(p) => pushes.push(p),
+                None => break,
+            }
+        }
+        let mut batch = Vec::new();
+        let mut caught_up = false;
+        let mut go_away = false;
+        for p in pushes {
+            match p {
+                server_push::Body::Delivery(d) => batch.push(d),
+                server_push::Body::QueueEmpty(_) => caught_up = true,
+                server_push::Body::GoAway(_) => go_away = true,
+            }
+        }
+        if !batch.is_empty() {
+            let outcome = process(inner, link, &batch).await?;
+            deliveries.ack(batch.iter().filter(|d| !d.ephemeral).map(|d| d.seq).collect()).await?;
+            inner.events.emit(outcome.events);
+            if outcome.queued {
+                inner.outbox_ready.notify_one();
+            }
+            if outcome.prekeys_used {
+                super::connection::maintain_prekeys(inner, link).await?;
+            }
+        }
+        if caught_up {
+            inner.events.emit(vec![Event::CaughtUp]);
+        }
+        if go_away {
+            return Ok(());
+        }
+    }
+}
+
+struct Outcome {
+    events: Vec<Event>,
+    queued: bool,
+    prekeys_used: bool,
+}
+
+async fn process(
+    inner: &Inner,
+    link: &dyn Link,
+    batch: &[Delivery],
+) -> Result<Outcome, ClientError> {
+    let mut core = inner.core.lock().await;
+    let mut tx = Tx::new(inner.store.as_ref(), &inner.vault);
+    let mut prekeys_used = false;
+    let mut touched: Vec<(AccountId, u32)> = Vec::new();
+    let mut receipts: Vec<(AccountId, Vec<Vec<u8>>)> = Vec::new();
+    let me = core.me();
+    for d in batch {
+        let Ok(sender) = AccountId::try_from(d.sender_account.as_slice()) else { continue };
+        if sender == me && d.sender_device == core.device_id() {
+            continue;
+        }
+        let plain =
+            match decrypt(inner, link, &mut core, &mut tx, sender, d.sender_device, &d.payload)
+                .await
+            {
+                Ok((plain, used)) => {
+                    prekeys_used |= used;
+                    if !touched.contains(&(sender, d.sender_device)) {
+                        touched.push((sender, d.sender_device));
+                    }
+                    plain
+                }
+                Err(Drop::Duplicate) => continue,
+                Err(Drop::Bad(code, message)) => {
+                    tracing::debug!(code, "dropped an envelope");
+                    tx.events.push(Event::Error { code: code.into(), message });
+                    continue;
+                }
+                Err(Drop::Fatal(e)) => return Err(e),
+            };
+        let Some(content) = Content::from_bytes(&plain) else {
+            tx.events.push(Event::Error {
+                code: "malformed_content".into(),
+                message: "a peer sent content that does not decode".into(),
+            });
+            continue;
+        };
+        apply(&mut core, &mut tx, sender, d, content, &mut receipts).await?;
+    }
+    for (account, device) in &touched {
+        tx.put_sessions(&core, account, *device);
+    }
+    if prekeys_used {
+        tx.put_prekeys(&core);
+    }
+    let queued = !receipts.is_empty();
+    for (account, ids) in receipts {
+        let record = OutboxRecord {
+            version: RECORD_VERSION,
+            peer_content: Content::new(Body::Receipt(content::Receipt {
+                kind: content::ReceiptKind::Delivered as i32,
+                ids,
+            }))
+            .to_bytes(),
+            peer: account.to_vec(),
+            own_content: Vec::new(),
+            message_id: Vec::new(),
+            prepared: Vec::new(),
+            ephemeral: false,
+        };
+        super::send::enqueue(&mut core, &mut tx, &record);
+    }
+    tx.put_account(&core);
+    match tx.commit().await {
+        Ok(events) => Ok(Outcome { events, queued, prekeys_used }),
+        Err(e) => {
+            reload(inner, &mut core).await;
+            Err(e)
+        }
+    }
+}
+
+/// After a failed commit, memory is ahead of disk: reload what a batch may have changed.
+async fn reload(inner: &Inner, core: &mut Core) {
+    core.sessions.clear();
+    if let Ok(Some(sealed)) = inner.store.get(Table::Meta, crate::records::meta::PREKEYS).await
+        && let Ok(plain) = inner.vault.open(Table::Meta, crate::records::meta::PREKEYS, &sealed)
+        && let Ok(p) = hush_prekeys::DevicePrekeys::from_state_bytes(&plain)
+    {
+        core.prekeys = p;
+    }
+}
+
+enum Drop {
+    /// Already received: ack and forget.
+    Duplicate,
+    /// Undecryptable or untrusted: ack, report, forget.
+    Bad(&'static str, String),
+    /// Storage or network failure: stop, do not ack.
+    Fatal(ClientError),
+}
+
+impl From<ClientError> for Drop {
+    fn from(e: ClientError) -> Self {
+        Self::Fatal(e)
+    }
+}
+
+async fn decrypt(
+    inner: &Inner,
+    link: &dyn Link,
+    core: &mut Core,
+    tx: &mut Tx<'_>,
+    sender: AccountId,
+    device: u32,
+    payload: &[u8],
+) -> Result<(Vec<u8>, bool), Drop> {
+    let incoming =
+        message::decode(payload).map_err(|e| Drop::Bad("malformed_envelope", e.to_string()))?;
+    let sessions = core.sessions_mut(inner.store.as_ref(), &inner.vault, &sender, device).await?;
+    if let Incoming::PreKey { .. } = incoming {
+        let id = incoming.handshake_id();
+        if let Some(pos) = sessions.iter().position(|s| Some(s.handshake_id()) == id) {
+            return decrypt_with(sessions, pos, payload).map(|p| (p, false));
+        }
+        let Core { identity, prekeys, .. } = &mut *core;
+        let (session, plain) = match Session::accept(identity, prekeys, payload) {
+            Ok(ok) => ok,
+            Err(e) if e.code() == "duplicate_message" || e.code() == "replayed_handshake" => {
+                return Err(Drop::Duplicate);
+            }
+            Err(e) => return Err(Drop::Bad("undecryptable", e.to_string())),
+        };
+        check_sender(inner, link, core, tx, sender, device, &session.remote_identity()).await?;
+        let sessions =
+            core.sessions_mut(inner.store.as_ref(), &inner.vault, &sender, device).await?;
+        sessions.insert(0, session);
+        sessions.truncate(MAX_SESSIONS_PER_DEVICE);
+        return Ok((plain, true));
+    }
+    let mut last = None;
+    for pos in 0..sessions.len() {
+        match decrypt_with(sessions, pos, payload) {
+            Ok(p) => return Ok((p, false)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        Drop::Bad("no_session", "a message from a device we have no session with".into())
+    }))
+}
+
+/// Decrypts with the session at `pos`; on success it becomes the current session.
+fn decrypt_with(sessions: &mut Vec<Session>, pos: usize, payload: &[u8]) -> Result<Vec<u8>, Drop> {
+    let Some(s) = sessions.get_mut(pos) else { return Err(Drop::Bad("no_session", String::new())) };
+    match s.decrypt(payload) {
+        Ok(p) => {
+            let s = sessions.remove(pos);
+            sessions.insert(0, s);
+            Ok(p)
+        }
+        Err(e) if e.code() == "duplicate_message" => Err(Drop::Duplicate),
+        Err(e) => Err(Drop::Bad("undecryptable", e.to_string())),
+    }
+}
+
+/// A new session's peer identity must be the one the sender's account signed for that device.
+async fn check_sender(
+    inner: &Inner,
+    link: &dyn Link,
+    core: &mut Core,
+    tx: &mut Tx<'_>,
+    sender: AccountId,
+    device: u32,
+    identity: &[u8; 64],
+) -> Result<(), Drop> {
+    let matches =
+        |l: &DeviceList| l.device(device).is_some_and(|d| d.identity.to_bytes() == *identity);
+    if core.known_list(&sender).is_some_and(|l| matches(&l)) {
+        return Ok(());
+    }
+    let _ = inner;
+    let fresh = super::connection::fetch_device_list(link, &sender).await?;
+    apply_device_list(core, tx, &fresh, None);
+    if matches(&fresh) {
+        Ok(())
+    } else {
+        Err(Drop::Bad(
+            "untrusted_sender",
+            "a session from an identity its account did not sign".into(),
+        ))
+    }
+}
+
+/// Takes a verified device list into our state: our own, or a contact's (creating the contact
+/// if new). Newer lists only. A device whose identity key changed has its sessions dropped and
+/// is reported; a verified contact moves to `Changed`.
+pub(crate) fn apply_device_list(
+    core: &mut Core,
+    tx: &mut Tx<'_>,
+    list: &DeviceList,
+    name: Option<&str>,
+) {
+    let account = *list.account.as_bytes();
+    let old = core.known_list(&account);
+    let newer = old.as_ref().is_none_or(|o| list.version > o.version);
+    let mut changed_identity = Vec::new();
+    if newer && let Some(old) = &old {
+        for d in &old.devices {
+            match list.device(d.device_id) {
+                None => {
+                    core.sessions.insert((account, d.device_id), Vec::new());
+                    tx.put_sessions(core, &account, d.device_id);
+                }
+                Some(n) if n.identity != d.identity || n.registration_id != d.registration_id => {
+                    core.sessions.insert((account, d.device_id), Vec::new());
+                    tx.put_sessions(core, &account, d.device_id);
+                    if n.identity != d.identity {
+                        changed_identity.push(d.device_id);
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    if account == core.me() {
+        if newer {
+            core.own_list = Some(list.clone());
+            tx.put_own_list(list);
+            if old.is_some() {
+                tx.events.push(Event::DevicesChanged);
+            }
+        }
+        return;
+    }
+    let contact = core.contacts.entry(account).or_insert_with(|| ContactRecord {
+        version: RECORD_VERSION,
+        account_id: account.to_vec(),
+        name: String::new(),
+        trust: Trust::Unverified as i32,
+        device_list: Vec::new(),
+    });
+    if let Some(n) = name {
+        contact.name = n.to_owned();
+    }
+    if newer {
+        contact.device_list = list.encoded().to_vec();
+    }
+    let contact_id = hex::encode(account);
+    for device_id in changed_identity {
+        let was_verified = contact.trust == Trust::Verified as i32;
+        if was_verified {
+            contact.trust = Trust::Changed as i32;
+        }
+        tx.events.push(Event::IdentityChanged {
+            contact: contact_id.clone(),
+            device_id,
+            was_verified,
+        });
+    }
+    let c = contact.clone();
+    tx.put_contact(&c);
+    if newer || name.is_some() {
+        tx.events.push(Event::ContactChanged { contact: contact_id });
+    }
+}
+
+/// Applies one decrypted content.
+async fn apply(
+    core: &mut Core,
+    tx: &mut Tx<'_>,
+    sender: AccountId,
+    d: &Delivery,
+    content: Content,
+    receipts: &mut Vec<(AccountId, Vec<Vec<u8>>)>,
+) -> Result<(), ClientError> {
+    let me = core.me();
+    let from_me = sender == me;
+    match content.body {
+        Some(Body::Text(t)) if !from_me => {
+            if !valid_text(&t) {
+                tx.events.push(Event::Error {
+                    code: "malformed_content".into(),
+                    message: "a message with a bad id or an oversize text".into(),
+                });
+                return Ok(());
+            }
+            core.account.clock = core.account.clock.max(t.clock);
+            let record = MessageRecord {
+                version: RECORD_VERSION,
+                id: t.id,
+                conversation: sender.to_vec(),
+                sender: sender.to_vec(),
+                sender_device: d.sender_device,
+                clock: t.clock,
+                body: t.body,
+                sent_at_ms: t.sent_at_ms,
+                outgoing: false,
+                status: Status::Received as i32,
+            };
+            let id = record.id.clone();
+            if store_message(tx, record, true).await? {
+                match receipts.iter_mut().find(|(a, _)| *a == sender) {
+                    Some((_, ids)) => ids.push(id),
+                    None => receipts.push((sender, vec![id])),
+                }
+            }
+        }
+        Some(Body::SyncSent(s)) if from_me => {
+            let (Some(t), Ok(conversation)) =
+                (s.text, AccountId::try_from(s.conversation.as_slice()))
+            else {
+                return Ok(());
+            };
+            if !valid_text(&t) {
+                return Ok(());
+            }
+            core.account.clock = core.account.clock.max(t.clock);
+            let record = MessageRecord {
+                version: RECORD_VERSION,
+                id: t.id,
+                conversation: conversation.to_vec(),
+                sender: me.to_vec(),
+                sender_device: d.sender_device,
+                clock: t.clock,
+                body: t.body,
+                sent_at_ms: t.sent_at_ms,
+                outgoing: true,
+                status: Status::Sent as i32,
+            };
+            store_message(tx, record, false).await?;
+        }
+        Some(Body::Receipt(r)) if !from_me => {
+            let status = match content::ReceiptKind::try_from(r.kind) {
+                Ok(content::ReceiptKind::Delivered) => Status::Delivered,
+                Ok(content::ReceiptKind::Read) => Status::Read,
+                _ => return Ok(()),
+            };
+            for id in r.ids.iter().take(10_000) {
+                let Some((key, mut m)) = tx.message(id).await? else { continue };
+                // Only the conversation's peer can acknowledge our messages in it.
+                if !m.outgoing
+                    || m.conversation != sender
+                    || m.status >= status as i32
+                    || m.status == Status::Failed as i32
+                {
+                    continue;
+                }
+                m.status = status as i32;
+                tx.events.push(Event::StatusChanged {
+                    conversation: hex::encode(&m.conversation),
+                    message_id: hex::encode(&m.id),
+                    status: MessageStatus::from_record(m.status),
+                });
+                tx.put_message(key, m, false);
+            }
+        }
+        Some(Body::SyncRead(s)) if from_me => {
+            if let Ok(conversation) = AccountId::try_from(s.conversation.as_slice()) {
+                mark_seen(tx, &conversation, Some(s.ids)).await?;
+            }
+        }
+        Some(Body::Typing(t)) if !from_me => {
+            tx.events.push(Event::Typing { conversation: hex::encode(sender), started: t.started });
+        }
+        // Anything else (unknown kinds from newer clients, or a kind from the wrong party) is
+        // ignored: the envelope was authentic, just not for us to act on.
+        _ => {}
+    }
+    Ok(())
+}
+
+fn valid_text(t: &content::Text) -> bool {
+    t.id.len() == MESSAGE_ID_LEN && !t.body.is_empty() && t.body.chars().count() <= MAX_TEXT_CHARS
+}
+
+/// Adds a message to history (unless its id is already there) and updates the conversation.
+/// Returns whether it was new.
+pub(crate) async fn store_message(
+    tx: &mut Tx<'_>,
+    m: MessageRecord,
+    unread: bool,
+) -> Result<bool, ClientError> {
+    if tx.message(&m.id).await?.is_some() {
+        return Ok(false);
+    }
+    let key = keys::message(tx.vault, &m.conversation, m.clock, &m.id);
+    let mut c = tx.conversation(&m.conversation).await?.unwrap_or_else(|| ConversationRecord {
+        version: RECORD_VERSION,
+        peer: m.conversation.clone(),
+        ..Default::default()
+    });
+    if unread {
+        c.unread += 1;
+    }
+    if (m.clock, m.id.as_slice()) > (c.last_clock, c.last_id.as_slice()) {
+        c.last_clock = m.clock;
+        c.last_id = m.id.clone();
+        c.last_preview = m.body.chars().take(PREVIEW_CHARS).collect();
+        c.last_at_ms = m.sent_at_ms;
+    }
+    tx.put_conversation(c);
+    tx.events.push(Event::MessageReceived { message: MessageView::from_record(&m) });
+    tx.put_message(key, m, true);
+    Ok(true)
+}
+
+/// Marks incoming messages seen: the given ids, or every unread one of the conversation.
+/// Returns the ids that changed.
+pub(crate) async fn mark_seen(
+    tx: &mut Tx<'_>,
+    conversation: &AccountId,
+    ids: Option<Vec<Vec<u8>>>,
+) -> Result<Vec<Vec<u8>>, ClientError> {
+    let Some(mut c) = tx.conversation(conversation).await? else { return Ok(Vec::new()) };
+    let mut candidates = Vec::new();
+    match ids {
+        Some(ids) => {
+            for id in ids.into_iter().take(10_000) {
+                if let Some(found) = tx.message(&id).await? {
+                    candidates.push(found);
+                }
+            }
+        }
+        None => {
+            // Unread messages are the newest incoming ones almost always: scan back until all
+            // `unread` are found.
+            let prefix = keys::conversation_prefix(tx.vault, conversation);
+            let mut scan = Scan::prefix(Table::Messages, &prefix);
+            scan.reverse = true;
+            let mut left = c.unread;
+            for (k, sealed) in tx.store.scan(scan).await? {
+                if left == 0 {
+                    break;
+                }
+                let m = <MessageRecord as crate::records::Record>::from_bytes(&tx.vault.open(
+                    Table::Messages,
+                    &k,
+                    &sealed,
+                )?)?;
+                if !m.outgoing && m.status == Status::Received as i32 {
+                    left -= 1;
+                    candidates.push((k, m));
+                }
+            }
+        }
+    }
+    let mut changed = Vec::new();
+    for (k, mut m) in candidates {
+        if m.outgoing || m.status != Status::Received as i32 || m.conversation != conversation {
+            continue;
+        }
+        m.status = Status::Seen as i32;
+        c.unread = c.unread.saturating_sub(1);
+        tx.events.push(Event::StatusChanged {
+            conversation: hex::encode(conversation),
+            message_id: hex::encode(&m.id),
+            status: MessageStatus::Seen,
+        });
+        changed.push(m.id.clone());
+        tx.put_message(k, m, false);
+    }
+    if !changed.is_empty() {
+        tx.put_conversation(c);
+    }
+    Ok(changed)
+}

@@ -1,0 +1,208 @@
+//! The client's public value types: plain data, owned, FFI-friendly (strings for ids).
+//!
+//! Account ids are 64 lowercase hex digits (the account's Ed25519 key); message ids are 32 hex
+//! digits. A 1:1 conversation is named by the peer's account id.
+
+use crate::records::{MessageRecord, Status};
+
+/// Where an outgoing message is, or the state of an incoming one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MessageStatus {
+    /// Outgoing, stored locally, not yet acked by the relay.
+    Pending,
+    /// Outgoing, durable on the relay.
+    Sent,
+    /// Outgoing, stored by a recipient device.
+    Delivered,
+    /// Outgoing, read by the recipient.
+    Read,
+    /// Outgoing, refused by the relay for good (see the error event).
+    Failed,
+    /// Incoming, not yet read.
+    Received,
+    /// Incoming, read on one of our devices.
+    Seen,
+}
+
+impl MessageStatus {
+    pub(crate) fn from_record(status: i32) -> Self {
+        match Status::try_from(status) {
+            Ok(Status::Pending) => Self::Pending,
+            Ok(Status::Sent) => Self::Sent,
+            Ok(Status::Delivered) => Self::Delivered,
+            Ok(Status::Read) => Self::Read,
+            Ok(Status::Failed) => Self::Failed,
+            Ok(Status::Received) => Self::Received,
+            Ok(Status::Seen) | Err(_) => Self::Seen,
+        }
+    }
+}
+
+/// One message of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageView {
+    /// Message id (32 hex digits), the same on every device.
+    pub id: String,
+    /// The conversation (the peer's account id).
+    pub conversation: String,
+    /// The author's account id.
+    pub sender: String,
+    /// The author's device.
+    pub sender_device: u32,
+    /// Whether one of our devices wrote it.
+    pub outgoing: bool,
+    /// The text.
+    pub body: String,
+    /// The logical clock; with the id it orders the conversation identically everywhere.
+    pub clock: u64,
+    /// The author's wall clock when sending (display only).
+    pub sent_at_ms: u64,
+    /// Status.
+    pub status: MessageStatus,
+}
+
+impl MessageView {
+    pub(crate) fn from_record(r: &MessageRecord) -> Self {
+        Self {
+            id: hex::encode(&r.id),
+            conversation: hex::encode(&r.conversation),
+            sender: hex::encode(&r.sender),
+            sender_device: r.sender_device,
+            outgoing: r.outgoing,
+            body: r.body.clone(),
+            clock: r.clock,
+            sent_at_ms: r.sent_at_ms,
+            status: MessageStatus::from_record(r.status),
+        }
+    }
+}
+
+/// A conversation in the list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationView {
+    /// The peer's account id (names the conversation).
+    pub peer: String,
+    /// The contact's name, if one was given.
+    pub name: String,
+    /// Incoming messages not yet read.
+    pub unread: u32,
+    /// The newest message's text, cut to 100 characters.
+    pub last_preview: String,
+    /// The newest message's wall clock.
+    pub last_at_ms: u64,
+}
+
+/// Whether the user has compared safety numbers with a contact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrustState {
+    /// Trusted on first use.
+    Unverified,
+    /// The user verified the safety number.
+    Verified,
+    /// The contact's identity changed after verification: sending is refused until the user
+    /// accepts the change ([`Client::accept_identity_change`](crate::Client::accept_identity_change)).
+    Changed,
+}
+
+/// A contact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactView {
+    /// Account id.
+    pub account_id: String,
+    /// The name the user gave.
+    pub name: String,
+    /// Verification state.
+    pub trust: TrustState,
+    /// The contact's device ids, from its verified device list.
+    pub devices: Vec<u32>,
+}
+
+/// One device of our account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceView {
+    /// Device id.
+    pub device_id: u32,
+    /// Whether it is this device.
+    pub this_device: bool,
+    /// Whether it is the primary (device 1 holds the account key).
+    pub primary: bool,
+}
+
+/// A search result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchHit {
+    /// The conversation (peer account id).
+    pub conversation: String,
+    /// The matching message.
+    pub message: MessageView,
+}
+
+/// The relay connection's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnectionState {
+    /// Opening a connection or authenticating.
+    Connecting,
+    /// Authenticated and subscribed; sends flow and deliveries arrive.
+    Connected,
+    /// No connection; the client retries with backoff.
+    Disconnected,
+    /// The relay no longer knows this device (it was removed); the client stopped connecting.
+    Removed,
+}
+
+/// Everything the app hears about, from one stream ([`Client::events`](crate::Client::events)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A message arrived (or, from another of our devices, a message we sent there).
+    MessageReceived {
+        /// The message.
+        message: MessageView,
+    },
+    /// An outgoing message's status moved forward, or an incoming one was read.
+    StatusChanged {
+        /// Conversation.
+        conversation: String,
+        /// Message id.
+        message_id: String,
+        /// The new status.
+        status: MessageStatus,
+    },
+    /// A peer started or stopped typing.
+    Typing {
+        /// The conversation (the typist's account id).
+        conversation: String,
+        /// Started (true) or stopped.
+        started: bool,
+    },
+    /// A contact was added (also when a stranger first writes) or its devices changed.
+    ContactChanged {
+        /// Account id.
+        contact: String,
+    },
+    /// A contact's device presented a new identity key.
+    IdentityChanged {
+        /// Account id.
+        contact: String,
+        /// The device.
+        device_id: u32,
+        /// Whether the contact was verified (sending is then held until accepted).
+        was_verified: bool,
+    },
+    /// Our own device list changed (a device was linked or removed).
+    DevicesChanged,
+    /// The connection state changed.
+    ConnectionChanged {
+        /// The new state.
+        state: ConnectionState,
+    },
+    /// The relay's queue for this device is drained: everything sent while offline is in.
+    CaughtUp,
+    /// Something went wrong in the background (a send refused for good, an undecryptable
+    /// envelope). The code is stable.
+    Error {
+        /// Stable code.
+        code: String,
+        /// Human message.
+        message: String,
+    },
+}

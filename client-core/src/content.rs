@@ -1,0 +1,173 @@
+//! What travels inside the ratchet: the encrypted content of every envelope.
+//!
+//! The relay sees only ciphertext; this is the plaintext a device decrypts. Protobuf (prost),
+//! so clients in other languages can speak it; field numbers are part of the protocol
+//! (docs/PROTOCOL.md §15). Unknown fields are ignored, and a content whose `version` is newer
+//! than [`CONTENT_VERSION`] is still read for the fields this build knows.
+
+use prost::Message as _;
+
+/// The content format this build writes.
+pub const CONTENT_VERSION: u32 = 1;
+/// Length of a message id.
+pub const MESSAGE_ID_LEN: usize = 16;
+/// The longest text, in characters (Unicode scalar values), a message may carry.
+pub const MAX_TEXT_CHARS: usize = 100_000;
+
+/// One decrypted envelope.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Content {
+    /// [`CONTENT_VERSION`] of the writer.
+    #[prost(uint32, tag = "1")]
+    pub version: u32,
+    /// What it carries.
+    #[prost(oneof = "content::Body", tags = "2, 3, 4, 5, 6")]
+    pub body: Option<content::Body>,
+}
+
+/// The content variants.
+#[allow(clippy::module_inception)] // prost's oneof layout: `content::Body`.
+pub mod content {
+    /// What a content carries.
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Body {
+        /// A chat message to the recipient.
+        #[prost(message, tag = "2")]
+        Text(super::Text),
+        /// Delivered or read receipts for messages the recipient sent.
+        #[prost(message, tag = "3")]
+        Receipt(super::Receipt),
+        /// A typing indicator (always sent ephemeral).
+        #[prost(message, tag = "4")]
+        Typing(super::Typing),
+        /// To our own other devices: a transcript of a message we sent.
+        #[prost(message, tag = "5")]
+        SyncSent(super::SyncSent),
+        /// To our own other devices: messages we have read.
+        #[prost(message, tag = "6")]
+        SyncRead(super::SyncRead),
+    }
+}
+
+/// A chat message.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Text {
+    /// Random 16-byte id chosen by the sender; the same on every device.
+    #[prost(bytes = "vec", tag = "1")]
+    pub id: Vec<u8>,
+    /// The sender's Lamport clock: conversation order is (clock, id) on every device.
+    #[prost(uint64, tag = "2")]
+    pub clock: u64,
+    /// The text (at most [`MAX_TEXT_CHARS`] characters).
+    #[prost(string, tag = "3")]
+    pub body: String,
+    /// The sender's wall clock, for display only.
+    #[prost(uint64, tag = "4")]
+    pub sent_at_ms: u64,
+}
+
+/// Receipt kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]
+#[repr(i32)]
+pub enum ReceiptKind {
+    /// Unknown (ignored).
+    Unspecified = 0,
+    /// Stored on a recipient device.
+    Delivered = 1,
+    /// Shown to the recipient.
+    Read = 2,
+}
+
+/// Receipts for one or more messages.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Receipt {
+    /// Delivered or read.
+    #[prost(enumeration = "ReceiptKind", tag = "1")]
+    pub kind: i32,
+    /// The ids of the messages.
+    #[prost(bytes = "vec", repeated, tag = "2")]
+    pub ids: Vec<Vec<u8>>,
+}
+
+/// A typing indicator.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Typing {
+    /// True when typing starts, false when it stops.
+    #[prost(bool, tag = "1")]
+    pub started: bool,
+}
+
+/// A sent-message transcript for our own devices.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SyncSent {
+    /// The conversation: the peer's 32-byte account id.
+    #[prost(bytes = "vec", tag = "1")]
+    pub conversation: Vec<u8>,
+    /// The message as the peer received it.
+    #[prost(message, optional, tag = "2")]
+    pub text: Option<Text>,
+}
+
+/// Read state for our own devices.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SyncRead {
+    /// The conversation: the peer's 32-byte account id.
+    #[prost(bytes = "vec", tag = "1")]
+    pub conversation: Vec<u8>,
+    /// The messages now read.
+    #[prost(bytes = "vec", repeated, tag = "2")]
+    pub ids: Vec<Vec<u8>>,
+}
+
+impl Content {
+    /// Wraps a body at the current version.
+    pub fn new(body: content::Body) -> Self {
+        Self { version: CONTENT_VERSION, body: Some(body) }
+    }
+
+    /// Encodes to bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.encode_to_vec()
+    }
+
+    /// Decodes bytes; `None` if they are not a content.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Self::decode(bytes).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn known_answer() {
+        let c = Content::new(content::Body::Text(Text {
+            id: vec![1; 16],
+            clock: 7,
+            body: "hé".into(),
+            sent_at_ms: 1,
+        }));
+        // Pins the wire encoding (docs/PROTOCOL.md §15).
+        assert_eq!(
+            hex::encode(c.to_bytes()),
+            concat!(
+                "0801121b0a10",
+                "01010101010101010101010101010101",
+                "1007",
+                "1a0368c3a9",
+                "2001"
+            )
+        );
+        assert_eq!(Content::from_bytes(&c.to_bytes()).unwrap(), c);
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Content::from_bytes(&bytes);
+        }
+    }
+}

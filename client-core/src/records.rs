@@ -1,0 +1,389 @@
+//! Persisted records of the client store, and their keys.
+//!
+//! Every record is a protobuf message whose field 1 is a version ([`RECORD_VERSION`]); a record
+//! from a newer build is refused with `unsupported_version` rather than misread. Values are
+//! sealed by the [`Vault`](crate::vault::Vault) before they reach a backend; keys carry only
+//! blinded identifiers, counters and random message ids. The layouts are pinned by the
+//! known-answer test below.
+
+use crate::vault::{BLIND_LEN, Vault};
+
+/// The record format this build reads and writes.
+pub const RECORD_VERSION: u32 = 1;
+
+/// `Meta` keys.
+pub mod meta {
+    /// The store header (a sealed check value; proves the store key is right).
+    pub const HEADER: &[u8] = b"header";
+    /// The [`AccountRecord`](super::AccountRecord).
+    pub const ACCOUNT: &[u8] = b"account";
+    /// The device's prekey state (hush-prekeys' versioned encoding).
+    pub const PREKEYS: &[u8] = b"prekeys";
+    /// Our own account's signed device list, as last verified.
+    pub const OWN_DEVICES: &[u8] = b"own_devices";
+    /// A pending link (a new device waiting for its grant).
+    pub const PENDING_LINK: &[u8] = b"pending_link";
+}
+
+/// The device's account.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AccountRecord {
+    /// [`RECORD_VERSION`].
+    #[prost(uint32, tag = "1")]
+    pub version: u32,
+    /// The 32-byte account id (the account's Ed25519 key).
+    #[prost(bytes = "vec", tag = "2")]
+    pub account_id: Vec<u8>,
+    /// The account key seed: only on the device that created the account (it signs device lists).
+    #[prost(bytes = "vec", tag = "3")]
+    pub account_seed: Vec<u8>,
+    /// This device's id.
+    #[prost(uint32, tag = "4")]
+    pub device_id: u32,
+    /// This device's registration id.
+    #[prost(uint32, tag = "5")]
+    pub registration_id: u32,
+    /// This device's identity key pair (hush-prekeys' state encoding).
+    #[prost(bytes = "vec", tag = "6")]
+    pub identity: Vec<u8>,
+    /// The Lamport clock of this device.
+    #[prost(uint64, tag = "7")]
+    pub clock: u64,
+    /// When the current signed prekey was made (ms).
+    #[prost(uint64, tag = "8")]
+    pub signed_prekey_at_ms: u64,
+    /// Whether the relay has our current prekeys.
+    #[prost(bool, tag = "9")]
+    pub prekeys_published: bool,
+    /// The next outbox sequence number.
+    #[prost(uint64, tag = "10")]
+    pub next_outbox: u64,
+    /// Whether the relay accepted our device list (registration or link finished).
+    #[prost(bool, tag = "11")]
+    pub registered: bool,
+}
+
+/// Our own sessions with one remote device: the current one first, then older ones still able
+/// to decrypt late messages (simultaneous initiation leaves two).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SessionRecord {
+    /// [`RECORD_VERSION`].
+    #[prost(uint32, tag = "1")]
+    pub version: u32,
+    /// Session states (hush-core's versioned encoding), current first.
+    #[prost(bytes = "vec", repeated, tag = "2")]
+    pub states: Vec<Vec<u8>>,
+}
+
+/// Verification state of a contact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]
+#[repr(i32)]
+pub enum Trust {
+    /// Trusted on first use, never compared.
+    Unverified = 0,
+    /// The user compared safety numbers.
+    Verified = 1,
+    /// A device identity changed after the user verified: sending is refused until accepted.
+    Changed = 2,
+}
+
+/// A contact.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ContactRecord {
+    /// [`RECORD_VERSION`].
+    #[prost(uint32, tag = "1")]
+    pub version: u32,
+    /// The contact's account id.
+    #[prost(bytes = "vec", tag = "2")]
+    pub account_id: Vec<u8>,
+    /// A name the user chose.
+    #[prost(string, tag = "3")]
+    pub name: String,
+    /// Verification state.
+    #[prost(enumeration = "Trust", tag = "4")]
+    pub trust: i32,
+    /// The contact's signed device list, as last verified.
+    #[prost(bytes = "vec", tag = "5")]
+    pub device_list: Vec<u8>,
+}
+
+/// A conversation summary.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ConversationRecord {
+    /// [`RECORD_VERSION`].
+    #[prost(uint32, tag = "1")]
+    pub version: u32,
+    /// The peer's account id.
+    #[prost(bytes = "vec", tag = "2")]
+    pub peer: Vec<u8>,
+    /// Incoming messages not yet read.
+    #[prost(uint32, tag = "3")]
+    pub unread: u32,
+    /// The newest message's (clock, id).
+    #[prost(uint64, tag = "4")]
+    pub last_clock: u64,
+    /// Id of the newest message.
+    #[prost(bytes = "vec", tag = "5")]
+    pub last_id: Vec<u8>,
+    /// The newest message's text, truncated for the list.
+    #[prost(string, tag = "6")]
+    pub last_preview: String,
+    /// Wall clock of the newest message.
+    #[prost(uint64, tag = "7")]
+    pub last_at_ms: u64,
+}
+
+/// Message status (outgoing), in the order it only ever moves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum Status {
+    /// Stored locally, not yet acked by the relay.
+    Pending = 0,
+    /// Acked by the relay (durable there).
+    Sent = 1,
+    /// A recipient device stored it.
+    Delivered = 2,
+    /// The recipient read it.
+    Read = 3,
+    /// Incoming: received.
+    Received = 4,
+    /// Incoming: read here (or on another of our devices).
+    Seen = 5,
+    /// Outgoing: refused by the relay for good.
+    Failed = 6,
+}
+
+/// One message of the history.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MessageRecord {
+    /// [`RECORD_VERSION`].
+    #[prost(uint32, tag = "1")]
+    pub version: u32,
+    /// The message id.
+    #[prost(bytes = "vec", tag = "2")]
+    pub id: Vec<u8>,
+    /// The conversation (peer account id).
+    #[prost(bytes = "vec", tag = "3")]
+    pub conversation: Vec<u8>,
+    /// Who wrote it (account id).
+    #[prost(bytes = "vec", tag = "4")]
+    pub sender: Vec<u8>,
+    /// From which device.
+    #[prost(uint32, tag = "5")]
+    pub sender_device: u32,
+    /// The Lamport clock it was sent with.
+    #[prost(uint64, tag = "6")]
+    pub clock: u64,
+    /// The text.
+    #[prost(string, tag = "7")]
+    pub body: String,
+    /// The sender's wall clock.
+    #[prost(uint64, tag = "8")]
+    pub sent_at_ms: u64,
+    /// Whether we (any of our devices) wrote it.
+    #[prost(bool, tag = "9")]
+    pub outgoing: bool,
+    /// Status.
+    #[prost(enumeration = "Status", tag = "10")]
+    pub status: i32,
+}
+
+/// Outgoing work that survives restarts.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct OutboxRecord {
+    /// [`RECORD_VERSION`].
+    #[prost(uint32, tag = "1")]
+    pub version: u32,
+    /// The content for the peer (encoded [`Content`](crate::content::Content)); empty if none.
+    #[prost(bytes = "vec", tag = "2")]
+    pub peer_content: Vec<u8>,
+    /// The peer account (empty: only our own devices).
+    #[prost(bytes = "vec", tag = "3")]
+    pub peer: Vec<u8>,
+    /// The content for our own other devices; empty if none.
+    #[prost(bytes = "vec", tag = "4")]
+    pub own_content: Vec<u8>,
+    /// The history message this sends, whose status moves to sent on the relay's ack.
+    #[prost(bytes = "vec", tag = "5")]
+    pub message_id: Vec<u8>,
+    /// Sent ephemeral (typing): never stored by the relay, never retried.
+    #[prost(bool, tag = "7")]
+    pub ephemeral: bool,
+    /// Envelopes already encrypted; resent verbatim after a restart so no ratchet step repeats.
+    #[prost(message, repeated, tag = "6")]
+    pub prepared: Vec<PreparedEnvelope>,
+}
+
+/// One encrypted envelope waiting for the relay.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PreparedEnvelope {
+    /// Recipient account.
+    #[prost(bytes = "vec", tag = "1")]
+    pub account: Vec<u8>,
+    /// Recipient device.
+    #[prost(uint32, tag = "2")]
+    pub device_id: u32,
+    /// Its registration id as we know it.
+    #[prost(uint32, tag = "3")]
+    pub registration_id: u32,
+    /// The ratchet message.
+    #[prost(bytes = "vec", tag = "4")]
+    pub ciphertext: Vec<u8>,
+}
+
+/// A record failed to decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// Not a record of this type.
+    #[error("a stored record is corrupt ({0})")]
+    Corrupt(&'static str),
+    /// Written by a newer build.
+    #[error("a stored record has version {0}, newer than this build reads")]
+    UnsupportedVersion(u32),
+}
+
+/// Records with a version field.
+pub trait Record: prost::Message + Default + Sized {
+    /// The record's name in errors.
+    const NAME: &'static str;
+    /// The version field.
+    fn version(&self) -> u32;
+
+    /// Decodes and checks the version.
+    fn from_bytes(bytes: &[u8]) -> Result<Self, RecordError> {
+        let r = Self::decode(bytes).map_err(|_| RecordError::Corrupt(Self::NAME))?;
+        if r.version() > RECORD_VERSION {
+            return Err(RecordError::UnsupportedVersion(r.version()));
+        }
+        Ok(r)
+    }
+
+    /// Encodes.
+    fn to_bytes(&self) -> Vec<u8> {
+        self.encode_to_vec()
+    }
+}
+
+macro_rules! record {
+    ($($t:ident),*) => {$(
+        impl Record for $t {
+            const NAME: &'static str = stringify!($t);
+            fn version(&self) -> u32 { self.version }
+        }
+    )*};
+}
+record!(
+    AccountRecord,
+    SessionRecord,
+    ContactRecord,
+    ConversationRecord,
+    MessageRecord,
+    OutboxRecord
+);
+
+/// Key builders. Identifiers are blinded; order-carrying parts are big-endian.
+pub mod keys {
+    use super::*;
+
+    /// `Sessions`: blind(account) ‖ device id.
+    pub fn session(v: &Vault, account: &[u8], device: u32) -> Vec<u8> {
+        let mut k = account_prefix(v, account).to_vec();
+        k.extend_from_slice(&device.to_be_bytes());
+        k
+    }
+
+    /// The blinded account prefix (sessions of one account; contacts; conversations).
+    pub fn account_prefix(v: &Vault, account: &[u8]) -> [u8; BLIND_LEN] {
+        v.blind(b"account", account)
+    }
+
+    /// `Messages`: blind(conversation) ‖ clock ‖ message id — the conversation order, the same on
+    /// every device because the clock and the id travel inside the message.
+    pub fn message(v: &Vault, conversation: &[u8], clock: u64, id: &[u8]) -> Vec<u8> {
+        let mut k = v.blind(b"conversation", conversation).to_vec();
+        k.extend_from_slice(&clock.to_be_bytes());
+        k.extend_from_slice(id);
+        k
+    }
+
+    /// The prefix of a conversation's messages.
+    pub fn conversation_prefix(v: &Vault, conversation: &[u8]) -> [u8; BLIND_LEN] {
+        v.blind(b"conversation", conversation)
+    }
+
+    /// `MessageIds`: blind(message id).
+    pub fn message_id(v: &Vault, id: &[u8]) -> [u8; BLIND_LEN] {
+        v.blind(b"message_id", id)
+    }
+
+    /// `SearchIndex`: blind(token) ‖ message key.
+    pub fn search(v: &Vault, token: &str, message_key: &[u8]) -> Vec<u8> {
+        let mut k = search_prefix(v, token).to_vec();
+        k.extend_from_slice(message_key);
+        k
+    }
+
+    /// The prefix of one token's postings.
+    pub fn search_prefix(v: &Vault, token: &str) -> [u8; BLIND_LEN] {
+        v.blind(b"token", token.as_bytes())
+    }
+
+    /// `Outbox`: queue position.
+    pub fn outbox(seq: u64) -> [u8; 8] {
+        seq.to_be_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn known_answers() {
+        let m = MessageRecord {
+            version: 1,
+            id: vec![2; 16],
+            conversation: vec![3; 32],
+            sender: vec![4; 32],
+            sender_device: 1,
+            clock: 9,
+            body: "hi".into(),
+            sent_at_ms: 5,
+            outgoing: true,
+            status: Status::Sent as i32,
+        };
+        let expected = format!(
+            "0801{}{}{}{}{}{}{}{}{}",
+            format_args!("1210{}", "02".repeat(16)),
+            format_args!("1a20{}", "03".repeat(32)),
+            format_args!("2220{}", "04".repeat(32)),
+            "2801",
+            "3009",
+            "3a026869",
+            "4005",
+            "4801",
+            "5001"
+        );
+        assert_eq!(hex::encode(m.to_bytes()), expected);
+        assert_eq!(MessageRecord::from_bytes(&m.to_bytes()).unwrap(), m);
+        let newer = MessageRecord { version: 2, ..m };
+        assert_eq!(
+            MessageRecord::from_bytes(&newer.to_bytes()),
+            Err(RecordError::UnsupportedVersion(2))
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = AccountRecord::from_bytes(&bytes);
+            let _ = SessionRecord::from_bytes(&bytes);
+            let _ = ContactRecord::from_bytes(&bytes);
+            let _ = ConversationRecord::from_bytes(&bytes);
+            let _ = MessageRecord::from_bytes(&bytes);
+            let _ = OutboxRecord::from_bytes(&bytes);
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! Tokenizing text for the on-device full-text index.
+//!
+//! The relay cannot search ciphertext, so each device indexes what it decrypts. Text is
+//! normalised with NFKC, lower-cased (full Unicode case folding by `char::to_lowercase`),
+//! stripped of combining marks (so "café" matches "cafe"), and split into words by Unicode's
+//! word boundaries (UAX #29). Scripts written without spaces (Han, Hiragana, Katakana, Thai…)
+//! come out of UAX #29 as single characters or short runs; each such character is indexed on
+//! its own, so a query of several such characters matches when all of them occur.
+//!
+//! A query matches a message when every query token occurs in it (AND).
+
+use std::collections::BTreeSet;
+
+use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::char::is_combining_mark;
+use unicode_segmentation::UnicodeSegmentation;
+
+/// Longest token indexed, in bytes; longer words are cut (they are rarely searched whole).
+pub const MAX_TOKEN_BYTES: usize = 64;
+/// Most distinct tokens indexed per message.
+pub const MAX_TOKENS_PER_MESSAGE: usize = 2_000;
+
+fn is_spaceless_script(c: char) -> bool {
+    matches!(c as u32,
+        0x0E00..=0x0EFF      // Thai, Lao
+        | 0x1000..=0x109F    // Myanmar
+        | 0x1780..=0x17FF    // Khmer
+        | 0x3040..=0x30FF    // Hiragana, Katakana
+        | 0x3400..=0x4DBF    // CJK extension A
+        | 0x4E00..=0x9FFF    // CJK unified ideographs
+        | 0xF900..=0xFAFF    // CJK compatibility
+        | 0x20000..=0x2FFFF) // CJK extensions B–F
+}
+
+fn push(out: &mut BTreeSet<String>, word: &str) {
+    if out.len() >= MAX_TOKENS_PER_MESSAGE || word.is_empty() {
+        return;
+    }
+    let mut cut = word.len().min(MAX_TOKEN_BYTES);
+    while !word.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    if let Some(w) = word.get(..cut) {
+        out.insert(w.to_owned());
+    }
+}
+
+/// The distinct tokens of `text`, normalised.
+pub fn tokens(text: &str) -> BTreeSet<String> {
+    let normalised: String = text
+        .nfkc()
+        .flat_map(char::to_lowercase)
+        .nfd()
+        .filter(|c| !is_combining_mark(*c))
+        .nfc()
+        .collect();
+    let mut out = BTreeSet::new();
+    for word in normalised.unicode_words() {
+        if word.chars().any(is_spaceless_script) {
+            let mut run = String::new();
+            for c in word.chars() {
+                if is_spaceless_script(c) {
+                    push(&mut out, &std::mem::take(&mut run));
+                    push(&mut out, c.encode_utf8(&mut [0u8; 4]));
+                } else {
+                    run.push(c);
+                }
+            }
+            push(&mut out, &run);
+        } else {
+            push(&mut out, word);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn t(s: &str) -> Vec<String> {
+        tokens(s).into_iter().collect()
+    }
+
+    #[test]
+    fn words_case_and_accents() {
+        assert_eq!(t("Hello, WORLD! hello"), ["hello", "world"]);
+        assert_eq!(t("Café crème"), ["cafe", "creme"]);
+        assert_eq!(t("Straße"), ["straße"]);
+        assert_eq!(t("Привет, мир"), ["мир", "привет"]);
+        assert_eq!(t("ﬁve ＦＵＬＬ"), ["five", "full"]);
+        assert_eq!(t("don't stop"), ["don't", "stop"]);
+        assert_eq!(t("🙂 ..."), Vec::<String>::new());
+    }
+
+    #[test]
+    fn spaceless_scripts_index_each_character() {
+        assert_eq!(
+            t("東京タワー"),
+            ["タ", "ワ", "ー", "京", "東"]
+                .map(String::from)
+                .into_iter()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+        );
+        assert!(tokens("我在东京").contains("东"));
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_and_bounds_hold(s in "\\PC{0,300}") {
+            let toks = tokens(&s);
+            prop_assert!(toks.len() <= MAX_TOKENS_PER_MESSAGE);
+            prop_assert!(toks.iter().all(|t| !t.is_empty() && t.len() <= MAX_TOKEN_BYTES));
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! The transport trait: how the client reaches a relay.
+//!
+//! The client speaks the relay protocol (docs/PROTOCOL.md §14) through three small traits, so
+//! the same logic runs over QUIC natively ([`QuicConnector`]) and over WebSocket in the browser:
+//! - [`Connector`] opens a [`Link`] (one connection);
+//! - a [`Link`] carries request/response exchanges and exposes the TLS channel binding the
+//!   device signs during auth;
+//! - [`Deliveries`] is the subscription stream of pushes, with acks.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use hush_protocol::wire::{DeviceMismatch, request, response, server_push};
+
+use crate::runtime::{MaybeSend, MaybeSync};
+
+/// Why a transport call failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TransportError {
+    /// The relay answered with a typed error.
+    #[error("relay refused: {code}: {message}")]
+    Relay {
+        /// Stable code (docs/PROTOCOL.md §14).
+        code: String,
+        /// Human message.
+        message: String,
+        /// For `rate_limited`.
+        retry_after_ms: u64,
+        /// For `device_mismatch`.
+        mismatches: Vec<DeviceMismatch>,
+    },
+    /// No connection, or it broke; retry after reconnecting.
+    #[error("disconnected: {0}")]
+    Disconnected(String),
+    /// The relay sent something the protocol does not allow.
+    #[error("protocol violation by the relay: {0}")]
+    Protocol(String),
+}
+
+impl TransportError {
+    /// The relay's code, if this is a relay error.
+    pub fn relay_code(&self) -> Option<&str> {
+        match self {
+            Self::Relay { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// Opens connections to one relay.
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+pub trait Connector: MaybeSend + MaybeSync {
+    /// Connects (not yet authenticated).
+    async fn connect(&self) -> Result<Arc<dyn Link>, TransportError>;
+}
+
+/// One connection to the relay.
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+pub trait Link: MaybeSend + MaybeSync {
+    /// One request and its response; a relay error becomes [`TransportError::Relay`].
+    async fn request(&self, body: request::Body) -> Result<response::Body, TransportError>;
+    /// The 32-byte TLS exporter value the auth signature binds to.
+    fn channel_binding(&self) -> Result<[u8; 32], TransportError>;
+    /// Opens the delivery subscription (after auth).
+    async fn subscribe(&self) -> Result<Box<dyn Deliveries>, TransportError>;
+    /// Resolves when the connection is gone.
+    async fn closed(&self) -> TransportError;
+    /// Closes the connection.
+    fn close(&self);
+}
+
+/// The pushes of one subscription.
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+pub trait Deliveries: MaybeSend {
+    /// The next push; `Ok(None)` when the relay ended the subscription.
+    async fn next(&mut self) -> Result<Option<server_push::Body>, TransportError>;
+    /// The next push if one is already waiting (never blocks for long).
+    async fn try_next(&mut self) -> Result<Option<server_push::Body>, TransportError>;
+    /// Acks stored envelopes so the relay deletes them.
+    async fn ack(&mut self, seqs: Vec<u64>) -> Result<(), TransportError>;
+}
+
+#[cfg(feature = "native")]
+pub use native::QuicConnector;
+
+#[cfg(feature = "native")]
+mod native {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use hush_net::{AckWriter, Connection, Endpoint, NetError, Subscription};
+    use hush_protocol::AUTH_EXPORTER_LABEL;
+    use hush_protocol::wire::{request, response, server_push};
+
+    use super::{Connector, Deliveries, Link, TransportError};
+
+    impl From<NetError> for TransportError {
+        fn from(e: NetError) -> Self {
+            match e {
+                NetError::Relay { code, message, retry_after_ms, mismatches } => {
+                    Self::Relay { code, message, retry_after_ms, mismatches }
+                }
+                NetError::Unexpected(m) => Self::Protocol(m.to_string()),
+                other => Self::Disconnected(other.to_string()),
+            }
+        }
+    }
+
+    /// How long a QUIC handshake may take before the attempt counts as failed.
+    pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+    /// QUIC to a relay trusted by its certificate pin.
+    pub struct QuicConnector {
+        endpoint: Endpoint,
+        addr: SocketAddr,
+        pin: [u8; 32],
+    }
+
+    impl QuicConnector {
+        /// A connector for the relay at `addr` whose certificate hashes to `pin`.
+        pub fn new(addr: SocketAddr, pin: [u8; 32]) -> Result<Self, TransportError> {
+            let bind: SocketAddr = if addr.is_ipv4() {
+                SocketAddr::from(([0, 0, 0, 0], 0))
+            } else {
+                SocketAddr::from(([0u16; 8], 0))
+            };
+            let endpoint = Endpoint::new(bind)?;
+            Ok(Self { endpoint, addr, pin })
+        }
+    }
+
+    #[async_trait]
+    impl Connector for QuicConnector {
+        async fn connect(&self) -> Result<Arc<dyn Link>, TransportError> {
+            // A relay that is down never answers the QUIC handshake (UDP has no refusal), so
+            // bound it well below the idle timeout and let the backoff loop retry.
+            let conn = tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                self.endpoint.connect_pinned(self.addr, self.pin),
+            )
+            .await
+            .map_err(|_| TransportError::Disconnected("connect timed out".into()))??;
+            Ok(Arc::new(QuicLink { conn }))
+        }
+    }
+
+    struct QuicLink {
+        conn: Connection,
+    }
+
+    #[async_trait]
+    impl Link for QuicLink {
+        async fn request(&self, body: request::Body) -> Result<response::Body, TransportError> {
+            Ok(self.conn.request(body).await?)
+        }
+
+        fn channel_binding(&self) -> Result<[u8; 32], TransportError> {
+            let mut binding = [0u8; 32];
+            self.conn
+                .quic()
+                .export_keying_material(&mut binding, AUTH_EXPORTER_LABEL, b"")
+                .map_err(|_| TransportError::Protocol("no TLS exporter".into()))?;
+            Ok(binding)
+        }
+
+        async fn subscribe(&self) -> Result<Box<dyn Deliveries>, TransportError> {
+            Ok(Box::new(QuicDeliveries::new(self.conn.subscribe().await?)))
+        }
+
+        async fn closed(&self) -> TransportError {
+            self.conn.closed().await.into()
+        }
+
+        fn close(&self) {
+            self.conn.close();
+        }
+    }
+
+    /// A reader task owns the push stream (its reads are not cancel-safe) and forwards
+    /// pushes through a channel, so `next` and `try_next` can be cancelled freely.
+    struct QuicDeliveries {
+        pushes: tokio::sync::mpsc::Receiver<Result<Option<server_push::Body>, TransportError>>,
+        acks: AckWriter,
+    }
+
+    impl QuicDeliveries {
+        fn new(sub: Subscription) -> Self {
+            let (mut reader, acks) = sub.split();
+            let (tx, pushes) = tokio::sync::mpsc::channel(1024);
+            tokio::spawn(async move {
+                loop {
+                    let item = reader.next().await.map_err(TransportError::from);
+                    let end = !matches!(item, Ok(Some(_)));
+                    if tx.send(item).await.is_err() || end {
+                        break;
+                    }
+                }
+            });
+            Self { pushes, acks }
+        }
+    }
+
+    #[async_trait]
+    impl Deliveries for QuicDeliveries {
+        async fn next(&mut self) -> Result<Option<server_push::Body>, TransportError> {
+            self.pushes.recv().await.unwrap_or(Ok(None))
+        }
+
+        async fn try_next(&mut self) -> Result<Option<server_push::Body>, TransportError> {
+            match self.pushes.try_recv() {
+                Ok(item) => item,
+                Err(_) => Ok(None),
+            }
+        }
+
+        async fn ack(&mut self, seqs: Vec<u64>) -> Result<(), TransportError> {
+            Ok(self.acks.ack(seqs).await?)
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! Encryption at rest for everything the client stores.
+//!
+//! The app supplies a 32-byte store key (from the platform keystore, WebCrypto or a passphrase
+//! KDF of its choice). Two subkeys are derived from it with HKDF-SHA256:
+//! - `Hush_Store_Seal_v1`: XChaCha20-Poly1305 over every value, with a random 24-byte nonce and
+//!   associated data `"Hush_Store_v1" ‖ table name ‖ 0x00 ‖ key`, so a value moved to another
+//!   key or table fails to open;
+//! - `Hush_Store_Blind_v1`: HMAC-SHA256, truncated to 16 bytes, over every identifier that has to
+//!   appear in a key (account ids, message ids, search tokens), so the store on disk shows no
+//!   contact, conversation or word.
+//!
+//! A sealed value is `version (0x01) ‖ nonce (24) ‖ ciphertext ‖ tag (16)`.
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, Mac};
+use hush_prekeys::kdf::hkdf_sha256;
+use rand::RngExt;
+use sha2::Sha256;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::store::Table;
+
+/// Version byte of a sealed value.
+pub const SEALED_VERSION: u8 = 1;
+/// Length of a blinded identifier.
+pub const BLIND_LEN: usize = 16;
+const NONCE_LEN: usize = 24;
+const TAG_LEN: usize = 16;
+
+/// A 32-byte key the app supplies to encrypt its store. Zeroized on drop; never printed.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct StoreKey([u8; 32]);
+
+impl StoreKey {
+    /// Wraps key bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// A fresh random key (for tests and demos; apps keep theirs in the platform keystore).
+    pub fn random() -> Self {
+        let mut k = [0u8; 32];
+        rand::rng().fill(&mut k);
+        Self(k)
+    }
+}
+
+impl std::fmt::Debug for StoreKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreKey(..)")
+    }
+}
+
+/// The sealed value did not open: wrong store key, or the value was changed or moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a stored value failed to decrypt: wrong store key or tampered data")]
+pub struct SealError;
+
+/// Seals and opens stored values; blinds identifiers.
+#[derive(Clone, ZeroizeOnDrop)]
+pub struct Vault {
+    seal_key: [u8; 32],
+    blind_key: [u8; 32],
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Vault(..)")
+    }
+}
+
+fn aad(table: Table, key: &[u8]) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(14 + 16 + key.len());
+    aad.extend_from_slice(b"Hush_Store_v1");
+    aad.extend_from_slice(table.name().as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(key);
+    aad
+}
+
+impl Vault {
+    /// Derives the subkeys from the app's store key.
+    pub fn new(key: &StoreKey) -> Self {
+        let seal: Zeroizing<[u8; 32]> = hkdf_sha256(&[], &key.0, b"Hush_Store_Seal_v1");
+        let blind: Zeroizing<[u8; 32]> = hkdf_sha256(&[], &key.0, b"Hush_Store_Blind_v1");
+        Self { seal_key: *seal, blind_key: *blind }
+    }
+
+    /// Encrypts `value` for `key` in `table`.
+    pub fn seal(&self, table: Table, key: &[u8], value: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::rng().fill(&mut nonce);
+        let cipher = XChaCha20Poly1305::new(&self.seal_key.into());
+        let aad = aad(table, key);
+        // Encryption only fails for plaintexts beyond 256 GiB; values are a few MiB at most.
+        let ct = cipher
+            .encrypt(&XNonce::from(nonce), Payload { msg: value, aad: &aad })
+            .unwrap_or_default();
+        let mut out = Vec::with_capacity(1 + NONCE_LEN + ct.len());
+        out.push(SEALED_VERSION);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        out
+    }
+
+    /// Decrypts a value sealed for `key` in `table`.
+    pub fn open(
+        &self,
+        table: Table,
+        key: &[u8],
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, SealError> {
+        if sealed.len() < 1 + NONCE_LEN + TAG_LEN || sealed.first() != Some(&SEALED_VERSION) {
+            return Err(SealError);
+        }
+        let nonce: [u8; NONCE_LEN] =
+            sealed.get(1..1 + NONCE_LEN).and_then(|n| n.try_into().ok()).ok_or(SealError)?;
+        let ct = sealed.get(1 + NONCE_LEN..).ok_or(SealError)?;
+        let cipher = XChaCha20Poly1305::new(&self.seal_key.into());
+        let aad = aad(table, key);
+        cipher
+            .decrypt(&XNonce::from(nonce), Payload { msg: ct, aad: &aad })
+            .map(Zeroizing::new)
+            .map_err(|_| SealError)
+    }
+
+    /// A keyed 16-byte digest of `data` in `domain`, stable for this store key.
+    pub fn blind(&self, domain: &[u8], data: &[u8]) -> [u8; BLIND_LEN] {
+        let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.blind_key) else {
+            return [0u8; BLIND_LEN];
+        };
+        mac.update(&(domain.len() as u32).to_be_bytes());
+        mac.update(domain);
+        mac.update(data);
+        let full = mac.finalize().into_bytes();
+        let mut out = [0u8; BLIND_LEN];
+        out.copy_from_slice(full.get(..BLIND_LEN).unwrap_or(&[0u8; BLIND_LEN]));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn round_trip_and_binding() {
+        let v = Vault::new(&StoreKey::from_bytes([7; 32]));
+        let sealed = v.seal(Table::Messages, b"k1", b"hello");
+        assert_eq!(v.open(Table::Messages, b"k1", &sealed).unwrap().as_slice(), b"hello");
+        assert_eq!(v.open(Table::Messages, b"k2", &sealed), Err(SealError));
+        assert_eq!(v.open(Table::Contacts, b"k1", &sealed), Err(SealError));
+        let other = Vault::new(&StoreKey::from_bytes([8; 32]));
+        assert_eq!(other.open(Table::Messages, b"k1", &sealed), Err(SealError));
+        let mut tampered = sealed.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert_eq!(v.open(Table::Messages, b"k1", &tampered), Err(SealError));
+        assert_eq!(v.open(Table::Messages, b"k1", &sealed[..10]), Err(SealError));
+    }
+
+    #[test]
+    fn blinding_is_keyed_and_domain_separated() {
+        let v = Vault::new(&StoreKey::from_bytes([7; 32]));
+        let w = Vault::new(&StoreKey::from_bytes([9; 32]));
+        assert_eq!(v.blind(b"a", b"x"), v.blind(b"a", b"x"));
+        assert_ne!(v.blind(b"a", b"x"), v.blind(b"b", b"x"));
+        assert_ne!(v.blind(b"a", b"x"), w.blind(b"a", b"x"));
+    }
+
+    #[test]
+    fn debug_hides_keys() {
+        let k = StoreKey::from_bytes([0xab; 32]);
+        assert_eq!(format!("{k:?}"), "StoreKey(..)");
+        assert_eq!(format!("{:?}", Vault::new(&k)), "Vault(..)");
+    }
+}
