@@ -1,0 +1,144 @@
+//! Catch-up benchmark (docs/BENCHMARKS.md): a device offline while N messages queue up on the
+//! real relay reconnects; we time draining, decrypting, storing and acking all of them, and
+//! compare with a floor measured in the same run: pure ratchet decryption of N messages of the
+//! same size plus raw store writes of the same rows in the same batch size.
+//!
+//! `cargo bench -p hush-e2e --bench catchup` runs N = 10,000; under `cargo test` it runs a
+//! small smoke size. `HUSH_CATCHUP_N` overrides N.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::time::{Duration, Instant};
+
+use hush_core::Session;
+use hush_core::content::{Content, Text, content::Body};
+use hush_core::store::{Batch, RedbStore, Store, Table};
+use hush_core::vault::{StoreKey, Vault};
+use hush_core::{Event, MessageView};
+use hush_e2e::{Device, Relay};
+use hush_prekeys::{DevicePrekeys, IdentityKeyPair, KemPreKeyKind};
+
+const BATCH: usize = 256;
+
+fn text(i: usize) -> String {
+    format!("catch-up message number {i:05}, about as long as a typical chat line")
+}
+
+async fn floor(n: usize) -> (Duration, Duration) {
+    // Ratchet: a session with one round trip done, then n messages in one chain.
+    let mut rng = rand::rng();
+    let bob = IdentityKeyPair::generate(&mut rng);
+    let mut bob_prekeys = DevicePrekeys::new();
+    bob_prekeys.generate_signed_prekey(&mut rng, &bob, 1);
+    bob_prekeys.generate_one_time_prekeys(&mut rng, 1);
+    bob_prekeys.generate_kem_prekeys(&mut rng, &bob, KemPreKeyKind::OneTime, 1);
+    let bundle = bob_prekeys.bundle(&bob, true).unwrap().verify().unwrap();
+    let alice = IdentityKeyPair::generate(&mut rng);
+    let mut a = Session::initiate(&mut rng, &alice, &bundle).unwrap();
+    let first = a.encrypt(&mut rng, b"hi").unwrap();
+    let (mut b, _) = Session::accept(&bob, &mut bob_prekeys, &first).unwrap();
+    let reply = b.encrypt(&mut rng, b"hi").unwrap();
+    a.decrypt(&reply).unwrap();
+    let messages: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            let c = Content::new(Body::Text(Text {
+                id: vec![7; 16],
+                clock: i as u64,
+                body: text(i),
+                sent_at_ms: 1,
+            }));
+            a.encrypt(&mut rng, &c.to_bytes()).unwrap()
+        })
+        .collect();
+    let t = Instant::now();
+    let mut plain = Vec::with_capacity(n);
+    for m in &messages {
+        plain.push(b.decrypt(m).unwrap());
+    }
+    let decrypt = t.elapsed();
+
+    // Raw store writes: one row per message, the size the client stores (the sealed
+    // plaintext), committed durably in the client's batch size.
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("floor.redb")).unwrap();
+    let vault = Vault::new(&StoreKey::random());
+    let rows: Vec<(Vec<u8>, Vec<u8>)> = plain
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let key = (i as u64).to_be_bytes().to_vec();
+            let value = vault.seal(Table::Messages, &key, p);
+            (key, value)
+        })
+        .collect();
+    let t = Instant::now();
+    for chunk in rows.chunks(BATCH) {
+        let mut batch = Batch::new();
+        for (k, v) in chunk {
+            batch.put(Table::Messages, k.clone(), v.clone());
+        }
+        store.commit(batch).await.unwrap();
+    }
+    (decrypt, t.elapsed())
+}
+
+async fn catch_up(n: usize) -> Duration {
+    let relay = Relay::start_with(&[
+        ("account-sends-per-second", "1000000"),
+        ("account-send-burst", "1000000"),
+        ("connection-requests-per-second", "1000000"),
+        ("connection-request-burst", "1000000"),
+        ("mailbox-max-envelopes", "1000000"),
+    ]);
+    let alice = Device::create("alice", &relay).await;
+    let mut bob = Device::create("bob", &relay).await;
+    let (alice_id, bob_id) = (alice.id().await, bob.id().await);
+    alice.c().add_contact(&bob_id, "Bob").await.unwrap();
+    bob.c().add_contact(&alice_id, "Alice").await.unwrap();
+    alice.c().send_text(&bob_id, "warm-up").await.unwrap();
+    bob.wait_history(&alice_id, 1).await;
+    bob.c().send_text(&alice_id, "warm-up reply").await.unwrap();
+    alice.wait_history(&bob_id, 2).await;
+    bob.stop().await;
+
+    for i in 0..n {
+        alice.c().send_text(&bob_id, &text(i)).await.unwrap();
+    }
+    alice.c().flush(Duration::from_secs(600)).await.unwrap();
+
+    let t = Instant::now();
+    bob.restart().await;
+    bob.connected().await;
+    let connect = t.elapsed();
+    bob.expect("caught up", |e| matches!(e, Event::CaughtUp).then_some(())).await;
+    let elapsed = t.elapsed();
+    println!("catch-up n={n}: reopen + connect + auth took {:.1} ms of it", connect.as_secs_f64() * 1e3);
+    let page: Vec<MessageView> = bob.c().messages(&alice_id, None, u32::try_from(n + 10).unwrap()).await.unwrap();
+    assert_eq!(page.len(), n + 2, "every message stored once");
+    assert_eq!(page.last().unwrap().body, text(n - 1));
+    bob.stop().await;
+    elapsed
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let n: usize = std::env::var("HUSH_CATCHUP_N")
+        .ok()
+        .map(|v| v.parse().unwrap())
+        .unwrap_or(if full { 10_000 } else { 200 });
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let (decrypt, writes) = floor(n).await;
+        let client = catch_up(n).await;
+        let floor = decrypt + writes;
+        let ratio = client.as_secs_f64() / floor.as_secs_f64();
+        println!(
+            "catch-up n={n}: client {:.1} ms ({:.0} msg/s); floor {:.1} ms = ratchet {:.1} ms + store {:.1} ms; ratio {ratio:.2}",
+            client.as_secs_f64() * 1e3,
+            n as f64 / client.as_secs_f64(),
+            floor.as_secs_f64() * 1e3,
+            decrypt.as_secs_f64() * 1e3,
+            writes.as_secs_f64() * 1e3,
+        );
+    });
+}
