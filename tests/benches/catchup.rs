@@ -112,8 +112,12 @@ async fn catch_up(n: usize) -> Duration {
     let connect = t.elapsed();
     bob.expect("caught up", |e| matches!(e, Event::CaughtUp).then_some(())).await;
     let elapsed = t.elapsed();
-    println!("catch-up n={n}: reopen + connect + auth took {:.1} ms of it", connect.as_secs_f64() * 1e3);
-    let page: Vec<MessageView> = bob.c().messages(&alice_id, None, u32::try_from(n + 10).unwrap()).await.unwrap();
+    println!(
+        "catch-up n={n}: reopen + connect + auth took {:.1} ms of it",
+        connect.as_secs_f64() * 1e3
+    );
+    let page: Vec<MessageView> =
+        bob.c().messages(&alice_id, None, u32::try_from(n + 10).unwrap()).await.unwrap();
     assert_eq!(page.len(), n + 2, "every message stored once");
     assert_eq!(page.last().unwrap().body, text(n - 1));
     bob.stop().await;
