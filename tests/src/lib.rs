@@ -16,7 +16,7 @@ use hush_core::transport::QuicConnector;
 use hush_core::{Client, ClientConfig, ClientOptions, Event, EventStream, StoreKey};
 
 /// How long a test waits for something that should happen promptly.
-pub const WAIT: Duration = Duration::from_secs(30);
+pub const WAIT: Duration = Duration::from_secs(60);
 
 /// The relay binary: built by `cargo test --workspace` (the relay has integration tests, so
 /// cargo builds its binary); built here when this crate's tests run alone.
