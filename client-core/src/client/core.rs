@@ -169,6 +169,50 @@ impl<'a> Tx<'a> {
         Ok(found)
     }
 
+    /// Loads several messages by id into the overlay with two batched reads, so a batch of
+    /// deliveries checks for duplicates without one store round trip per message.
+    pub async fn prefetch_messages(&mut self, ids: &[Vec<u8>]) -> Result<(), ClientError> {
+        let ids: Vec<&Vec<u8>> = ids.iter().filter(|id| !self.messages.contains_key(*id)).collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let idks: Vec<Vec<u8>> =
+            ids.iter().map(|id| keys::message_id(self.vault, id).to_vec()).collect();
+        let found = self.store.get_many(Table::MessageIds, idks.clone()).await?;
+        let mut wanted = Vec::new();
+        for ((id, idk), sealed) in ids.iter().zip(&idks).zip(found) {
+            match sealed {
+                None => {
+                    self.messages.insert((*id).clone(), None);
+                }
+                Some(sealed) => {
+                    wanted.push((
+                        (*id).clone(),
+                        self.vault.open(Table::MessageIds, idk, &sealed)?.to_vec(),
+                    ));
+                }
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let values = self
+            .store
+            .get_many(Table::Messages, wanted.iter().map(|(_, k)| k.clone()).collect())
+            .await?;
+        for ((id, mkey), sealed) in wanted.into_iter().zip(values) {
+            let found = match sealed {
+                None => None,
+                Some(sealed) => {
+                    let plain = self.vault.open(Table::Messages, &mkey, &sealed)?;
+                    Some((mkey, MessageRecord::from_bytes(&plain)?))
+                }
+            };
+            self.messages.insert(id, found);
+        }
+        Ok(())
+    }
+
     /// Writes a message (new or updated); new messages are indexed for search.
     pub fn put_message(&mut self, key: Vec<u8>, m: MessageRecord, new: bool) {
         if new {

@@ -91,6 +91,7 @@ async fn process(
     let mut touched: Vec<(AccountId, u32)> = Vec::new();
     let mut receipts: Vec<(AccountId, Vec<Vec<u8>>)> = Vec::new();
     let me = core.me();
+    let mut decrypted = Vec::with_capacity(batch.len());
     for d in batch {
         let Ok(sender) = AccountId::try_from(d.sender_account.as_slice()) else { continue };
         if sender == me && d.sender_device == core.device_id() {
@@ -122,6 +123,20 @@ async fn process(
             });
             continue;
         };
+        decrypted.push((sender, d, content));
+    }
+    // Duplicate checks for the whole batch in two reads.
+    let ids: Vec<Vec<u8>> = decrypted
+        .iter()
+        .flat_map(|(_, _, c)| match &c.body {
+            Some(Body::Text(t)) => vec![t.id.clone()],
+            Some(Body::SyncSent(s)) => s.text.iter().map(|t| t.id.clone()).collect(),
+            Some(Body::Receipt(r)) => r.ids.iter().take(10_000).cloned().collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    tx.prefetch_messages(&ids).await?;
+    for (sender, d, content) in decrypted {
         apply(&mut core, &mut tx, sender, d, content, &mut receipts).await?;
     }
     for (account, device) in &touched {

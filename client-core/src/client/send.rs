@@ -50,9 +50,13 @@ pub(crate) async fn run(inner: &Inner, link: &dyn Link) -> Result<(), ClientErro
                 Err(
                     e @ (ClientError::Network(_) | ClientError::Store(_) | ClientError::ShutDown),
                 ) => return Err(e),
-                Err(ClientError::Relay { code, message }) if code == "rate_limited" => {
-                    let _ = message;
-                    crate::runtime::sleep(std::time::Duration::from_millis(500)).await;
+                // Transient: a rate limit, or a device set still settling (a device linked a
+                // moment ago has not uploaded its prekeys yet). Wait and rescan; the entry and
+                // everything behind it stay queued in order.
+                Err(ClientError::Relay { code, .. })
+                    if code == "rate_limited" || code == "device_mismatch" =>
+                {
+                    crate::runtime::sleep(std::time::Duration::from_millis(1000)).await;
                     break;
                 }
                 Err(e) => {
@@ -122,7 +126,10 @@ pub(crate) async fn deliver(
             Err(e) => return Err(e.into()),
         }
     }
-    Err(ClientError::Protocol("the device lists kept changing; giving up on this send".into()))
+    Err(ClientError::Relay {
+        code: "device_mismatch".into(),
+        message: "the recipients' device set is still changing; retrying shortly".into(),
+    })
 }
 
 /// Removes a sent record and moves its message to `Sent`.

@@ -181,6 +181,18 @@ pub enum StoreError {
 pub trait Store: crate::runtime::MaybeSend + crate::runtime::MaybeSync {
     /// Reads one value.
     async fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Reads several values of one table (in one read transaction where the backend can).
+    async fn get_many(
+        &self,
+        table: Table,
+        keys: Vec<Vec<u8>>,
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            out.push(self.get(table, &k).await?);
+        }
+        Ok(out)
+    }
     /// Reads a key range (an empty `end` means no upper bound).
     async fn scan(&self, scan: Scan) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
     /// Applies a batch atomically and durably.

@@ -82,6 +82,21 @@ impl Store for RedbStore {
         .await
     }
 
+    async fn get_many(
+        &self,
+        table: Table,
+        keys: Vec<Vec<u8>>,
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(backend)?;
+            let t = tx.open_table(definition(table)).map_err(backend)?;
+            keys.iter()
+                .map(|k| Ok(t.get(k.as_slice()).map_err(backend)?.map(|v| v.value().to_vec())))
+                .collect()
+        })
+        .await
+    }
+
     async fn scan(&self, scan: Scan) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
         if !scan.end.is_empty() && scan.end <= scan.start {
             return Ok(Vec::new());
