@@ -302,7 +302,10 @@ impl Connection {
         .await?;
         let response: Response = read_message(&mut recv, self.limit).await?;
         match into_result(response)? {
-            response::Body::Subscribed(_) => Ok(Subscription { send, recv, limit: self.limit }),
+            response::Body::Subscribed(_) => Ok(Subscription {
+                reader: PushReader { recv, limit: self.limit },
+                acks: AckWriter { send },
+            }),
             _ => Err(NetError::Unexpected("expected Subscribed")),
         }
     }
@@ -338,21 +341,14 @@ fn into_result(response: Response) -> Result<response::Body, NetError> {
 
 /// A device's delivery stream.
 pub struct Subscription {
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
-    limit: usize,
+    reader: PushReader,
+    acks: AckWriter,
 }
 
 impl Subscription {
     /// The next push; `Ok(None)` when the relay ended the stream.
     pub async fn next(&mut self) -> Result<Option<wire::server_push::Body>, NetError> {
-        match read_frame(&mut self.recv, self.limit).await? {
-            Some(body) => {
-                let push: ServerPush = frame::decode(&body)?;
-                push.body.map(Some).ok_or(NetError::Unexpected("empty push"))
-            }
-            None => Ok(None),
-        }
+        self.reader.next().await
     }
 
     /// The next push, or `None` if nothing arrives within `wait`.
@@ -368,14 +364,13 @@ impl Subscription {
 
     /// Acks stored envelopes so the relay deletes them.
     pub async fn ack(&mut self, seqs: Vec<u64>) -> Result<(), NetError> {
-        write_message(&mut self.send, &wire::ClientPush { acks: seqs }).await?;
-        Ok(())
+        self.acks.ack(seqs).await
     }
 
     /// Splits into a push reader and an ack writer, so a reader task can own the (not
     /// cancel-safe) reads while acks go out from elsewhere.
     pub fn split(self) -> (PushReader, AckWriter) {
-        (PushReader { recv: self.recv, limit: self.limit }, AckWriter { send: self.send })
+        (self.reader, self.acks)
     }
 }
 

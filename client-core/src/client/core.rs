@@ -227,6 +227,22 @@ impl<'a> Tx<'a> {
         self.messages.insert(m.id.clone(), Some((key, m)));
     }
 
+    /// Moves a stored message to `status`, with its `StatusChanged` event.
+    pub fn set_status(
+        &mut self,
+        key: Vec<u8>,
+        mut m: MessageRecord,
+        status: crate::records::Status,
+    ) {
+        m.status = status as i32;
+        self.events.push(Event::StatusChanged {
+            conversation: hex::encode(&m.conversation),
+            message_id: hex::encode(&m.id),
+            status: super::MessageStatus::from_record(m.status),
+        });
+        self.put_message(key, m, false);
+    }
+
     /// A conversation summary (this transaction's writes included).
     pub async fn conversation(
         &mut self,

@@ -174,6 +174,13 @@ fn random_registration_id() -> u32 {
     }
 }
 
+/// A stored pending link: registration id (u32 BE) ‖ identity state.
+fn pending_link(plain: &[u8]) -> Result<(u32, &[u8]), ClientError> {
+    let corrupt = || ClientError::CorruptStore("pending link".into());
+    let (reg, state) = plain.split_at_checked(4).ok_or_else(corrupt)?;
+    Ok((u32::from_be_bytes(reg.try_into().map_err(|_| corrupt())?), state))
+}
+
 async fn check_store_key(store: &dyn Store, vault: &Vault) -> Result<bool, ClientError> {
     match store.get(Table::Meta, meta::HEADER).await? {
         None => Ok(false),
@@ -353,12 +360,7 @@ impl Client {
         let identity = match store.get(Table::Meta, meta::PENDING_LINK).await? {
             Some(sealed) => {
                 let plain = vault.open(Table::Meta, meta::PENDING_LINK, &sealed)?;
-                let (reg, state) = plain
-                    .split_at_checked(4)
-                    .ok_or_else(|| ClientError::CorruptStore("pending link".into()))?;
-                let reg = u32::from_be_bytes(
-                    reg.try_into().map_err(|_| ClientError::CorruptStore("pending link".into()))?,
-                );
+                let (reg, state) = pending_link(&plain)?;
                 let identity = IdentityKeyPair::from_state_bytes(state)
                     .map_err(|e| ClientError::CorruptStore(e.to_string()))?;
                 (reg, identity)
@@ -394,12 +396,7 @@ impl Client {
         let sealed =
             store.get(Table::Meta, meta::PENDING_LINK).await?.ok_or(ClientError::NoAccount)?;
         let plain = vault.open(Table::Meta, meta::PENDING_LINK, &sealed)?;
-        let (reg, state) = plain
-            .split_at_checked(4)
-            .ok_or_else(|| ClientError::CorruptStore("pending link".into()))?;
-        let registration_id = u32::from_be_bytes(
-            reg.try_into().map_err(|_| ClientError::CorruptStore("pending link".into()))?,
-        );
+        let (registration_id, state) = pending_link(&plain)?;
         let account = AccountRecord {
             version: RECORD_VERSION,
             account_id: account_key.as_bytes().to_vec(),

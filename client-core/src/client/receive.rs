@@ -11,7 +11,7 @@ use hush_protocol::DeviceList;
 use hush_protocol::wire::{Delivery, server_push};
 
 use super::core::{AccountId, Core, MAX_SESSIONS_PER_DEVICE, Tx};
-use super::{ClientError, Event, Inner, MessageStatus, MessageView};
+use super::{ClientError, Event, Inner, MessageView};
 use crate::Session;
 use crate::content::{self, Content, MAX_TEXT_CHARS, MESSAGE_ID_LEN, content::Body};
 use crate::message::{self, Incoming};
@@ -429,7 +429,7 @@ async fn apply(
                 _ => return Ok(()),
             };
             for id in r.ids.iter().take(10_000) {
-                let Some((key, mut m)) = tx.message(id).await? else { continue };
+                let Some((key, m)) = tx.message(id).await? else { continue };
                 // Only the conversation's peer can acknowledge our messages in it.
                 if !m.outgoing
                     || m.conversation != sender
@@ -438,13 +438,7 @@ async fn apply(
                 {
                     continue;
                 }
-                m.status = status as i32;
-                tx.events.push(Event::StatusChanged {
-                    conversation: hex::encode(&m.conversation),
-                    message_id: hex::encode(&m.id),
-                    status: MessageStatus::from_record(m.status),
-                });
-                tx.put_message(key, m, false);
+                tx.set_status(key, m, status);
             }
         }
         Some(Body::SyncRead(s)) if from_me => {
@@ -538,19 +532,13 @@ pub(crate) async fn mark_seen(
         }
     }
     let mut changed = Vec::new();
-    for (k, mut m) in candidates {
+    for (k, m) in candidates {
         if m.outgoing || m.status != Status::Received as i32 || m.conversation != conversation {
             continue;
         }
-        m.status = Status::Seen as i32;
         c.unread = c.unread.saturating_sub(1);
-        tx.events.push(Event::StatusChanged {
-            conversation: hex::encode(conversation),
-            message_id: hex::encode(&m.id),
-            status: MessageStatus::Seen,
-        });
         changed.push(m.id.clone());
-        tx.put_message(k, m, false);
+        tx.set_status(k, m, Status::Seen);
     }
     if !changed.is_empty() {
         tx.put_conversation(c);

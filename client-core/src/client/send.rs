@@ -12,7 +12,7 @@ use hush_prekeys::PreKeyBundle;
 use hush_protocol::wire::{self, request, response};
 
 use super::core::{AccountId, Core, Tx};
-use super::{ClientError, Event, Inner, MessageStatus, unexpected};
+use super::{ClientError, Event, Inner, unexpected};
 use crate::Session;
 use crate::records::{OutboxRecord, PreparedEnvelope, Record, Status, keys};
 use crate::store::{Scan, Table};
@@ -79,15 +79,9 @@ async fn fail(
     tx.batch.delete(Table::Outbox, key.to_vec());
     tx.events.push(Event::Error { code: e.code().to_owned(), message: e.to_string() });
     if !record.message_id.is_empty()
-        && let Some((k, mut m)) = tx.message(&record.message_id).await?
+        && let Some((k, m)) = tx.message(&record.message_id).await?
     {
-        m.status = Status::Failed as i32;
-        tx.events.push(Event::StatusChanged {
-            conversation: hex::encode(&m.conversation),
-            message_id: hex::encode(&m.id),
-            status: MessageStatus::Failed,
-        });
-        tx.put_message(k, m, false);
+        tx.set_status(k, m, Status::Failed);
     }
     let events = tx.commit().await?;
     inner.events.emit(events);
@@ -143,16 +137,10 @@ async fn finish(
     let mut tx = Tx::new(inner.store.as_ref(), &inner.vault);
     tx.batch.delete(Table::Outbox, key.to_vec());
     if !record.message_id.is_empty()
-        && let Some((k, mut m)) = tx.message(&record.message_id).await?
+        && let Some((k, m)) = tx.message(&record.message_id).await?
         && m.status < Status::Sent as i32
     {
-        m.status = Status::Sent as i32;
-        tx.events.push(Event::StatusChanged {
-            conversation: hex::encode(&m.conversation),
-            message_id: hex::encode(&m.id),
-            status: MessageStatus::Sent,
-        });
-        tx.put_message(k, m, false);
+        tx.set_status(k, m, Status::Sent);
     }
     let events = tx.commit().await?;
     inner.events.emit(events);
