@@ -188,6 +188,17 @@ pub struct MessageRecord {
     pub status: i32,
 }
 
+/// One row of the search index: the messages of one commit that contain one token.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PostingsRecord {
+    /// [`RECORD_VERSION`].
+    #[prost(uint32, tag = "1")]
+    pub version: u32,
+    /// `Messages` keys, in the order they were written.
+    #[prost(bytes = "vec", repeated, tag = "2")]
+    pub message_keys: Vec<Vec<u8>>,
+}
+
 /// Outgoing work that survives restarts.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct OutboxRecord {
@@ -278,7 +289,8 @@ record!(
     ContactRecord,
     ConversationRecord,
     MessageRecord,
-    OutboxRecord
+    OutboxRecord,
+    PostingsRecord
 );
 
 /// Key builders. Identifiers are blinded; order-carrying parts are big-endian.
@@ -316,10 +328,11 @@ pub mod keys {
         v.blind(b"message_id", id)
     }
 
-    /// `SearchIndex`: blind(token) ‖ message key.
-    pub fn search(v: &Vault, token: &str, message_key: &[u8]) -> Vec<u8> {
+    /// `SearchIndex`: blind(token) ‖ the first message key of the postings row (sealed
+    /// [`PostingsRecord`] values; one row per token per commit).
+    pub fn search(v: &Vault, token: &str, first_message_key: &[u8]) -> Vec<u8> {
         let mut k = search_prefix(v, token).to_vec();
-        k.extend_from_slice(message_key);
+        k.extend_from_slice(first_message_key);
         k
     }
 
@@ -384,6 +397,7 @@ mod tests {
             let _ = ConversationRecord::from_bytes(&bytes);
             let _ = MessageRecord::from_bytes(&bytes);
             let _ = OutboxRecord::from_bytes(&bytes);
+            let _ = PostingsRecord::from_bytes(&bytes);
         }
     }
 }

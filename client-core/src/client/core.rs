@@ -15,8 +15,8 @@ use hush_protocol::{AccountKey, AccountKeyPair, DeviceList};
 use super::error::ClientError;
 use super::types::Event;
 use crate::records::{
-    AccountRecord, ContactRecord, ConversationRecord, MessageRecord, Record, SessionRecord, keys,
-    meta,
+    AccountRecord, ContactRecord, ConversationRecord, MessageRecord, PostingsRecord, Record,
+    SessionRecord, keys, meta,
 };
 use crate::store::{Batch, Store, Table};
 use crate::vault::Vault;
@@ -91,6 +91,12 @@ pub(crate) struct Tx<'a> {
     pub events: Vec<Event>,
     messages: HashMap<Vec<u8>, Option<(Vec<u8>, MessageRecord)>>,
     conversations: HashMap<Vec<u8>, Option<ConversationRecord>>,
+    /// Ids of messages to write at commit, and whether each is new (needs its id row).
+    dirty_messages: HashMap<Vec<u8>, bool>,
+    /// Peers whose conversation summary changed.
+    dirty_conversations: Vec<Vec<u8>>,
+    /// Search postings of this transaction's new messages: token → message keys.
+    postings: HashMap<String, Vec<Vec<u8>>>,
 }
 
 impl<'a> Tx<'a> {
@@ -102,6 +108,9 @@ impl<'a> Tx<'a> {
             events: Vec::new(),
             messages: HashMap::new(),
             conversations: HashMap::new(),
+            dirty_messages: HashMap::new(),
+            dirty_conversations: Vec::new(),
+            postings: HashMap::new(),
         }
     }
 
@@ -213,17 +222,16 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
-    /// Writes a message (new or updated); new messages are indexed for search.
+    /// Writes a message (new or updated) at commit; new messages are indexed for search.
+    /// Writes are deferred so that a message or conversation touched many times in one batch
+    /// (a catch-up of hundreds of messages) is sealed and written once.
     pub fn put_message(&mut self, key: Vec<u8>, m: MessageRecord, new: bool) {
         if new {
-            let idk = keys::message_id(self.vault, &m.id);
-            self.put(Table::MessageIds, &idk, &key);
             for token in crate::search::tokens(&m.body) {
-                let k = keys::search(self.vault, &token, &key);
-                self.batch.put(Table::SearchIndex, k, Vec::new());
+                self.postings.entry(token).or_default().push(key.clone());
             }
         }
-        self.put(Table::Messages, &key, &m.to_bytes());
+        *self.dirty_messages.entry(m.id.clone()).or_default() |= new;
         self.messages.insert(m.id.clone(), Some((key, m)));
     }
 
@@ -264,15 +272,46 @@ impl<'a> Tx<'a> {
         Ok(found)
     }
 
+    /// Writes a conversation summary at commit.
     pub fn put_conversation(&mut self, c: ConversationRecord) {
-        let k = keys::account_prefix(self.vault, &c.peer);
-        self.put(Table::Conversations, &k, &c.to_bytes());
+        if !self.dirty_conversations.contains(&c.peer) {
+            self.dirty_conversations.push(c.peer.clone());
+        }
         self.conversations.insert(c.peer.clone(), Some(c));
     }
 
     /// Commits; on success returns the events to emit.
-    pub async fn commit(self) -> Result<Vec<Event>, ClientError> {
+    pub async fn commit(mut self) -> Result<Vec<Event>, ClientError> {
+        self.flush_overlays();
         self.store.commit(self.batch).await?;
         Ok(self.events)
+    }
+
+    /// Seals the deferred message, conversation and search writes into the batch.
+    fn flush_overlays(&mut self) {
+        for (id, new) in std::mem::take(&mut self.dirty_messages) {
+            let Some(Some((key, m))) = self.messages.get(&id) else { continue };
+            let (key, value) = (key.clone(), m.to_bytes());
+            if new {
+                let idk = keys::message_id(self.vault, &id);
+                self.put(Table::MessageIds, &idk, &key);
+            }
+            self.put(Table::Messages, &key, &value);
+        }
+        for peer in std::mem::take(&mut self.dirty_conversations) {
+            let Some(Some(c)) = self.conversations.get(&peer) else { continue };
+            let value = c.to_bytes();
+            self.put(Table::Conversations, &keys::account_prefix(self.vault, &peer), &value);
+        }
+        // One postings row per token per transaction, keyed by its first message key (new
+        // exactly once, so the row key is unique): a batch of n messages writes about as many
+        // rows as it has distinct words, not one per word occurrence.
+        for (token, message_keys) in std::mem::take(&mut self.postings) {
+            let Some(first) = message_keys.first() else { continue };
+            let k = keys::search(self.vault, &token, first);
+            let value =
+                PostingsRecord { version: crate::records::RECORD_VERSION, message_keys }.to_bytes();
+            self.put(Table::SearchIndex, &k, &value);
+        }
     }
 }

@@ -34,14 +34,15 @@ use tokio::sync::{Mutex, Notify, mpsc, watch};
 
 use self::core::{AccountId, Core, Tx};
 pub use self::error::ClientError;
+pub use self::receive::MAX_BATCH;
 pub use self::types::{
     ConnectionState, ContactView, ConversationView, DeviceView, Event, MessageStatus, MessageView,
     SearchHit, TrustState,
 };
 use crate::content::{self, Content, MAX_TEXT_CHARS, MESSAGE_ID_LEN};
 use crate::records::{
-    AccountRecord, ContactRecord, ConversationRecord, MessageRecord, OutboxRecord, RECORD_VERSION,
-    Record, Status, Trust, keys, meta,
+    AccountRecord, ContactRecord, ConversationRecord, MessageRecord, OutboxRecord, PostingsRecord,
+    RECORD_VERSION, Record, Status, Trust, keys, meta,
 };
 use crate::store::{Scan, Store, Table};
 use crate::transport::{Connector, Link};
@@ -832,12 +833,14 @@ impl Client {
         let mut sets: Vec<std::collections::BTreeSet<Vec<u8>>> = Vec::new();
         for t in &tokens {
             let prefix = keys::search_prefix(v, t);
-            let rows = self.inner.store.scan(Scan::prefix(Table::SearchIndex, &prefix)).await?;
-            sets.push(
-                rows.into_iter()
-                    .filter_map(|(k, _)| k.get(prefix.len()..).map(<[u8]>::to_vec))
-                    .collect(),
-            );
+            let mut set = std::collections::BTreeSet::new();
+            for (k, sealed) in
+                self.inner.store.scan(Scan::prefix(Table::SearchIndex, &prefix)).await?
+            {
+                let row = PostingsRecord::from_bytes(&v.open(Table::SearchIndex, &k, &sealed)?)?;
+                set.extend(row.message_keys);
+            }
+            sets.push(set);
         }
         sets.sort_by_key(|s| s.len());
         let Some((first, rest)) = sets.split_first() else { return Ok(Vec::new()) };

@@ -23,7 +23,7 @@ use crate::store::{Scan, Table};
 use crate::transport::{Deliveries, Link};
 
 /// Most deliveries decrypted and committed together.
-pub const MAX_BATCH: usize = 256;
+pub const MAX_BATCH: usize = 1024;
 /// Longest preview kept in the conversation list, in characters.
 const PREVIEW_CHARS: usize = 100;
 
