@@ -6,7 +6,13 @@
 //! `cargo bench -p hush-e2e --bench catchup` runs N = 10,000; under `cargo test` it runs a
 //! small smoke size. `HUSH_CATCHUP_N` overrides N.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use std::time::{Duration, Instant};
 

@@ -83,6 +83,15 @@ impl Core {
     }
 }
 
+/// What a transaction read or wrote of messages and conversations. A transaction that starts
+/// while the previous one is still committing takes these over, so it reads its predecessor's
+/// writes even before they reach the store.
+#[derive(Default)]
+pub(crate) struct Overlays {
+    messages: HashMap<Vec<u8>, Option<(Vec<u8>, MessageRecord)>>,
+    conversations: HashMap<Vec<u8>, Option<ConversationRecord>>,
+}
+
 /// One atomic change to the store, with its events.
 pub(crate) struct Tx<'a> {
     pub store: &'a dyn Store,
@@ -101,13 +110,18 @@ pub(crate) struct Tx<'a> {
 
 impl<'a> Tx<'a> {
     pub fn new(store: &'a dyn Store, vault: &'a Vault) -> Self {
+        Self::continuing(store, vault, Overlays::default())
+    }
+
+    /// A transaction that sees `overlays` (a predecessor's reads and writes) over the store.
+    pub fn continuing(store: &'a dyn Store, vault: &'a Vault, overlays: Overlays) -> Self {
         Self {
             store,
             vault,
             batch: Batch::new(),
             events: Vec::new(),
-            messages: HashMap::new(),
-            conversations: HashMap::new(),
+            messages: overlays.messages,
+            conversations: overlays.conversations,
             dirty_messages: HashMap::new(),
             dirty_conversations: Vec::new(),
             postings: HashMap::new(),
@@ -281,10 +295,19 @@ impl<'a> Tx<'a> {
     }
 
     /// Commits; on success returns the events to emit.
-    pub async fn commit(mut self) -> Result<Vec<Event>, ClientError> {
+    pub async fn commit(self) -> Result<Vec<Event>, ClientError> {
+        let store = self.store;
+        let (batch, events, _) = self.finish();
+        store.commit(batch).await?;
+        Ok(events)
+    }
+
+    /// Seals everything into the batch for the caller to commit, with the events to emit once
+    /// it is committed and the overlays a successor transaction continues from.
+    pub fn finish(mut self) -> (Batch, Vec<Event>, Overlays) {
         self.flush_overlays();
-        self.store.commit(self.batch).await?;
-        Ok(self.events)
+        let overlays = Overlays { messages: self.messages, conversations: self.conversations };
+        (self.batch, self.events, overlays)
     }
 
     /// Seals the deferred message, conversation and search writes into the batch.

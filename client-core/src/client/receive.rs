@@ -10,7 +10,7 @@
 use hush_protocol::DeviceList;
 use hush_protocol::wire::{Delivery, server_push};
 
-use super::core::{AccountId, Core, MAX_SESSIONS_PER_DEVICE, Tx};
+use super::core::{AccountId, Core, MAX_SESSIONS_PER_DEVICE, Overlays, Tx};
 use super::{ClientError, Event, Inner, MessageView};
 use crate::Session;
 use crate::content::{self, Content, MAX_TEXT_CHARS, MESSAGE_ID_LEN, content::Body};
@@ -19,15 +19,24 @@ use crate::records::{
     ContactRecord, ConversationRecord, MessageRecord, OutboxRecord, RECORD_VERSION, Status, Trust,
     keys,
 };
-use crate::store::{Scan, Table};
+use crate::store::{Batch, Scan, Table};
 use crate::transport::{Deliveries, Link};
 
 /// Most deliveries decrypted and committed together.
 pub const MAX_BATCH: usize = 1024;
+/// Most batches handled back to back (each one decrypted while its predecessor commits) before
+/// the client state is let go, so sends and reads from the app wait at most this many batches.
+const MAX_PIPELINE: usize = 8;
 /// Longest preview kept in the conversation list, in characters.
 const PREVIEW_CHARS: usize = 100;
 
 /// Reads deliveries until the subscription ends.
+///
+/// While deliveries keep arriving (a catch-up), batch k+1 is decrypted and applied in memory
+/// while batch k's commit runs on the store's thread; batch k is acked and its events emitted
+/// only once its commit is done, so the crash-safety argument is unchanged. The client state
+/// stays locked for the whole run of batches, so no other writer reads the store between a
+/// batch's in-memory changes and its commit.
 pub(crate) async fn run(
     inner: &Inner,
     link: &dyn Link,
@@ -37,56 +46,143 @@ pub(crate) async fn run(
         let Some(first) = deliveries.next().await? else {
             return Err(ClientError::Network("the relay ended the subscription".into()));
         };
-        let mut pushes = vec![first];
-        while pushes.len() < MAX_BATCH {
-            match deliveries.try_next().await? {
-                Some(p) => pushes.push(p),
-                None => break,
+        let pushes = take_batch(first, deliveries.as_mut()).await?;
+        let mut core = inner.core.lock().await;
+        let mut current = prepare(inner, link, &mut core, pushes, Overlays::default()).await?;
+        let mut rounds = 1;
+        loop {
+            let Prepared { batch, after, overlays } = current;
+            let more = rounds < MAX_PIPELINE && !after.prekeys_used && !after.go_away;
+            let next = match more {
+                true => match deliveries.try_next().await? {
+                    Some(p) => Some(take_batch(p, deliveries.as_mut()).await?),
+                    None => None,
+                },
+                false => None,
+            };
+            let store = inner.store.as_ref();
+            let (committed, next) = match next {
+                Some(pushes) => {
+                    let (c, n) = tokio::join!(
+                        store.commit(batch),
+                        prepare(inner, link, &mut core, pushes, overlays)
+                    );
+                    (c, Some(n))
+                }
+                None => (store.commit(batch).await, None),
+            };
+            if let Err(e) = committed {
+                reload(inner, &mut core).await;
+                return Err(e.into());
             }
-        }
-        let mut batch = Vec::new();
-        let mut caught_up = false;
-        let mut go_away = false;
-        for p in pushes {
-            match p {
-                server_push::Body::Delivery(d) => batch.push(d),
-                server_push::Body::QueueEmpty(_) => caught_up = true,
-                server_push::Body::GoAway(_) => go_away = true,
+            if !after.acks.is_empty() {
+                deliveries.ack(after.acks).await?;
             }
-        }
-        if !batch.is_empty() {
-            let outcome = process(inner, link, &batch).await?;
-            deliveries.ack(batch.iter().filter(|d| !d.ephemeral).map(|d| d.seq).collect()).await?;
-            inner.events.emit(outcome.events);
-            if outcome.queued {
+            inner.events.emit(after.events);
+            if after.queued {
                 inner.outbox_ready.notify_one();
             }
-            if outcome.prekeys_used {
-                super::connection::maintain_prekeys(inner, link).await?;
+            if after.caught_up {
+                inner.events.emit(vec![Event::CaughtUp]);
             }
-        }
-        if caught_up {
-            inner.events.emit(vec![Event::CaughtUp]);
-        }
-        if go_away {
-            return Ok(());
+            if after.go_away {
+                return Ok(());
+            }
+            match next {
+                Some(n) => {
+                    current = n?;
+                    rounds += 1;
+                }
+                None => {
+                    drop(core);
+                    if after.prekeys_used {
+                        super::connection::maintain_prekeys(inner, link).await?;
+                    }
+                    break;
+                }
+            }
         }
     }
 }
 
-struct Outcome {
-    events: Vec<Event>,
-    queued: bool,
-    prekeys_used: bool,
+/// `first` and whatever else has already arrived, up to [`MAX_BATCH`].
+async fn take_batch(
+    first: server_push::Body,
+    deliveries: &mut dyn Deliveries,
+) -> Result<Vec<server_push::Body>, ClientError> {
+    let mut pushes = vec![first];
+    while pushes.len() < MAX_BATCH {
+        match deliveries.try_next().await? {
+            Some(p) => pushes.push(p),
+            None => break,
+        }
+    }
+    Ok(pushes)
 }
 
-async fn process(
+/// A batch applied in memory, waiting for its commit.
+struct Prepared {
+    batch: Batch,
+    after: AfterCommit,
+    overlays: Overlays,
+}
+
+/// What to do once a batch is committed.
+struct AfterCommit {
+    events: Vec<Event>,
+    acks: Vec<u64>,
+    queued: bool,
+    prekeys_used: bool,
+    caught_up: bool,
+    go_away: bool,
+}
+
+/// Decrypts and applies a batch in memory. On an error, memory (ratchets, prekeys) may be
+/// ahead of the store, so it is reloaded before returning: the relay will deliver the batch
+/// again and it must decrypt again.
+async fn prepare(
     inner: &Inner,
     link: &dyn Link,
+    core: &mut Core,
+    pushes: Vec<server_push::Body>,
+    overlays: Overlays,
+) -> Result<Prepared, ClientError> {
+    let mut batch = Vec::new();
+    let (mut caught_up, mut go_away) = (false, false);
+    for p in pushes {
+        match p {
+            server_push::Body::Delivery(d) => batch.push(d),
+            server_push::Body::QueueEmpty(_) => caught_up = true,
+            server_push::Body::GoAway(_) => go_away = true,
+        }
+    }
+    let tx = Tx::continuing(inner.store.as_ref(), &inner.vault, overlays);
+    match apply_batch(inner, link, core, tx, &batch).await {
+        Ok((tx, queued, prekeys_used)) => {
+            let (store_batch, events, overlays) = tx.finish();
+            let acks = batch.iter().filter(|d| !d.ephemeral).map(|d| d.seq).collect();
+            Ok(Prepared {
+                batch: store_batch,
+                after: AfterCommit { events, acks, queued, prekeys_used, caught_up, go_away },
+                overlays,
+            })
+        }
+        Err(e) => {
+            reload(inner, core).await;
+            Err(e)
+        }
+    }
+}
+
+/// Decrypts and applies deliveries into `tx`; returns it with whether receipts were queued
+/// and whether one-time prekeys were used.
+async fn apply_batch<'a>(
+    inner: &Inner,
+    link: &dyn Link,
+    core: &mut Core,
+    mut tx: Tx<'a>,
     batch: &[Delivery],
-) -> Result<Outcome, ClientError> {
-    let mut core = inner.core.lock().await;
-    let mut tx = Tx::new(inner.store.as_ref(), &inner.vault);
+) -> Result<(Tx<'a>, bool, bool), ClientError> {
     let mut prekeys_used = false;
     let mut touched: Vec<(AccountId, u32)> = Vec::new();
     let mut receipts: Vec<(AccountId, Vec<Vec<u8>>)> = Vec::new();
@@ -98,9 +194,7 @@ async fn process(
             continue;
         }
         let plain =
-            match decrypt(inner, link, &mut core, &mut tx, sender, d.sender_device, &d.payload)
-                .await
-            {
+            match decrypt(inner, link, core, &mut tx, sender, d.sender_device, &d.payload).await {
                 Ok((plain, used)) => {
                     prekeys_used |= used;
                     if !touched.contains(&(sender, d.sender_device)) {
@@ -137,13 +231,13 @@ async fn process(
         .collect();
     tx.prefetch_messages(&ids).await?;
     for (sender, d, content) in decrypted {
-        apply(&mut core, &mut tx, sender, d, content, &mut receipts).await?;
+        apply(core, &mut tx, sender, d, content, &mut receipts).await?;
     }
     for (account, device) in &touched {
-        tx.put_sessions(&core, account, *device);
+        tx.put_sessions(core, account, *device);
     }
     if prekeys_used {
-        tx.put_prekeys(&core);
+        tx.put_prekeys(core);
     }
     let queued = !receipts.is_empty();
     for (account, ids) in receipts {
@@ -160,16 +254,10 @@ async fn process(
             prepared: Vec::new(),
             ephemeral: false,
         };
-        super::send::enqueue(&mut core, &mut tx, &record);
+        super::send::enqueue(core, &mut tx, &record);
     }
-    tx.put_account(&core);
-    match tx.commit().await {
-        Ok(events) => Ok(Outcome { events, queued, prekeys_used }),
-        Err(e) => {
-            reload(inner, &mut core).await;
-            Err(e)
-        }
-    }
+    tx.put_account(core);
+    Ok((tx, queued, prekeys_used))
 }
 
 /// After a failed commit, memory is ahead of disk: reload what a batch may have changed.
