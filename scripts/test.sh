@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole Hush test suite, from a fresh machine. Installs what it needs, then runs:
 #   cargo fmt --check, cargo clippy -D warnings, every test (unit, integration, property tests,
-#   test-vector checks, doc tests, benchmarks in Criterion's single-pass test mode), and a short
-#   libFuzzer run of every fuzz target when a nightly toolchain is present.
+#   test-vector checks, doc tests, benchmarks in Criterion's single-pass test mode), the SDK
+#   bindings in their runtimes (bindings/test.sh: Python, Kotlin on the JVM, Swift generation),
+#   and a short libFuzzer run of every fuzz target when a nightly toolchain is present.
 # CI (.ci/run) calls exactly this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,12 @@ cargo test --workspace --doc --locked 2>&1 | tee -a "$log"
 passed=$(grep -o '[0-9]* passed' "$log" | awk '{s += $1} END {print s + 0}')
 failed=$(grep -o '[0-9]* failed' "$log" | awk '{s += $1} END {print s + 0}')
 summary="tests: $passed passed, $failed failed"
+
+step "bindings: Python (pytest), Kotlin (Maven, JVM), Swift (generated)"
+bindings/test.sh 2>&1 | tee "$log.bindings"
+py=$(grep -o '[0-9]* passed' "$log.bindings" | awk '{s += $1} END {print s + 0}')
+kt=$(grep -o 'Tests run: [0-9]*, Failures: 0, Errors: 0' "$log.bindings" | awk '{s += $3} END {print s + 0}')
+summary="$summary; bindings: $py Python + $kt Kotlin passed, Swift generated"
 
 # Coverage-guided fuzzing needs nightly (for the sanitizer flags); the property tests above
 # cover every decoder on stable too.

@@ -38,6 +38,11 @@ impl StoreKey {
         Self(bytes)
     }
 
+    /// The key bytes, for the app to keep in its keystore. Handle them as the secret they are.
+    pub fn expose_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// A fresh random key (for tests and demos; apps keep theirs in the platform keystore).
     pub fn random() -> Self {
         let mut k = [0u8; 32];
