@@ -23,8 +23,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${need_apt[@]}"
 fi
 
-cargo build -p hush-relay --bin hush-relay --locked
-cargo build -p hush-ffi --features bindgen --bin uniffi-bindgen --locked
+# The whole workspace, as the test step built it: the relay binary, libhush_ffi.so and the
+# generator, with no feature set that would rebuild the world.
+cargo build --workspace --locked
 lib=$root/target/debug/libhush_ffi.so
 rm -rf "$out"
 for language in python kotlin swift; do
