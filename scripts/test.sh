@@ -38,7 +38,7 @@ summary="tests: $passed passed, $failed failed"
 
 step "bindings: Python (pytest), Kotlin (Maven, JVM), Swift (generated)"
 bindings/test.sh 2>&1 | tee "$log.bindings"
-py=$(grep -o '[0-9]* passed' "$log.bindings" | awk '{s += $1} END {print s + 0}')
+py=$(grep -o '[0-9]* passed in' "$log.bindings" | awk '{s += $1} END {print s + 0}')
 kt=$(grep -o 'Tests run: [0-9]*, Failures: 0, Errors: 0' "$log.bindings" | awk '{s += $3} END {print s + 0}')
 summary="$summary; bindings: $py Python + $kt Kotlin passed, Swift generated"
 
