@@ -32,7 +32,7 @@ class Relay:
             self.address = "127.0.0.1:%d" % s.getsockname()[1]
         self.process = subprocess.Popen(
             [os.environ["HUSH_RELAY_BIN"], "serve", "--data-dir", self.dir.name,
-             "--listen", self.address, "--http-listen", "127.0.0.1:0", "--log-level", "warn"],
+             "--listen", self.address, "--http-listen", "127.0.0.1:0", "--ws-listen", "127.0.0.1:0", "--log-level", "warn"],
             stdout=subprocess.PIPE, text=True,
             env={k: v for k, v in os.environ.items() if k != "HUSH_CONFIG"})
         # The first line says the relay is ready and carries its certificate pin.

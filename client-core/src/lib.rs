@@ -3,8 +3,8 @@
 //! - [`Client`] (module [`client`]): accounts and devices, contacts with safety numbers,
 //!   multi-device 1:1 messaging with receipts and typing, encrypted local history with
 //!   full-text search, and sync between a user's devices. Async and event-driven.
-//! - I/O sits behind two small traits: [`store::Store`] (native: redb) and
-//!   [`transport::Connector`] (native: QUIC). Everything stored is encrypted by
+//! - I/O sits behind two small traits: [`store::Store`] (native: redb; browser: IndexedDB)
+//!   and [`transport::Connector`] (native: QUIC; browser: WebSocket, in `browser`). Everything stored is encrypted by
 //!   [`vault::Vault`] with a key the app supplies.
 //! - The protocol core below it is sans-I/O: [`Session`] runs the hybrid X3DH/PQXDH handshake
 //!   from `hush-prekeys` and then the Double Ratchet ([`ratchet`] module docs list the KDFs).
@@ -35,6 +35,8 @@
 //! assert_eq!(b.decrypt(&first).unwrap_err().code(), "duplicate_message");
 //! ```
 
+#[cfg(target_arch = "wasm32")]
+pub mod browser;
 pub mod client;
 pub mod content;
 pub mod error;

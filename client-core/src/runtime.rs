@@ -44,7 +44,55 @@ pub async fn sleep(duration: Duration) {
     tokio::time::sleep(duration).await;
 }
 
+/// Runs a future in the background. Browser: on the page's event loop.
+#[cfg(target_arch = "wasm32")]
+pub fn spawn<F>(future: F)
+where
+    F: Future<Output = ()> + 'static,
+{
+    wasm_bindgen_futures::spawn_local(future);
+}
+
+#[cfg(target_arch = "wasm32")]
+mod js {
+    use wasm_bindgen::prelude::*;
+
+    #[wasm_bindgen]
+    extern "C" {
+        // The global `setTimeout`: present in pages, workers and Node alike (unlike `window`).
+        #[wasm_bindgen(js_name = setTimeout)]
+        pub fn set_timeout(callback: &js_sys::Function, ms: i32) -> JsValue;
+    }
+}
+
+/// Waits for `duration`.
+#[cfg(target_arch = "wasm32")]
+pub async fn sleep(duration: Duration) {
+    let ms = i32::try_from(duration.as_millis()).unwrap_or(i32::MAX);
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        js::set_timeout(&resolve, ms);
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+}
+
+/// Runs `future` with a deadline; `None` if it did not finish in time.
+#[cfg(target_arch = "wasm32")]
+pub async fn timeout<F: Future>(duration: Duration, future: F) -> Option<F::Output> {
+    tokio::select! {
+        out = future => Some(out),
+        () = sleep(duration) => None,
+    }
+}
+
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
+#[cfg(target_arch = "wasm32")]
+pub fn now_ms() -> u64 {
+    // `Date.now()` is an integral number of milliseconds, well inside u64.
+    js_sys::Date::now().max(0.0) as u64
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

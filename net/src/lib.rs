@@ -409,3 +409,4 @@ impl AckWriter {
 
 /// Re-exported for callers that build requests by hand.
 pub use hush_protocol::wire as protocol;
+pub use pin::pinned_tls_config;

@@ -60,8 +60,9 @@ impl ServerCertVerifier for PinVerifier {
     }
 }
 
-/// A quinn client configuration that trusts only the pinned certificate.
-pub(crate) fn client_config(pin: [u8; 32]) -> Result<quinn::ClientConfig, String> {
+/// A TLS 1.3 client configuration that trusts only the pinned certificate, offering `alpn`
+/// (`hush/1` for QUIC; `http/1.1` for the relay's WebSocket listener).
+pub fn pinned_tls_config(pin: [u8; 32], alpn: &[u8]) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -69,7 +70,13 @@ pub(crate) fn client_config(pin: [u8; 32]) -> Result<quinn::ClientConfig, String
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(PinVerifier { pin, provider }))
         .with_no_client_auth();
-    tls.alpn_protocols = vec![hush_protocol::ALPN.to_vec()];
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    Ok(tls)
+}
+
+/// A quinn client configuration that trusts only the pinned certificate.
+pub(crate) fn client_config(pin: [u8; 32]) -> Result<quinn::ClientConfig, String> {
+    let tls = pinned_tls_config(pin, hush_protocol::ALPN)?;
     let crypto =
         quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));

@@ -17,6 +17,7 @@ pub mod frame;
 pub mod quic;
 #[cfg(test)]
 mod vectors;
+pub mod websocket;
 pub mod wire;
 
 pub use device_list::{AccountKey, AccountKeyPair, DeviceEntry, DeviceList, DeviceListError};

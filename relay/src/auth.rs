@@ -2,18 +2,19 @@
 //!
 //! The relay issues a random 32-byte nonce on request; the device signs the transcript of
 //! [`hush_protocol::auth`] (nonce, this connection's TLS exporter value, account, device id)
-//! with its identity key. The nonce is taken out of the connection state before the signature
+//! with its identity key (over WebSocket, a constant binding: see `hush_protocol::websocket`). The nonce is taken out of the connection state before the signature
 //! is checked, so each nonce is usable exactly once, successful or not.
 
 use std::sync::Mutex;
 
+use hush_protocol::AccountKey;
 use hush_protocol::auth::{CHANNEL_BINDING_LEN, NONCE_LEN, transcript};
 use hush_protocol::wire::Authenticate;
-use hush_protocol::{AUTH_EXPORTER_LABEL, AccountKey};
 use rand::RngExt;
 
 use crate::error::RelayError;
 use crate::store::{AccountId, Store};
+use crate::streams::Peer;
 
 /// A connection's outstanding challenge.
 #[derive(Default)]
@@ -37,7 +38,7 @@ impl Challenge {
 /// it was verified under.
 pub fn verify(
     challenge: &Challenge,
-    conn: &quinn::Connection,
+    conn: &Peer,
     store: &Store,
     req: &Authenticate,
 ) -> Result<((AccountId, u32), u32), RelayError> {
@@ -45,9 +46,7 @@ pub fn verify(
     let account = AccountKey::from_bytes(&req.account).map_err(|_| RelayError::UnknownAccount)?;
     let list = store.device_list(&account)?.ok_or(RelayError::UnknownAccount)?;
     let device = list.device(req.device_id).ok_or(RelayError::UnknownDevice(req.device_id))?;
-    let mut binding = [0u8; CHANNEL_BINDING_LEN];
-    conn.export_keying_material(&mut binding, AUTH_EXPORTER_LABEL, b"")
-        .map_err(|_| RelayError::BadRequest("connection has no exporter".into()))?;
+    let binding: [u8; CHANNEL_BINDING_LEN] = conn.channel_binding()?;
     let signature: [u8; 64] =
         req.signature.as_slice().try_into().map_err(|_| RelayError::BadSignature("device auth"))?;
     let message = transcript(&nonce, &binding, account.as_bytes(), req.device_id);

@@ -64,6 +64,11 @@ macro_rules! options {
 options! {
     /// QUIC (UDP) listen address.
     listen: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 4433)), "HUSH_LISTEN";
+    /// WebSocket listen address (TCP): the relay protocol for browsers and UDP-blocked networks.
+    ws_listen: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 4443)), "HUSH_WS_LISTEN";
+    /// Serve WebSocket over TLS with the relay's certificate; `false` serves plain WebSocket,
+    /// only for a TLS-terminating reverse proxy in front or a loopback-only development relay.
+    ws_tls: bool = true, "HUSH_WS_TLS";
     /// Operator HTTP listen address (/metrics, /healthz, /readyz).
     http_listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 9433)), "HUSH_HTTP_LISTEN";
     /// Data directory: the database and the generated certificate live here.

@@ -11,11 +11,11 @@
 use std::sync::Arc;
 
 use hush_protocol::frame;
-use hush_protocol::quic::{read_frame, write_message};
 use hush_protocol::wire::{self, Response, ServerPush, response, server_push};
 
 use crate::server::{Conn, Relay};
 use crate::store::AccountId;
+use crate::streams::{FrameRead, FrameWrite};
 
 /// Envelopes read from the database per round.
 const READ_BATCH: usize = 256;
@@ -23,16 +23,16 @@ const READ_BATCH: usize = 256;
 const MAX_ACK_FRAME: usize = 1024 * 1024;
 
 /// Serves one subscription until the device goes away, is replaced, or the relay shuts down.
-pub(crate) async fn serve(
+pub(crate) async fn serve<W: FrameWrite, R: FrameRead>(
     relay: Arc<Relay>,
     conn: Arc<Conn>,
     key: (AccountId, u32),
-    mut send: quinn::SendStream,
-    recv: quinn::RecvStream,
+    mut send: W,
+    recv: R,
 ) {
     let mut sub = relay.online.subscribe(key, conn.id);
     let ok = Response { body: Some(response::Body::Subscribed(wire::Subscribed {})) };
-    if write_message(&mut send, &ok).await.is_err() {
+    if !send.write(&ok).await {
         relay.online.unsubscribe(key, conn.id);
         conn.subscribed.store(false, std::sync::atomic::Ordering::Release);
         return;
@@ -76,7 +76,7 @@ pub(crate) async fn serve(
                     ephemeral: false,
                 })),
             };
-            if write_message(&mut send, &push).await.is_err() {
+            if !send.write(&push).await {
                 failed = true;
                 break;
             }
@@ -94,7 +94,7 @@ pub(crate) async fn serve(
             let empty = ServerPush {
                 body: Some(server_push::Body::QueueEmpty(wire::QueueEmpty { last_seq: last_sent })),
             };
-            if write_message(&mut send, &empty).await.is_err() {
+            if !send.write(&empty).await {
                 break None;
             }
         }
@@ -102,13 +102,13 @@ pub(crate) async fn serve(
             () = sub.wake.notified() => {}
             Some(d) = sub.ephemeral.recv() => {
                 let push = ServerPush { body: Some(server_push::Body::Delivery(d)) };
-                if write_message(&mut send, &push).await.is_err() {
+                if !send.write(&push).await {
                     break None;
                 }
             }
             () = sub.replaced.cancelled() => break Some("replaced by a newer connection of this device"),
             () = relay.shutdown.cancelled() => break Some("relay shutting down"),
-            _ = conn.quic.closed() => break None,
+            () = conn.peer.closed() => break None,
         }
     };
     if let Some(reason) = end_reason {
@@ -118,8 +118,8 @@ pub(crate) async fn serve(
                 reconnect_after_ms: 1000,
             })),
         };
-        if write_message(&mut send, &go).await.is_ok() {
-            let _ = send.finish();
+        if send.write(&go).await {
+            send.finish().await;
         }
     }
     acks.abort();
@@ -128,19 +128,19 @@ pub(crate) async fn serve(
     conn.subscribed.store(false, std::sync::atomic::Ordering::Release);
 }
 
-async fn read_acks(relay: Arc<Relay>, key: (AccountId, u32), mut recv: quinn::RecvStream) {
+async fn read_acks<R: FrameRead>(relay: Arc<Relay>, key: (AccountId, u32), mut recv: R) {
     loop {
-        let body = match read_frame(&mut recv, MAX_ACK_FRAME).await {
+        let body = match recv.read_frame(MAX_ACK_FRAME).await {
             Ok(Some(b)) => b,
             Ok(None) => return,
             Err(e) => {
-                tracing::debug!(error = %e, "ack stream ended");
-                let _ = recv.stop(0u32.into());
+                tracing::debug!(error = ?e, "ack stream ended");
+                recv.stop();
                 return;
             }
         };
         let Ok(push) = frame::decode::<wire::ClientPush>(&body) else {
-            let _ = recv.stop(0u32.into());
+            recv.stop();
             return;
         };
         if push.acks.is_empty() {

@@ -5,6 +5,8 @@
 //! relay protocol of docs/PROTOCOL.md over QUIC. Its modules are its features:
 //!
 //! - [`server`]: the QUIC listener, connections and request dispatch;
+//! - [`websocket`]: the WebSocket listener for browsers, carrying the same frames
+//!   ([`streams`] is what both listeners hand the dispatcher);
 //! - [`auth`]: device challenge-response authentication bound to the connection;
 //! - [`accounts`]: accounts and signed device lists;
 //! - [`prekeys`]: verified prekey uploads and atomic one-time key claims;
@@ -29,7 +31,9 @@ pub mod online;
 pub mod prekeys;
 pub mod server;
 pub mod store;
+pub mod streams;
 pub mod tls;
+pub mod websocket;
 pub mod writer;
 
 use std::net::SocketAddr;
@@ -48,6 +52,8 @@ use crate::writer::Writer;
 pub struct Ready {
     /// The bound QUIC address.
     pub quic: SocketAddr,
+    /// The bound WebSocket address.
+    pub ws: SocketAddr,
     /// The bound operator HTTP address.
     pub http: SocketAddr,
     /// SHA-256 of the relay's certificate (DER), for clients to pin.
@@ -89,6 +95,8 @@ pub async fn run(
     let store = Store::open(&config.data_dir.join("relay.redb"))?;
     let identity = tls::load_identity(&config)?;
     let pin = identity.pin;
+    let ws_tls = if config.ws_tls { Some(tls::websocket_tls_config(&identity)?) } else { None };
+    let ws_listen = config.ws_listen;
     let server_config = tls::server_config(identity, &config)?;
     let endpoint =
         quinn::Endpoint::server(server_config, config.listen).map_err(io("bind QUIC listener"))?;
@@ -109,11 +117,15 @@ pub async fn run(
     .await
     .map_err(io("bind HTTP listener"))?;
     let http_task = tokio::spawn(http);
+    let websocket = websocket::Listener::bind(Arc::clone(&relay), ws_listen, ws_tls)
+        .await
+        .map_err(io("bind WebSocket listener"))?;
+    let ws_addr = websocket.addr;
     let accept = tokio::spawn(Arc::clone(&relay).accept_loop(endpoint.clone()));
     let sweeper = tokio::spawn(Arc::clone(&relay).sweeper());
 
     ready_flag.store(true, Ordering::Release);
-    on_ready(&Ready { quic: quic_addr, http: http_addr, pin });
+    on_ready(&Ready { quic: quic_addr, ws: ws_addr, http: http_addr, pin });
 
     stop.await;
     tracing::info!("shutting down: refusing new connections, draining in-flight requests");
@@ -124,6 +136,7 @@ pub async fn run(
         tracing::warn!("drain time ran out; closing connections with requests in flight");
     }
     endpoint.close(hush_protocol::close::GOING_AWAY.into(), b"going_away");
+    websocket.close().await;
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     accept.abort();
     let _ = sweeper.await;

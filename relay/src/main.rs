@@ -81,9 +81,13 @@ fn main() -> std::process::ExitCode {
 /// sleeping), plus the pin for humans.
 fn announce(ready: &hush_relay::Ready) {
     let pin = hex::encode(ready.pin);
-    tracing::info!(quic = %ready.quic, http = %ready.http, pin = %pin, "relay ready");
+    tracing::info!(quic = %ready.quic, ws = %ready.ws, http = %ready.http, pin = %pin, "relay ready");
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "hush-relay ready quic={} http={} pin={}", ready.quic, ready.http, pin);
+    let _ = writeln!(
+        out,
+        "hush-relay ready quic={} ws={} http={} pin={}",
+        ready.quic, ready.ws, ready.http, pin
+    );
     let _ = out.flush();
 }
 

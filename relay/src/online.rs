@@ -13,6 +13,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::store::AccountId;
+use crate::streams::Peer;
 
 /// Ephemeral envelopes buffered per subscription before new ones are dropped.
 const EPHEMERAL_BUFFER: usize = 64;
@@ -39,7 +40,7 @@ pub struct Subscription {
 /// The registry.
 #[derive(Default)]
 pub struct Online {
-    connections: Mutex<HashMap<DeviceKey, Vec<(u64, quinn::Connection)>>>,
+    connections: Mutex<HashMap<DeviceKey, Vec<(u64, Peer)>>>,
     subscribers: Mutex<HashMap<DeviceKey, Subscriber>>,
 }
 
@@ -51,7 +52,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Online {
     /// Records an authenticated connection of a device.
-    pub fn connected(&self, key: DeviceKey, conn_id: u64, conn: quinn::Connection) {
+    pub fn connected(&self, key: DeviceKey, conn_id: u64, conn: Peer) {
         lock(&self.connections).entry(key).or_default().push((conn_id, conn));
     }
 
@@ -118,7 +119,7 @@ impl Online {
         let conns = lock(&self.connections).remove(key).unwrap_or_default();
         lock(&self.subscribers).remove(key);
         for (_, conn) in conns {
-            conn.close(hush_protocol::close::DEVICE_REMOVED.into(), b"device_removed");
+            conn.close(hush_protocol::close::DEVICE_REMOVED, "device_removed");
         }
     }
 }

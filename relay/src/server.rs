@@ -1,6 +1,7 @@
 //! The QUIC listener: connections, per-connection state, and request dispatch.
 //!
-//! One task per connection accepts request streams; each stream carries one request and one
+//! The dispatcher is shared with the WebSocket listener ([`crate::websocket`]) through the
+//! stream traits of [`crate::streams`]. One task per connection accepts request streams; each stream carries one request and one
 //! response (a `Subscribe` stream then carries deliveries, see [`crate::delivery`]). Every
 //! failure on a stream is answered with a typed error response where the stream still allows
 //! it, and otherwise the stream is reset: no request can panic the relay or hang a task (reads
@@ -11,7 +12,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hush_protocol::quic::{StreamError, read_frame, write_message};
 use hush_protocol::wire::{self, Response, request, response};
 use hush_protocol::{AccountKey, DeviceList, close, frame};
 use tokio_util::sync::CancellationToken;
@@ -25,6 +25,7 @@ use crate::mailbox::{self, Quotas};
 use crate::metrics::Metrics;
 use crate::online::Online;
 use crate::store::{AccountId, Store};
+use crate::streams::{FrameRead, FrameWrite, Peer, ReadError};
 use crate::writer::Writer;
 use crate::{accounts, delivery, prekeys};
 
@@ -60,8 +61,8 @@ pub struct Relay {
 pub struct Conn {
     /// Relay-local id.
     pub id: u64,
-    /// The QUIC connection.
-    pub quic: quinn::Connection,
+    /// The connection.
+    pub peer: Peer,
     /// Source address.
     pub ip: IpAddr,
     /// Set once by a successful `Authenticate`.
@@ -117,6 +118,32 @@ impl Relay {
         }
     }
 
+    /// State for a new connection from `ip`.
+    pub(crate) fn new_conn(&self, peer: Peer, ip: IpAddr) -> Conn {
+        Conn {
+            id: self.next_conn_id.fetch_add(1, Ordering::Relaxed),
+            peer,
+            ip,
+            device: OnceLock::new(),
+            registration_id: OnceLock::new(),
+            challenge: Challenge::default(),
+            rate: ConnectionRate::new(Rate {
+                per_second: self.config.connection_requests_per_second,
+                burst: self.config.connection_request_burst,
+            }),
+            subscribed: AtomicBool::new(false),
+        }
+    }
+
+    /// Forgets a connection that has ended.
+    pub(crate) fn connection_ended(&self, conn: &Conn) {
+        if let Some(&key) = conn.device.get() {
+            self.online.disconnected(key, conn.id);
+            self.metrics.authenticated.dec();
+        }
+        self.metrics.connections.dec();
+    }
+
     async fn connection(self: Arc<Self>, incoming: quinn::Incoming) {
         let ip = incoming.remote_address().ip();
         let slot = self.limiters.admit(ip);
@@ -134,19 +161,7 @@ impl Relay {
         };
         self.metrics.connections_total.inc();
         self.metrics.connections.inc();
-        let conn = Arc::new(Conn {
-            id: self.next_conn_id.fetch_add(1, Ordering::Relaxed),
-            quic: quic.clone(),
-            ip,
-            device: OnceLock::new(),
-            registration_id: OnceLock::new(),
-            challenge: Challenge::default(),
-            rate: ConnectionRate::new(Rate {
-                per_second: self.config.connection_requests_per_second,
-                burst: self.config.connection_request_burst,
-            }),
-            subscribed: AtomicBool::new(false),
-        });
+        let conn = Arc::new(self.new_conn(Peer::Quic(quic.clone()), ip));
         let auth_deadline = tokio::time::sleep(Duration::from_secs(self.config.auth_timeout_secs));
         tokio::pin!(auth_deadline);
         // `select!` evaluates a branch's guard only when it starts waiting, and authentication
@@ -173,30 +188,28 @@ impl Relay {
                 }
             }
         }
-        if let Some(&key) = conn.device.get() {
-            self.online.disconnected(key, conn.id);
-            self.metrics.authenticated.dec();
-        }
-        self.metrics.connections.dec();
+        self.connection_ended(&conn);
     }
 
-    async fn stream(
+    /// Serves one stream: reads its request, answers it (or, for `Subscribe`, serves
+    /// deliveries on it until it ends).
+    pub(crate) async fn stream<W: FrameWrite, R: FrameRead>(
         self: Arc<Self>,
         conn: Arc<Conn>,
-        mut send: quinn::SendStream,
-        mut recv: quinn::RecvStream,
+        mut send: W,
+        mut recv: R,
     ) {
         let limit = if conn.device.get().is_some() {
             self.config.max_request_bytes
         } else {
             PRE_AUTH_MAX_REQUEST.min(self.config.max_request_bytes)
         };
-        let read = tokio::time::timeout(REQUEST_READ_TIMEOUT, read_frame(&mut recv, limit));
+        let read = tokio::time::timeout(REQUEST_READ_TIMEOUT, recv.read_frame(limit));
         let request = match read.await {
             Ok(Ok(Some(body))) => frame::decode::<wire::Request>(&body).map_err(RelayError::from),
             Ok(Ok(None)) => Err(RelayError::Frame(hush_protocol::FrameError::Truncated)),
-            Ok(Err(StreamError::Frame(e))) => Err(RelayError::Frame(e)),
-            Ok(Err(e)) => {
+            Ok(Err(ReadError::Frame(e))) => Err(RelayError::Frame(e)),
+            Ok(Err(ReadError::Gone(e))) => {
                 tracing::debug!(error = %e, "request stream failed");
                 return;
             }
@@ -204,7 +217,7 @@ impl Relay {
         };
         self.metrics.requests_total.inc();
         if !matches!(request, Ok(wire::Request { body: Some(request::Body::Subscribe(_)) })) {
-            hush_protocol::quic::consume_fin(&mut recv);
+            recv.consume_fin();
         }
         let body = match request {
             Ok(wire::Request { body: Some(body) }) => body,
@@ -215,7 +228,7 @@ impl Relay {
             }
             Err(e) => {
                 // The client may still be sending an oversize body: stop it, then answer.
-                let _ = recv.stop(0u32.into());
+                recv.stop();
                 return self.reply(&mut send, Err(e)).await;
             }
         };
@@ -231,11 +244,7 @@ impl Relay {
         self.reply(&mut send, result).await;
     }
 
-    async fn reply(
-        &self,
-        send: &mut quinn::SendStream,
-        result: Result<response::Body, RelayError>,
-    ) {
+    async fn reply<W: FrameWrite>(&self, send: &mut W, result: Result<response::Body, RelayError>) {
         let response = match result {
             Ok(body) => Response { body: Some(body) },
             Err(e) => {
@@ -248,8 +257,8 @@ impl Relay {
                 e.to_response()
             }
         };
-        if write_message(send, &response).await.is_ok() {
-            let _ = send.finish();
+        if send.write(&response).await {
+            send.finish().await;
         }
     }
 
@@ -283,13 +292,13 @@ impl Relay {
                 if conn.device.get().is_some() {
                     return Err(RelayError::AlreadyAuthenticated);
                 }
-                let verified = auth::verify(&conn.challenge, &conn.quic, &self.store, &a);
+                let verified = auth::verify(&conn.challenge, &conn.peer, &self.store, &a);
                 let (key, registration_id) = verified?;
                 if conn.device.set(key).is_err() {
                     return Err(RelayError::AlreadyAuthenticated);
                 }
                 let _ = conn.registration_id.set(registration_id);
-                self.online.connected(key, conn.id, conn.quic.clone());
+                self.online.connected(key, conn.id, conn.peer.clone());
                 self.metrics.authenticated.inc();
                 // A removal that committed between the check above and the registration just
                 // made would have missed this connection: look again now that it is visible.

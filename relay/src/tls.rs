@@ -1,4 +1,4 @@
-//! TLS for the QUIC listener: an operator-supplied certificate, or a self-signed development
+//! TLS for the QUIC and WebSocket listeners: an operator-supplied certificate, or a self-signed development
 //! certificate generated once and kept in the data directory.
 //!
 //! Clients of a self-signed relay trust it by pinning the SHA-256 of its certificate (DER),
@@ -118,6 +118,20 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         std::fs::File::open(parent)?.sync_all()?;
     }
     Ok(())
+}
+
+/// The TLS configuration of the WebSocket listener (TCP): the same certificate, TLS 1.3 and 1.2
+/// (browsers behind old middleboxes still negotiate 1.2), ALPN `http/1.1`.
+pub fn websocket_tls_config(identity: &Identity) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Setup(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(identity.chain.clone(), identity.key.clone_key())
+        .map_err(|e| TlsError::Setup(e.to_string()))?;
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(tls))
 }
 
 /// The quinn server configuration for `identity`, with the relay's ALPN and transport limits.

@@ -70,6 +70,7 @@ impl Relay {
             .arg("--data-dir")
             .arg(self.dir.path())
             .args(["--listen", &self.addr.to_string(), "--http-listen", "127.0.0.1:0"])
+            .args(["--ws-listen", "127.0.0.1:0"])
             .args(["--log-level", "warn"])
             .args(&self.extra)
             .env_remove("HUSH_CONFIG")

@@ -863,13 +863,15 @@ impl Client {
 
     /// Waits until the outbox is empty (everything sent was acked by the relay), up to `wait`.
     pub async fn flush(&self, wait: Duration) -> Result<(), ClientError> {
-        let until = std::time::Instant::now() + wait;
+        // Wall-clock milliseconds rather than `Instant`, which the browser target lacks.
+        let until = crate::runtime::now_ms()
+            .saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
         loop {
             let rows = self.inner.store.scan(Scan::prefix(Table::Outbox, b"")).await?;
             if rows.is_empty() {
                 return Ok(());
             }
-            if std::time::Instant::now() >= until {
+            if crate::runtime::now_ms() >= until {
                 return Err(ClientError::Network(format!(
                     "{} outgoing items still queued",
                     rows.len()

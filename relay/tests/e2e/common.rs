@@ -18,6 +18,7 @@ use hush_protocol::{AccountKey, AccountKeyPair, DeviceEntry, DeviceList, ErrorCo
 pub struct Relay {
     child: Child,
     pub quic: SocketAddr,
+    pub ws: SocketAddr,
     pub http: SocketAddr,
     pub pin: [u8; 32],
     pub data_dir: PathBuf,
@@ -41,6 +42,8 @@ impl Relay {
                 "--listen",
                 "127.0.0.1:0",
                 "--http-listen",
+                "127.0.0.1:0",
+                "--ws-listen",
                 "127.0.0.1:0",
                 "--log-level",
                 "warn",
@@ -72,6 +75,7 @@ impl Relay {
         Self {
             child,
             quic: field("quic").parse().unwrap(),
+            ws: field("ws").parse().unwrap(),
             http: field("http").parse().unwrap(),
             pin,
             data_dir: data_dir.to_owned(),

@@ -10,3 +10,4 @@ mod limits;
 mod operations;
 mod prekeys;
 mod robustness;
+mod websocket;

@@ -31,7 +31,7 @@ class Relay : AutoCloseable {
         address = "127.0.0.1:$port"
         val builder = ProcessBuilder(
             System.getenv("HUSH_RELAY_BIN"), "serve", "--data-dir", File(dir, "relay").path,
-            "--listen", address, "--http-listen", "127.0.0.1:0", "--log-level", "warn",
+            "--listen", address, "--http-listen", "127.0.0.1:0", "--ws-listen", "127.0.0.1:0", "--log-level", "warn",
         ).redirectError(ProcessBuilder.Redirect.INHERIT)
         builder.environment().remove("HUSH_CONFIG")
         process = builder.start()

@@ -1,0 +1,118 @@
+//! One stream of the relay protocol, whatever carries it: a QUIC bidirectional stream or a
+//! virtual stream on a WebSocket connection ([`crate::websocket`]).
+//!
+//! The request dispatcher ([`crate::server`]) and the delivery loop ([`crate::delivery`]) are
+//! written once against [`FrameRead`] and [`FrameWrite`], so both transports get exactly the
+//! same checks, limits and error codes. A connection is a [`Peer`].
+
+use std::future::Future;
+
+use hush_protocol::FrameError;
+use hush_protocol::auth::CHANNEL_BINDING_LEN;
+use prost::Message;
+
+use crate::error::RelayError;
+use crate::websocket::WsPeer;
+
+/// Why a frame could not be read.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The bytes were not a valid frame: answer with its code.
+    Frame(FrameError),
+    /// The stream or connection is gone: nothing can be answered.
+    Gone(String),
+}
+
+/// The receiving side of a stream.
+pub trait FrameRead: Send + 'static {
+    /// Reads one frame body of at most `limit` bytes; `Ok(None)` if the peer finished the
+    /// stream cleanly before a new frame began.
+    fn read_frame(
+        &mut self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, ReadError>> + Send;
+    /// Consumes an already-arrived end of stream, never waiting (QUIC: saves a STOP_SENDING).
+    fn consume_fin(&mut self) {}
+    /// Tells the peer to stop sending on this stream.
+    fn stop(&mut self);
+}
+
+/// The sending side of a stream.
+pub trait FrameWrite: Send + 'static {
+    /// Writes one message as a frame; false if the stream or connection is gone.
+    fn write<M: Message>(&mut self, msg: &M) -> impl Future<Output = bool> + Send;
+    /// Finishes the stream after everything written so far.
+    fn finish(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+impl FrameRead for quinn::RecvStream {
+    async fn read_frame(&mut self, limit: usize) -> Result<Option<Vec<u8>>, ReadError> {
+        use hush_protocol::quic::{StreamError, read_frame};
+        match read_frame(self, limit).await {
+            Ok(body) => Ok(body),
+            Err(StreamError::Frame(e)) => Err(ReadError::Frame(e)),
+            Err(e) => Err(ReadError::Gone(e.to_string())),
+        }
+    }
+
+    fn consume_fin(&mut self) {
+        hush_protocol::quic::consume_fin(self);
+    }
+
+    fn stop(&mut self) {
+        let _ = quinn::RecvStream::stop(self, 0u32.into());
+    }
+}
+
+impl FrameWrite for quinn::SendStream {
+    async fn write<M: Message>(&mut self, msg: &M) -> bool {
+        let bytes = hush_protocol::frame::encode(msg);
+        self.write_all(&bytes).await.is_ok()
+    }
+
+    async fn finish(&mut self) {
+        let _ = quinn::SendStream::finish(self);
+    }
+}
+
+/// One client connection, over QUIC or WebSocket.
+#[derive(Clone)]
+pub enum Peer {
+    /// A QUIC connection.
+    Quic(quinn::Connection),
+    /// A WebSocket (over TLS) connection.
+    WebSocket(WsPeer),
+}
+
+impl Peer {
+    /// Closes the connection with an application close code (docs/PROTOCOL.md §14.11).
+    pub fn close(&self, code: u32, reason: &'static str) {
+        match self {
+            Peer::Quic(c) => c.close(code.into(), reason.as_bytes()),
+            Peer::WebSocket(w) => w.close(code, reason),
+        }
+    }
+
+    /// Resolves once the connection is closed, by either side.
+    pub async fn closed(&self) {
+        match self {
+            Peer::Quic(c) => {
+                c.closed().await;
+            }
+            Peer::WebSocket(w) => w.closed().await,
+        }
+    }
+
+    /// The channel binding the device's auth signature covers (§14.6).
+    pub fn channel_binding(&self) -> Result<[u8; CHANNEL_BINDING_LEN], RelayError> {
+        match self {
+            Peer::Quic(c) => {
+                let mut binding = [0u8; CHANNEL_BINDING_LEN];
+                c.export_keying_material(&mut binding, hush_protocol::AUTH_EXPORTER_LABEL, b"")
+                    .map_err(|_| RelayError::BadRequest("connection has no exporter".into()))?;
+                Ok(binding)
+            }
+            Peer::WebSocket(_) => Ok(hush_protocol::websocket::channel_binding()),
+        }
+    }
+}
