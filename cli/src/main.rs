@@ -237,6 +237,11 @@ async fn command(client: &Client, cmd: &Cmd, online: bool) -> Res {
             for m in client.messages(account_id, None, *limit).await? {
                 println!("{}", line(&m));
             }
+            if online {
+                // Catching up queued delivery receipts; let them reach the relay before the
+                // process exits (they would otherwise wait for the next command).
+                let _ = client.flush(Duration::from_secs(5)).await;
+            }
         }
         Cmd::Search { query } => {
             for hit in client.search(&query.join(" "), 20).await? {

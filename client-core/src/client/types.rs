@@ -7,6 +7,8 @@ use crate::records::{MessageRecord, Status};
 
 /// Where an outgoing message is, or the state of an incoming one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "camelCase"))]
 pub enum MessageStatus {
     /// Outgoing, stored locally, not yet acked by the relay.
     Pending,
@@ -40,6 +42,8 @@ impl MessageStatus {
 
 /// One message of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "camelCase"))]
 pub struct MessageView {
     /// Message id (32 hex digits), the same on every device.
     pub id: String,
@@ -79,6 +83,8 @@ impl MessageView {
 
 /// A conversation in the list.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "camelCase"))]
 pub struct ConversationView {
     /// The peer's account id (names the conversation).
     pub peer: String,
@@ -94,6 +100,8 @@ pub struct ConversationView {
 
 /// Whether the user has compared safety numbers with a contact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "camelCase"))]
 pub enum TrustState {
     /// Trusted on first use.
     Unverified,
@@ -106,6 +114,8 @@ pub enum TrustState {
 
 /// A contact.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "camelCase"))]
 pub struct ContactView {
     /// Account id.
     pub account_id: String,
@@ -119,6 +129,8 @@ pub struct ContactView {
 
 /// One device of our account.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "camelCase"))]
 pub struct DeviceView {
     /// Device id.
     pub device_id: u32,
@@ -130,6 +142,8 @@ pub struct DeviceView {
 
 /// A search result.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "camelCase"))]
 pub struct SearchHit {
     /// The conversation (peer account id).
     pub conversation: String,
@@ -139,6 +153,8 @@ pub struct SearchHit {
 
 /// The relay connection's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "camelCase"))]
 pub enum ConnectionState {
     /// Opening a connection or authenticating.
     Connecting,
@@ -152,6 +168,11 @@ pub enum ConnectionState {
 
 /// Everything the app hears about, from one stream ([`Client::events`](crate::Client::events)).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")
+)]
 pub enum Event {
     /// A message arrived (or, from another of our devices, a message we sent there).
     MessageReceived {

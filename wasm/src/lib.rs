@@ -1,0 +1,375 @@
+//! hush-wasm: the Hush SDK for the web, a Promise-based JavaScript/TypeScript API over
+//! hush-core compiled to WebAssembly.
+//!
+//! This crate only translates; every behaviour lives in hush-core, which on wasm32 stores in
+//! IndexedDB and reaches the relay over WebSocket (`hush_core::browser`). It guarantees:
+//! - **Promises.** Every client call returns a Promise; nothing blocks the page.
+//! - **One error shape.** A failed call rejects with an `Error` whose `name` is `"HushError"`
+//!   and whose `code` is hush-core's stable code (docs/PROTOCOL.md §15.11).
+//! - **Plain objects.** Views and events are plain JS objects with camelCase fields, typed by
+//!   the TypeScript declarations below (`Message`, `Conversation`, `HushEvent`…).
+//! - **Events** through a callback (`listen`) or an async iterator (`events`, wrapped as
+//!   `for await` by the package's `index.js`).
+//!
+//! On native targets the crate is empty, so workspace-wide native builds and tests skip it.
+#![cfg(target_arch = "wasm32")]
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hush_core::browser::{IndexedDbStore, WebSocketConnector};
+use hush_core::{Client, ClientConfig, ClientError, ClientOptions, StoreKey};
+use wasm_bindgen::prelude::*;
+
+#[wasm_bindgen(typescript_custom_section)]
+const TYPES: &str = r#"
+/** How a client stores its data and reaches its relay. */
+export interface ClientSetup {
+  /** IndexedDB database name (one per account on this origin). */
+  database: string;
+  /** 32 bytes that encrypt everything stored (see generateStoreKey). */
+  storeKey: Uint8Array;
+  /** The relay's WebSocket URL, e.g. "wss://relay.example:4443". */
+  relayUrl: string;
+}
+/** Outgoing: pending → sent → delivered → read (or failed). Incoming: received → seen. */
+export type MessageStatus =
+  "pending" | "sent" | "delivered" | "read" | "failed" | "received" | "seen";
+export type TrustState = "unverified" | "verified" | "changed";
+export type ConnectionState = "disconnected" | "connecting" | "connected" | "removed";
+export interface Message {
+  id: string; conversation: string; sender: string; senderDevice: number; outgoing: boolean;
+  body: string; clock: number; sentAtMs: number; status: MessageStatus;
+}
+export interface Conversation {
+  /** The peer's account id. */
+  peer: string; name: string; unread: number; lastPreview: string; lastAtMs: number;
+}
+export interface Contact { accountId: string; name: string; trust: TrustState; devices: number[]; }
+export interface Device { deviceId: number; thisDevice: boolean; primary: boolean; }
+export interface SearchHit { conversation: string; message: Message; }
+export type HushEvent =
+  | { type: "messageReceived"; message: Message }
+  | { type: "statusChanged"; conversation: string; messageId: string; status: MessageStatus }
+  | { type: "typing"; conversation: string; started: boolean }
+  | { type: "contactChanged"; contact: string }
+  | { type: "identityChanged"; contact: string; deviceId: number; wasVerified: boolean }
+  | { type: "devicesChanged" }
+  | { type: "connectionChanged"; state: ConnectionState }
+  | { type: "caughtUp" }
+  | { type: "error"; code: string; message: string };
+/** What every rejected Promise of the SDK holds. */
+export interface HushError extends Error { name: "HushError"; code: string; }
+"#;
+
+// ---------------------------------------------------------------------------------------------
+// Errors and values
+
+fn hush_error(code: &str, detail: &str) -> JsValue {
+    let e = js_sys::Error::new(&format!("{code}: {detail}"));
+    e.set_name("HushError");
+    // Setting a property on a fresh Error object can't fail.
+    let _ = js_sys::Reflect::set(&e, &"code".into(), &code.into());
+    e.into()
+}
+
+fn fail(e: ClientError) -> JsValue {
+    hush_error(e.code(), &e.to_string())
+}
+
+fn invalid(detail: &str) -> JsValue {
+    hush_error("invalid_argument", detail)
+}
+
+fn to_js<T: serde::Serialize>(value: &T) -> Result<JsValue, JsValue> {
+    // Maps become plain objects, so views read like the TypeScript interfaces above.
+    let s = serde_wasm_bindgen::Serializer::json_compatible();
+    value.serialize(&s).map_err(|e| hush_error("internal", &e.to_string()))
+}
+
+fn setup(value: &JsValue) -> Result<(String, [u8; 32], String), JsValue> {
+    let field =
+        |name: &str| js_sys::Reflect::get(value, &name.into()).unwrap_or(JsValue::UNDEFINED);
+    let database = field("database")
+        .as_string()
+        .filter(|d| !d.is_empty())
+        .ok_or_else(|| invalid("setup.database is a non-empty string"))?;
+    let key = field("storeKey");
+    let key: [u8; 32] = key
+        .dyn_ref::<js_sys::Uint8Array>()
+        .map(js_sys::Uint8Array::to_vec)
+        .and_then(|k| k.try_into().ok())
+        .ok_or_else(|| invalid("setup.storeKey is a Uint8Array of 32 bytes"))?;
+    let url = field("relayUrl").as_string().ok_or_else(|| invalid("setup.relayUrl is a string"))?;
+    Ok((database, key, url))
+}
+
+async fn config(value: &JsValue) -> Result<ClientConfig, JsValue> {
+    let (database, key, url) = setup(value)?;
+    let connector = WebSocketConnector::new(&url).map_err(|e| invalid(&e.to_string()))?;
+    let store = IndexedDbStore::open(&database).await.map_err(|e| fail(e.into()))?;
+    Ok(ClientConfig {
+        store: Arc::new(store),
+        store_key: StoreKey::from_bytes(key),
+        connector: Arc::new(connector),
+        options: ClientOptions::default(),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accounts
+
+/// 32 random bytes (from the browser's CSPRNG) for `ClientSetup.storeKey`. Keep them where
+/// the app keeps secrets; without them the stored history can't be read.
+#[wasm_bindgen(js_name = generateStoreKey)]
+pub fn generate_store_key() -> Vec<u8> {
+    StoreKey::random().expose_bytes().to_vec()
+}
+
+/// Creates an account (this is its first device) on the relay.
+#[wasm_bindgen(js_name = createAccount)]
+pub async fn create_account(
+    #[wasm_bindgen(unchecked_param_type = "ClientSetup")] setup: JsValue,
+) -> Result<HushClient, JsValue> {
+    let client = Client::create_account(config(&setup).await?).await.map_err(fail)?;
+    Ok(HushClient { inner: client })
+}
+
+/// Opens the account kept in `setup.database` and starts connecting.
+#[wasm_bindgen(js_name = openAccount)]
+pub async fn open_account(
+    #[wasm_bindgen(unchecked_param_type = "ClientSetup")] setup: JsValue,
+) -> Result<HushClient, JsValue> {
+    let client = Client::open(config(&setup).await?).await.map_err(fail)?;
+    Ok(HushClient { inner: client })
+}
+
+/// Re-creates an account's primary device from its exported account key.
+#[wasm_bindgen(js_name = restoreAccount)]
+pub async fn restore_account(
+    #[wasm_bindgen(unchecked_param_type = "ClientSetup")] setup: JsValue,
+    account_key: String,
+) -> Result<HushClient, JsValue> {
+    let client =
+        Client::restore_account(config(&setup).await?, &account_key).await.map_err(fail)?;
+    Ok(HushClient { inner: client })
+}
+
+/// Starts linking this browser as a new device: returns the code to show the primary device.
+#[wasm_bindgen(js_name = beginLink)]
+pub async fn begin_link(
+    #[wasm_bindgen(unchecked_param_type = "ClientSetup")] setup: JsValue,
+) -> Result<String, JsValue> {
+    Client::begin_link(&config(&setup).await?).await.map_err(fail)
+}
+
+/// Finishes linking with the grant the primary device returned from `approveLink`.
+#[wasm_bindgen(js_name = finishLink)]
+pub async fn finish_link(
+    #[wasm_bindgen(unchecked_param_type = "ClientSetup")] setup: JsValue,
+    grant: String,
+) -> Result<HushClient, JsValue> {
+    let client = Client::finish_link(config(&setup).await?, &grant).await.map_err(fail)?;
+    Ok(HushClient { inner: client })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client
+
+/// A Hush client for one device (one browser profile and database).
+#[wasm_bindgen]
+pub struct HushClient {
+    inner: Client,
+}
+
+#[wasm_bindgen]
+impl HushClient {
+    /// This account's id (64 hex digits): what contacts add.
+    #[wasm_bindgen(js_name = accountId)]
+    pub async fn account_id(&self) -> String {
+        self.inner.account_id().await
+    }
+
+    /// This device's id within the account.
+    #[wasm_bindgen(js_name = deviceId)]
+    pub async fn device_id(&self) -> u32 {
+        self.inner.device_id().await
+    }
+
+    /// The account's devices.
+    #[wasm_bindgen(unchecked_return_type = "Device[]")]
+    pub async fn devices(&self) -> Result<JsValue, JsValue> {
+        to_js(&self.inner.devices().await)
+    }
+
+    /// The account key, for a recovery backup (primary device only).
+    #[wasm_bindgen(js_name = exportAccountKey)]
+    pub async fn export_account_key(&self) -> Result<String, JsValue> {
+        self.inner.export_account_key().await.map_err(fail)
+    }
+
+    /// Approves a link code from `beginLink` on the new device; returns the grant for it.
+    #[wasm_bindgen(js_name = approveLink)]
+    pub async fn approve_link(&self, link_code: String) -> Result<String, JsValue> {
+        self.inner.approve_link(&link_code).await.map_err(fail)
+    }
+
+    /// Removes one of the account's other devices (primary device only).
+    #[wasm_bindgen(js_name = removeDevice)]
+    pub async fn remove_device(&self, device_id: u32) -> Result<(), JsValue> {
+        self.inner.remove_device(device_id).await.map_err(fail)
+    }
+
+    /// The connection state now.
+    #[wasm_bindgen(js_name = connectionState, unchecked_return_type = "ConnectionState")]
+    pub fn connection_state(&self) -> Result<JsValue, JsValue> {
+        to_js(&self.inner.connection_state())
+    }
+
+    /// Adds a contact by account id (fetches and verifies its device list).
+    #[wasm_bindgen(js_name = addContact, unchecked_return_type = "Contact")]
+    pub async fn add_contact(&self, account_id: String, name: String) -> Result<JsValue, JsValue> {
+        to_js(&self.inner.add_contact(&account_id, &name).await.map_err(fail)?)
+    }
+
+    /// Every contact.
+    #[wasm_bindgen(unchecked_return_type = "Contact[]")]
+    pub async fn contacts(&self) -> Result<JsValue, JsValue> {
+        to_js(&self.inner.contacts().await)
+    }
+
+    /// The safety number to compare with a contact (docs/PROTOCOL.md §4).
+    #[wasm_bindgen(js_name = safetyNumber)]
+    pub async fn safety_number(&self, contact: String) -> Result<String, JsValue> {
+        self.inner.safety_number(&contact).await.map_err(fail)
+    }
+
+    /// Marks a contact verified (after comparing safety numbers) or not.
+    #[wasm_bindgen(js_name = setVerified)]
+    pub async fn set_verified(&self, contact: String, verified: bool) -> Result<(), JsValue> {
+        self.inner.set_verified(&contact, verified).await.map_err(fail)
+    }
+
+    /// Accepts a contact's changed identity key, releasing held sends.
+    #[wasm_bindgen(js_name = acceptIdentityChange)]
+    pub async fn accept_identity_change(&self, contact: String) -> Result<(), JsValue> {
+        self.inner.accept_identity_change(&contact).await.map_err(fail)
+    }
+
+    /// Sends a text; resolves at once with the message id (the outbox sends it durably).
+    #[wasm_bindgen(js_name = sendText)]
+    pub async fn send_text(&self, conversation: String, text: String) -> Result<String, JsValue> {
+        self.inner.send_text(&conversation, &text).await.map_err(fail)
+    }
+
+    /// Marks a conversation read (sends read receipts).
+    #[wasm_bindgen(js_name = markRead)]
+    pub async fn mark_read(&self, conversation: String) -> Result<(), JsValue> {
+        self.inner.mark_read(&conversation).await.map_err(fail)
+    }
+
+    /// Tells the peer we started or stopped typing.
+    #[wasm_bindgen(js_name = setTyping)]
+    pub async fn set_typing(&self, conversation: String, started: bool) -> Result<(), JsValue> {
+        self.inner.set_typing(&conversation, started).await.map_err(fail)
+    }
+
+    /// A page of a conversation in order: the `limit` messages before `before` (or the newest).
+    #[wasm_bindgen(unchecked_return_type = "Message[]")]
+    pub async fn messages(
+        &self,
+        conversation: String,
+        before: Option<String>,
+        limit: u32,
+    ) -> Result<JsValue, JsValue> {
+        to_js(&self.inner.messages(&conversation, before, limit).await.map_err(fail)?)
+    }
+
+    /// Conversations, most recent first, with unread counts.
+    #[wasm_bindgen(unchecked_return_type = "Conversation[]")]
+    pub async fn conversations(&self) -> Result<JsValue, JsValue> {
+        to_js(&self.inner.conversations().await.map_err(fail)?)
+    }
+
+    /// Full-text search over local history.
+    #[wasm_bindgen(unchecked_return_type = "SearchHit[]")]
+    pub async fn search(&self, query: String, limit: u32) -> Result<JsValue, JsValue> {
+        to_js(&self.inner.search(&query, limit).await.map_err(fail)?)
+    }
+
+    /// Waits until everything sent is acked by the relay, up to `timeout_ms`.
+    pub async fn flush(&self, timeout_ms: u32) -> Result<(), JsValue> {
+        self.inner.flush(Duration::from_millis(timeout_ms.into())).await.map_err(fail)
+    }
+
+    /// Stops background work and closes the connection (the outbox keeps pending sends).
+    pub async fn shutdown(&self) {
+        self.inner.shutdown().await;
+    }
+
+    /// Calls `callback` with every event from now on, until the handle is stopped.
+    pub fn listen(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(event: HushEvent) => void")]
+        callback: js_sys::Function,
+    ) -> ListenerHandle {
+        let stopped = Rc::new(RefCell::new(false));
+        let flag = Rc::clone(&stopped);
+        let mut events = self.inner.events();
+        wasm_bindgen_futures::spawn_local(async move {
+            while let Some(event) = events.next().await {
+                if *flag.borrow() {
+                    break;
+                }
+                if let Ok(value) = to_js(&event) {
+                    // A throwing callback is the app's bug; it must not stop the stream.
+                    let _ = callback.call1(&JsValue::NULL, &value);
+                }
+            }
+        });
+        ListenerHandle { stopped }
+    }
+
+    /// The event stream as an object with `next(): Promise<HushEvent | undefined>`; the
+    /// package's `events()` wraps it for `for await`.
+    #[wasm_bindgen(js_name = eventStream)]
+    pub fn event_stream(&self) -> EventStream {
+        EventStream { inner: Rc::new(tokio::sync::Mutex::new(self.inner.events())) }
+    }
+}
+
+/// Stops a `listen` callback.
+#[wasm_bindgen]
+pub struct ListenerHandle {
+    stopped: Rc<RefCell<bool>>,
+}
+
+#[wasm_bindgen]
+impl ListenerHandle {
+    /// No more calls after this (an event already being delivered may still arrive).
+    pub fn stop(&self) {
+        *self.stopped.borrow_mut() = true;
+    }
+}
+
+/// Events, one Promise at a time.
+#[wasm_bindgen]
+pub struct EventStream {
+    inner: Rc<tokio::sync::Mutex<hush_core::EventStream>>,
+}
+
+#[wasm_bindgen]
+impl EventStream {
+    /// The next event; `undefined` once the client has shut down.
+    #[wasm_bindgen(unchecked_return_type = "HushEvent | undefined")]
+    pub async fn next(&self) -> Result<JsValue, JsValue> {
+        let inner = Rc::clone(&self.inner);
+        let mut events = inner.lock().await;
+        match events.next().await {
+            Some(e) => to_js(&e),
+            None => Ok(JsValue::UNDEFINED),
+        }
+    }
+}
