@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/wasm-env.sh
 
-"${WASM_CARGO[@]}" build --locked --profile wasm-release --target wasm32-unknown-unknown \
+# Warnings are errors here too: clippy can't run on the Debian wasm32 route, rustc's lints can.
+RUSTFLAGS="${RUSTFLAGS:-} -D warnings" "${WASM_CARGO[@]}" build --locked --profile wasm-release --target wasm32-unknown-unknown \
   "${WASM_BUILD_STD[@]}" --target-dir "$WASM_TARGET_DIR" -p hush-wasm
 rm -rf wasm/pkg
 wasm-bindgen --target web --out-dir wasm/pkg --out-name hush \

@@ -3,7 +3,8 @@
 #   cargo fmt --check, cargo clippy -D warnings, every test (unit, integration, property tests,
 #   test-vector checks, doc tests, benchmarks in Criterion's single-pass test mode), the SDK
 #   bindings in their runtimes (bindings/test.sh: Python, Kotlin on the JVM, Swift generation),
-#   and a short libFuzzer run of every fuzz target when a nightly toolchain is present.
+#   the web SDK (scripts/test-web.sh: wasm32 build and size budget, wasm-bindgen tests and an
+#   end-to-end chat in headless Chromium), and a short libFuzzer run of every fuzz target when a nightly toolchain is present.
 # CI (.ci/run) calls exactly this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +42,13 @@ bindings/test.sh 2>&1 | tee "$log.bindings"
 py=$(grep -o '[0-9]* passed in' "$log.bindings" | awk '{s += $1} END {print s + 0}')
 kt=$(grep -o 'Tests run: [0-9]*, Failures: 0, Errors: 0' "$log.bindings" | awk '{s += $3} END {print s + 0}')
 summary="$summary; bindings: $py Python + $kt Kotlin passed, Swift generated"
+
+step "web: wasm32 package, wasm-bindgen tests and Chromium end-to-end"
+scripts/test-web.sh 2>&1 | tee "$log.web"
+wb=$(grep -o 'test result: ok. [0-9]* passed' "$log.web" | awk '{s += $4} END {print s + 0}')
+e2e=$(grep -o '^ℹ pass [0-9]*' "$log.web" | awk '{s += $3} END {print s + 0}')
+size=$(grep -o '[0-9]* bytes gzipped' "$log.web" | awk '{print $1}')
+summary="$summary; web: $wb wasm-bindgen + $e2e Chromium passed, ${size:-?} bytes gzipped"
 
 # Coverage-guided fuzzing needs nightly (for the sanitizer flags); the property tests above
 # cover every decoder on stable too.

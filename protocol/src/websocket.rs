@@ -109,6 +109,9 @@ mod tests {
         assert_eq!(stream, 7);
         assert_eq!(frame::decode::<Request>(body).unwrap(), req);
         assert_eq!(decode(&fin(9), 1024).unwrap(), WsMessage::Fin { stream: 9 });
+        // The example of docs/PROTOCOL.md §14.15.
+        assert_eq!(encode(1, &req), [0, 0, 0, 1, 0, 0, 0, 2, 0x12, 0]);
+        assert_eq!(fin(1), [0, 0, 0, 1]);
     }
 
     #[test]
