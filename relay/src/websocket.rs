@@ -8,7 +8,10 @@
 //! error codes are identical. What QUIC gives for free is rebuilt here:
 //! - stream limits: at most `max_streams_per_connection` streams open at once; one more is
 //!   answered `bad_request` on its own stream;
-//! - flow control: each stream has a small inbound queue, and the reader waits when it is full;
+//! - flow control: a per-connection window of twice `max_request_bytes` of received but
+//!   unhandled bytes (the reader waits when it is used up), and before authentication nothing
+//!   larger than the 64 KiB pre-auth limit is queued at all;
+//! - connection limits: the per-IP and total slots are taken before the TLS handshake;
 //! - idle timeout: the relay pings every third of `idle_timeout_secs` and drops a connection
 //!   that sent nothing (not even a pong) for `idle_timeout_secs`;
 //! - close codes: a relay close uses WebSocket close code 4000 + the QUIC application code.
@@ -23,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use hush_protocol::close;
+use hush_protocol::frame::PREFIX_LEN;
 use hush_protocol::websocket::{self as ws, WsMessage};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -36,7 +40,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::RelayError;
-use crate::server::Relay;
+use crate::server::{PRE_AUTH_MAX_REQUEST, Relay};
 use crate::streams::{FrameRead, FrameWrite, Peer, ReadError};
 
 /// TLS plus WebSocket handshake deadline.
@@ -158,6 +162,13 @@ async fn connection(
     tls: Option<tokio_rustls::TlsAcceptor>,
     closing: CancellationToken,
 ) {
+    // The slot is taken before the handshake, so connections still handshaking count too and
+    // a flood of half-open TLS connections can't exhaust file descriptors. Over the limit,
+    // the TCP connection is closed at once, before any TLS.
+    let Some(slot) = relay.limiters.admit(ip) else {
+        relay.metrics.connections_refused_total.inc();
+        return;
+    };
     let _ = tcp.set_nodelay(true);
     let limit = relay.config.max_request_bytes.min(hush_protocol::MAX_FRAME_LEN);
     let config = WebSocketConfig::default()
@@ -189,8 +200,8 @@ async fn connection(
         }
     };
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
-        Ok(Ok(Either::Tls(ws))) => serve(relay, ws, ip, closing).await,
-        Ok(Ok(Either::Plain(ws))) => serve(relay, ws, ip, closing).await,
+        Ok(Ok(Either::Tls(ws))) => serve(relay, ws, ip, slot, closing).await,
+        Ok(Ok(Either::Plain(ws))) => serve(relay, ws, ip, slot, closing).await,
         Ok(Err(e)) => tracing::debug!(error = %e, "websocket handshake failed"),
         Err(_) => tracing::debug!("websocket handshake timed out"),
     }
@@ -228,50 +239,59 @@ async fn serve<S>(
     relay: Arc<Relay>,
     socket: tokio_tungstenite::WebSocketStream<S>,
     ip: IpAddr,
+    _slot: crate::limits::ConnectionSlot,
     closing: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sink, mut source) = socket.split();
-    let Some(_slot) = relay.limiters.admit(ip) else {
-        relay.metrics.connections_refused_total.inc();
-        let peer = WsPeer::default();
-        peer.close(close::TOO_MANY_CONNECTIONS, "too_many_connections");
-        let _ = sink.send(Message::Close(Some(peer.close_frame()))).await;
-        return;
-    };
     relay.metrics.connections_total.inc();
     relay.metrics.connections.inc();
     let peer = WsPeer::default();
     let conn = Arc::new(relay.new_conn(Peer::WebSocket(peer.clone()), ip));
     let (out, mut outbound) = mpsc::channel::<Message>(OUTBOUND_BUFFER);
 
-    // The writer owns the socket's sending half; a close request jumps the queue so a peer that
-    // stopped reading can't keep the connection open.
+    // The writer owns the socket's sending half. A close request jumps the queue and interrupts
+    // a send in progress, and a send that makes no progress for the idle timeout ends the
+    // connection: a peer that stopped reading can't keep it (or its tasks) alive.
     let writer_peer = peer.clone();
+    let write_deadline = Duration::from_secs(relay.config.idle_timeout_secs.max(1));
     let writer = tokio::spawn(async move {
+        let close_requested = writer_peer.shared.close_requested.clone();
         loop {
-            tokio::select! {
+            let next = tokio::select! {
                 biased;
-                () = writer_peer.shared.close_requested.cancelled() => {
-                    let frame = writer_peer.close_frame();
-                    let _ = tokio::time::timeout(
-                        Duration::from_secs(1),
-                        sink.send(Message::Close(Some(frame))),
-                    ).await;
-                    break;
-                }
-                m = outbound.recv() => match m {
-                    Some(m) => if sink.send(m).await.is_err() { break },
-                    None => break,
-                },
+                () = close_requested.cancelled() => None,
+                m = outbound.recv() => m,
+            };
+            let Some(message) = next else { break };
+            let sent = tokio::select! {
+                r = tokio::time::timeout(write_deadline, sink.send(message)) => matches!(r, Ok(Ok(()))),
+                () = close_requested.cancelled() => false,
+            };
+            if !sent {
+                break;
             }
+        }
+        if close_requested.is_cancelled() {
+            let frame = writer_peer.close_frame();
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                sink.send(Message::Close(Some(frame))),
+            )
+            .await;
         }
         writer_peer.shared.closed.cancel();
     });
 
-    let mut streams: HashMap<u32, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    let mut streams: HashMap<u32, mpsc::Sender<Inbound>> = HashMap::new();
     let permits = Arc::new(Semaphore::new(relay.config.max_streams_per_connection as usize));
+    // Flow control, as QUIC's connection receive window (twice the request limit): bytes
+    // received but not yet taken by their stream's handler. The reader waits when it is used
+    // up, so a peer can't make the relay queue more than this per connection.
+    let window =
+        u32::try_from(relay.config.max_request_bytes.saturating_mul(2)).unwrap_or(u32::MAX);
+    let budget = Arc::new(Semaphore::new(window as usize));
     let mut last_stream = 0u32;
     let idle = Duration::from_secs(relay.config.idle_timeout_secs.max(1));
     let mut ping = tokio::time::interval(idle / 3);
@@ -299,9 +319,41 @@ async fn serve<S>(
                     peer.close(close::PROTOCOL_VIOLATION, "malformed_message");
                     break;
                 };
+                // Before authentication only small requests are read (as on QUIC): anything
+                // bigger is refused here, without being queued for a handler.
+                if conn.device.get().is_none()
+                    && bytes.len() > PRE_AUTH_MAX_REQUEST + ws::STREAM_ID_LEN + PREFIX_LEN
+                {
+                    let len = bytes.len() - ws::STREAM_ID_LEN - PREFIX_LEN;
+                    streams.remove(&id);
+                    last_stream = last_stream.max(id);
+                    let e = RelayError::Frame(hush_protocol::FrameError::TooLarge {
+                        len,
+                        limit: PRE_AUTH_MAX_REQUEST,
+                    });
+                    relay.metrics.error(e.code());
+                    refuse(&out, id, &e);
+                    continue;
+                }
+                let cost = u32::try_from(bytes.len()).unwrap_or(u32::MAX).min(window);
+                let credit = tokio::select! {
+                    c = Arc::clone(&budget).acquire_many_owned(cost) => c.ok(),
+                    () = peer.closed() => None,
+                    () = closing.cancelled() => None,
+                };
+                let Some(credit) = credit else {
+                    peer.close(close::GOING_AWAY, "going_away");
+                    break;
+                };
+                let item = Inbound { bytes: bytes.to_vec(), _credit: credit };
                 if let Some(tx) = streams.get(&id) {
-                    let fin = bytes.len() == ws::STREAM_ID_LEN;
-                    let delivered = tx.send(bytes.to_vec()).await.is_ok();
+                    let fin = item.bytes.len() == ws::STREAM_ID_LEN;
+                    // The window above bounds what can wait here; a handler that stopped
+                    // reading has closed its queue, so this never waits on a dead stream.
+                    let delivered = tokio::select! {
+                        r = tx.send(item) => r.is_ok(),
+                        () = peer.closed() => false,
+                    };
                     if fin || !delivered {
                         // A finished stream, or one whose handler stopped reading.
                         streams.remove(&id);
@@ -320,15 +372,13 @@ async fn serve<S>(
                         "too many open streams on this connection".into(),
                     );
                     relay.metrics.error(refusal.code());
-                    if stream.write(&refusal.to_response()).await {
-                        stream.finish().await;
-                    }
+                    refuse(&out, id, &refusal);
                     continue;
                 };
                 let (tx, rx) = mpsc::channel(INBOUND_BUFFER);
-                let fin = bytes.len() == ws::STREAM_ID_LEN;
+                let fin = item.bytes.len() == ws::STREAM_ID_LEN;
                 // Cannot fail: the channel is new and empty.
-                let _ = tx.try_send(bytes.to_vec());
+                let _ = tx.try_send(item);
                 if !fin {
                     streams.insert(id, tx);
                 }
@@ -366,6 +416,19 @@ async fn serve<S>(
     relay.connection_ended(&conn);
 }
 
+/// A received message waiting for its stream's handler, holding its share of the window.
+struct Inbound {
+    bytes: Vec<u8>,
+    _credit: OwnedSemaphorePermit,
+}
+
+/// Answers a stream with an error without a handler and without waiting: if the outbound
+/// queue is full the peer isn't reading, and the answer is dropped.
+fn refuse(out: &mpsc::Sender<Message>, id: u32, e: &RelayError) {
+    let _ = out.try_send(Message::Binary(ws::encode(id, &e.to_response()).into()));
+    let _ = out.try_send(Message::Binary(ws::fin(id).into()));
+}
+
 /// The sending half of a virtual stream; holds one of the connection's stream slots until it
 /// finishes (released before the FIN goes out, so a client that waits for the FIN may open the
 /// next stream at once).
@@ -392,12 +455,12 @@ impl FrameWrite for WsWrite {
 
 /// The receiving half of a virtual stream.
 struct WsRead {
-    rx: mpsc::Receiver<Vec<u8>>,
+    rx: mpsc::Receiver<Inbound>,
 }
 
 impl FrameRead for WsRead {
     async fn read_frame(&mut self, limit: usize) -> Result<Option<Vec<u8>>, ReadError> {
-        let Some(message) = self.rx.recv().await else {
+        let Some(Inbound { bytes: message, .. }) = self.rx.recv().await else {
             return Err(ReadError::Gone("connection closed".into()));
         };
         match ws::decode(&message, limit) {
@@ -405,6 +468,12 @@ impl FrameRead for WsRead {
             Ok(WsMessage::Fin { .. }) => Ok(None),
             Err(e) => Err(ReadError::Frame(e)),
         }
+    }
+
+    /// A request stream reads one frame: from then on nothing more is queued for it (QUIC
+    /// stops the stream on drop to the same effect).
+    fn consume_fin(&mut self) {
+        self.rx.close();
     }
 
     fn stop(&mut self) {

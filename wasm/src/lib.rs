@@ -14,7 +14,6 @@
 //! On native targets the crate is empty, so workspace-wide native builds and tests skip it.
 #![cfg(target_arch = "wasm32")]
 
-use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -304,7 +303,9 @@ impl HushClient {
         self.inner.flush(Duration::from_millis(timeout_ms.into())).await.map_err(fail)
     }
 
-    /// Stops background work and closes the connection (the outbox keeps pending sends).
+    /// Stops background work and closes the connection (the outbox keeps pending sends). The
+    /// store stays open (and locked to this tab) until the client is freed: call `free()`
+    /// before opening the same database again in this tab.
     pub async fn shutdown(&self) {
         self.inner.shutdown().await;
     }
@@ -315,21 +316,23 @@ impl HushClient {
         #[wasm_bindgen(unchecked_param_type = "(event: HushEvent) => void")]
         callback: js_sys::Function,
     ) -> ListenerHandle {
-        let stopped = Rc::new(RefCell::new(false));
-        let flag = Rc::clone(&stopped);
+        let stop = Rc::new(tokio::sync::Notify::new());
+        let stopped = Rc::clone(&stop);
         let mut events = self.inner.events();
         wasm_bindgen_futures::spawn_local(async move {
-            while let Some(event) = events.next().await {
-                if *flag.borrow() {
-                    break;
-                }
+            loop {
+                let event = tokio::select! {
+                    e = events.next() => e,
+                    () = stopped.notified() => None,
+                };
+                let Some(event) = event else { break };
                 if let Ok(value) = to_js(&event) {
                     // A throwing callback is the app's bug; it must not stop the stream.
                     let _ = callback.call1(&JsValue::NULL, &value);
                 }
             }
         });
-        ListenerHandle { stopped }
+        ListenerHandle { stop }
     }
 
     /// The event stream as an object with `next(): Promise<HushEvent | undefined>`; the
@@ -343,14 +346,15 @@ impl HushClient {
 /// Stops a `listen` callback.
 #[wasm_bindgen]
 pub struct ListenerHandle {
-    stopped: Rc<RefCell<bool>>,
+    stop: Rc<tokio::sync::Notify>,
 }
 
 #[wasm_bindgen]
 impl ListenerHandle {
-    /// No more calls after this (an event already being delivered may still arrive).
+    /// No more calls after this; the listener's task ends at once.
     pub fn stop(&self) {
-        *self.stopped.borrow_mut() = true;
+        // `notify_one` keeps a permit if the task is busy in a callback, so it still stops.
+        self.stop.notify_one();
     }
 }
 

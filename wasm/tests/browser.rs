@@ -7,7 +7,7 @@
 
 use hush_core::Session;
 use hush_core::browser::{IndexedDbStore, WebSocketConnector};
-use hush_core::store::{Batch, MemoryStore, Store, Table, conformance};
+use hush_core::store::{Batch, MemoryStore, Store, StoreError, Table, conformance};
 use hush_prekeys::{DevicePrekeys, IdentityKeyPair, KemPreKeyKind};
 use wasm_bindgen::JsValue;
 use wasm_bindgen_test::*;
@@ -43,6 +43,16 @@ async fn indexeddb_keeps_committed_data_across_a_reopen() {
     assert_eq!(store.get(Table::Messages, b"k1").await.unwrap(), Some(b"v1".to_vec()));
     assert_eq!(store.get(Table::Outbox, &[0xff, 0]).await.unwrap(), Some(vec![1, 2, 3]));
     assert_eq!(store.get(Table::Meta, b"k1").await.unwrap(), None);
+}
+
+#[wasm_bindgen_test]
+async fn a_store_is_held_by_one_tab_at_a_time() {
+    let name = unique("locked");
+    let first = IndexedDbStore::open(&name).await.unwrap();
+    assert_eq!(IndexedDbStore::open(&name).await.unwrap_err(), StoreError::Locked);
+    drop(first);
+    let again = IndexedDbStore::open(&name).await.unwrap();
+    assert_eq!(again.get(Table::Meta, b"x").await.unwrap(), None);
 }
 
 #[wasm_bindgen_test]

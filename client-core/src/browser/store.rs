@@ -21,8 +21,20 @@ use super::js_error;
 use crate::store::{Batch, Op, Scan, Store, StoreError, Table};
 
 #[wasm_bindgen(inline_js = r#"
+export function hushIdbLock(name) {
+  // Resolves with a release function, or null when another tab holds the store.
+  if (!globalThis.navigator?.locks) return Promise.resolve(() => {});
+  return new Promise((resolve, reject) => {
+    navigator.locks.request(`hush-store:${name}`, { ifAvailable: true }, (lock) => {
+      if (!lock) { resolve(null); return undefined; }
+      return new Promise((release) => resolve(release));
+    }).catch(reject);
+  });
+}
 export function hushIdbOpen(name, tables) {
   return new Promise((resolve, reject) => {
+    // Version 1 holds every table of Table::ALL; a release that adds a table bumps it and
+    // creates the missing stores in onupgradeneeded.
     const req = indexedDB.open(name, 1);
     req.onupgradeneeded = () => {
       const db = req.result;
@@ -69,9 +81,16 @@ export function hushIdbScan(db, table, start, end, reverse, limit) {
 export function hushIdbCommit(db, tables, ops) {
   return new Promise((resolve, reject) => {
     const tx = db.transaction(tables, "readwrite", { durability: "strict" });
-    for (let i = 0; i < ops.length; i += 3) {
-      const store = tx.objectStore(ops[i]);
-      if (ops[i + 2] === null) store.delete(ops[i + 1]); else store.put(ops[i + 2], ops[i + 1]);
+    try {
+      for (let i = 0; i < ops.length; i += 3) {
+        const store = tx.objectStore(ops[i]);
+        if (ops[i + 2] === null) store.delete(ops[i + 1]); else store.put(ops[i + 2], ops[i + 1]);
+      }
+    } catch (e) {
+      // All or nothing: what was queued before the throw must not commit.
+      tx.abort();
+      reject(e);
+      return;
     }
     tx.oncomplete = () => resolve();
     tx.onerror = () => reject(tx.error);
@@ -80,6 +99,8 @@ export function hushIdbCommit(db, tables, ops) {
 }
 "#)]
 extern "C" {
+    #[wasm_bindgen(js_name = hushIdbLock)]
+    fn idb_lock(name: &str) -> Promise;
     #[wasm_bindgen(js_name = hushIdbOpen)]
     fn idb_open(name: &str, tables: Array) -> Promise;
     #[wasm_bindgen(js_name = hushIdbGetMany)]
@@ -97,6 +118,9 @@ extern "C" {
     fn idb_commit(db: &JsValue, tables: Array, ops: Array) -> Promise;
 }
 
+/// Attempts (50 ms apart) to take a store's lock before reporting it held elsewhere.
+const LOCK_TRIES: u32 = 20;
+
 fn backend(e: JsValue) -> StoreError {
     StoreError::Backend(format!("IndexedDB: {}", js_error(&e)))
 }
@@ -112,14 +136,54 @@ fn bytes(value: &JsValue) -> Result<Vec<u8>, StoreError> {
 #[derive(Debug)]
 pub struct IndexedDbStore {
     db: JsValue,
+    /// Releases this tab's Web Lock on the store.
+    release: js_sys::Function,
 }
 
 impl IndexedDbStore {
     /// Opens (creating if needed) the IndexedDB database `name` of this origin.
+    ///
+    /// One tab at a time: the store holds a Web Lock (`navigator.locks`) named after the
+    /// database until it is dropped, and a second open while it is held fails with
+    /// [`StoreError::Locked`], as a second process opening a native store does. Two clients
+    /// on one store would each run the ratchet on the same sessions and corrupt them.
     pub async fn open(name: &str) -> Result<Self, StoreError> {
+        // A lock released a moment ago (the previous page of a reload, a store just dropped)
+        // may still be settling: wait up to a second before calling the store taken.
+        let mut tries = 0;
+        let release: js_sys::Function = loop {
+            let lock = JsFuture::from(idb_lock(name)).await.map_err(backend)?;
+            match lock.dyn_into() {
+                Ok(release) => break release,
+                Err(_) if tries < LOCK_TRIES => {
+                    tries += 1;
+                    crate::runtime::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(_) => return Err(StoreError::Locked),
+            }
+        };
         let tables: Array = Table::ALL.iter().map(|t| JsValue::from_str(t.name())).collect();
-        let db = JsFuture::from(idb_open(name, tables)).await.map_err(backend)?;
-        Ok(Self { db })
+        let db = match JsFuture::from(idb_open(name, tables)).await {
+            Ok(db) => db,
+            Err(e) => {
+                let _ = release.call0(&JsValue::NULL);
+                return Err(backend(e));
+            }
+        };
+        Ok(Self { db, release })
+    }
+}
+
+impl Drop for IndexedDbStore {
+    fn drop(&mut self) {
+        // Close the connection first, so the next holder of the lock can open (and, after a
+        // version change, upgrade) the database at once.
+        if let Ok(close) = js_sys::Reflect::get(&self.db, &"close".into())
+            && let Some(close) = close.dyn_ref::<js_sys::Function>()
+        {
+            let _ = close.call0(&self.db);
+        }
+        let _ = self.release.call0(&JsValue::NULL);
     }
 }
 

@@ -30,6 +30,12 @@ use crate::transport::{Connector, Deliveries, Link, TransportError};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a request may wait for its response.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Browsers expose neither WebSocket pings nor a keep-alive, so a dead path (a dropped NAT
+/// mapping, a laptop waking from sleep) would go unnoticed while the client only receives:
+/// the link sends a cheap request this often and closes itself if none comes back in time.
+const HEARTBEAT: Duration = Duration::from_secs(20);
+/// How long a heartbeat may take.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connects to a relay's WebSocket listener, e.g. `wss://relay.example:4443`.
 #[derive(Debug, Clone)]
@@ -175,10 +181,12 @@ impl WsLink {
         Ok((id, rx))
     }
 
-    fn send(&self, bytes: &[u8]) -> Result<(), TransportError> {
-        self.socket
-            .send_with_u8_array(bytes)
-            .map_err(|e| TransportError::Disconnected(js_error(&e)))
+    /// Sends on stream `id`; on failure the stream's route is dropped.
+    fn send(&self, id: u32, bytes: &[u8]) -> Result<(), TransportError> {
+        self.socket.send_with_u8_array(bytes).map_err(|e| {
+            self.shared.routes.borrow_mut().remove(&id);
+            TransportError::Disconnected(js_error(&e))
+        })
     }
 }
 
@@ -213,8 +221,8 @@ fn decode<M: prost::Message + Default>(body: &[u8]) -> Result<M, TransportError>
 impl Link for WsLink {
     async fn request(&self, body: request::Body) -> Result<response::Body, TransportError> {
         let (id, mut rx) = self.open_stream()?;
-        self.send(&ws::encode(id, &Request { body: Some(body) }))?;
-        self.send(&ws::fin(id))?;
+        self.send(id, &ws::encode(id, &Request { body: Some(body) }))?;
+        self.send(id, &ws::fin(id))?;
         let answer = crate::runtime::timeout(REQUEST_TIMEOUT, rx.recv()).await;
         self.shared.routes.borrow_mut().remove(&id);
         let Some(message) = answer else {
@@ -232,8 +240,12 @@ impl Link for WsLink {
     async fn subscribe(&self) -> Result<Box<dyn Deliveries>, TransportError> {
         let (id, mut rx) = self.open_stream()?;
         let subscribe = Request { body: Some(request::Body::Subscribe(wire::Subscribe {})) };
-        self.send(&ws::encode(id, &subscribe))?;
-        let body = next_frame(rx.recv().await)?
+        self.send(id, &ws::encode(id, &subscribe))?;
+        let Some(first) = crate::runtime::timeout(REQUEST_TIMEOUT, rx.recv()).await else {
+            self.shared.routes.borrow_mut().remove(&id);
+            return Err(TransportError::Disconnected("subscribe timed out".into()));
+        };
+        let body = next_frame(first)?
             .ok_or_else(|| TransportError::Protocol("subscription ended at once".into()))?;
         match into_result(decode(&body)?)? {
             response::Body::Subscribed(_) => {
@@ -243,11 +255,35 @@ impl Link for WsLink {
         }
     }
 
+    /// Also the heartbeat: while waiting, a `GetChallenge` (allowed in every state, answered
+    /// from memory) goes out every [`HEARTBEAT`]; no answer in time closes the link.
     async fn closed(&self) -> TransportError {
         let mut closed = self.shared.closed.subscribe();
-        let _ = closed.wait_for(|c| c.is_some()).await;
-        let why = closed.borrow().clone().unwrap_or_default();
-        TransportError::Disconnected(why)
+        loop {
+            if let Some(why) = closed.borrow_and_update().clone() {
+                return TransportError::Disconnected(why);
+            }
+            let heartbeat = async {
+                crate::runtime::sleep(HEARTBEAT).await;
+                let ping = request::Body::GetChallenge(wire::GetChallenge {});
+                crate::runtime::timeout(HEARTBEAT_TIMEOUT, self.request(ping)).await
+            };
+            tokio::select! {
+                _ = closed.changed() => {}
+                answer = heartbeat => match answer {
+                    // Any answer, even a refusal (rate limited, say), shows the path is alive.
+                    Some(Ok(_)) | Some(Err(TransportError::Relay { .. })) => {}
+                    Some(Err(e)) => {
+                        self.close();
+                        return e;
+                    }
+                    None => {
+                        self.close();
+                        return TransportError::Disconnected("heartbeat timed out".into());
+                    }
+                },
+            }
+        }
     }
 
     fn close(&self) {

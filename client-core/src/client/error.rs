@@ -77,6 +77,7 @@ impl ClientError {
             Self::NotPrimary => "not_primary",
             Self::WrongStoreKey => "wrong_store_key",
             Self::CorruptStore(_) => "corrupt_store",
+            Self::Store(StoreError::Locked) => "store_locked",
             Self::Store(_) => "storage",
             Self::Relay { code, .. } => code,
             Self::Network(_) => "network",

@@ -267,3 +267,27 @@ async fn bad_input_over_websocket_gets_the_same_typed_errors() {
         4000 + hush_protocol::close::PROTOCOL_VIOLATION as u16
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connection_limits_apply_before_the_websocket_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(dir.path(), &[("ws-tls", "false"), ("connections-per-ip", "1")]);
+    let first = connect_plain(&relay, true).await.unwrap();
+    // Over the per-IP limit the TCP connection is closed before any handshake.
+    assert!(connect_plain(&relay, true).await.is_err());
+    drop(first);
+    // The slot comes back once the relay has seen the first connection go.
+    let mut again = None;
+    for _ in 0..100 {
+        if let Ok(c) = connect_plain(&relay, true).await {
+            again = Some(c);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut again = again.expect("a freed slot is reusable");
+    assert!(matches!(
+        again.request(request::Body::GetChallenge(wire::GetChallenge {})).await,
+        Ok(response::Body::Challenge(_))
+    ));
+}
