@@ -1,6 +1,7 @@
 // End-to-end test of the web SDK in real headless Chromium: the demo page (built on the npm
 // package in wasm/pkg) in two browser contexts chats through the real relay binary over
 // WebSocket-over-TLS, one of them also chats with a native client (the `hush` CLI over QUIC),
+// what IndexedDB stores is ciphertext,
 // a reload keeps history, and a screenshot of the demo is saved to target/web-e2e/demo.png.
 //
 // Needs: wasm/pkg (scripts/build-wasm.sh), target/debug/hush-relay and target/debug/hush (or
@@ -125,6 +126,29 @@ test("two browsers chat through the relay, one also with a native client, and a 
   await bob.click("#send");
   await alice.waitForFunction(() =>
     [...document.querySelectorAll("#messages li .body")].some((e) => e.textContent.includes("loud and clear")));
+
+  // What IndexedDB holds is ciphertext: no stored key or value contains a message's text.
+  const scan = await alice.evaluate(async (needle) => {
+    const db = await new Promise((resolve, reject) => {
+      const r = indexedDB.open("hush-default");
+      r.onsuccess = () => resolve(r.result);
+      r.onerror = () => reject(r.error);
+    });
+    const hex = (b) => Array.from(new Uint8Array(b.buffer ?? b), (x) => x.toString(16).padStart(2, "0")).join("");
+    const target = hex(new TextEncoder().encode(needle));
+    let rows = 0, hits = 0;
+    for (const name of db.objectStoreNames) {
+      const store = () => db.transaction(name).objectStore(name);
+      const [keys, values] = await Promise.all(["getAllKeys", "getAll"].map((m) =>
+        new Promise((resolve) => { const r = store()[m](); r.onsuccess = () => resolve(r.result); })));
+      rows += values.length;
+      hits += [...keys, ...values].filter((b) => hex(b).includes(target)).length;
+    }
+    db.close();
+    return { rows, hits };
+  }, "loud and clear");
+  assert.ok(scan.rows > 10, `expected stored rows, got ${scan.rows}`);
+  assert.equal(scan.hits, 0, "plaintext found in IndexedDB");
 
   // A native device (QUIC, redb) chats with the browser (WebSocket, IndexedDB).
   const native = nativeClient(join(work, "native"));
