@@ -113,6 +113,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsClient<S> {
         assert!(matches!(r, Ok(response::Body::Authenticated(_))), "{r:?}");
     }
 
+    /// Subscribes on a new stream: `Subscribed`, then (an empty mailbox) `QueueEmpty`.
+    async fn subscribe(&mut self) -> u32 {
+        let sub = self.open();
+        let req = wire::Request { body: Some(request::Body::Subscribe(wire::Subscribe {})) };
+        self.send_raw(ws::encode(sub, &req)).await;
+        let m = self.recv_raw().await.unwrap();
+        let WsMessage::Frame { body, .. } = ws::decode(&m, 1 << 20).unwrap() else { panic!() };
+        assert!(matches!(
+            frame::decode::<Response>(body).unwrap().body,
+            Some(response::Body::Subscribed(_))
+        ));
+        assert!(matches!(self.push(sub).await, server_push::Body::QueueEmpty(_)));
+        sub
+    }
+
     async fn push(&mut self, id: u32) -> server_push::Body {
         let m = self.recv_raw().await.expect("push");
         let WsMessage::Frame { stream, body } = ws::decode(&m, frame::MAX_FRAME_LEN).unwrap()
@@ -144,19 +159,7 @@ async fn a_browser_style_client_registers_authenticates_and_receives_over_tls() 
         ErrorCode::NotAuthenticated
     );
     b.login(&bob, 1).await;
-    let sub = b.open();
-    b.send_raw(ws::encode(
-        sub,
-        &wire::Request { body: Some(request::Body::Subscribe(wire::Subscribe {})) },
-    ))
-    .await;
-    let m = b.recv_raw().await.unwrap();
-    let WsMessage::Frame { body, .. } = ws::decode(&m, 1 << 20).unwrap() else { panic!() };
-    assert!(matches!(
-        frame::decode::<Response>(body).unwrap().body,
-        Some(response::Body::Subscribed(_))
-    ));
-    assert!(matches!(b.push(sub).await, server_push::Body::QueueEmpty(_)));
+    let sub = b.subscribe().await;
 
     // Alice on QUIC sends; Bob gets it pushed on his WebSocket subscription and acks it.
     let a = relay.connect().await;
@@ -235,19 +238,7 @@ async fn bad_input_over_websocket_gets_the_same_typed_errors() {
     // Stream limit (1 here): a live subscription holds the only slot, so a request on another
     // stream is refused on that stream.
     c.login(&user, 1).await;
-    let sub = c.open();
-    c.send_raw(ws::encode(
-        sub,
-        &wire::Request { body: Some(request::Body::Subscribe(wire::Subscribe {})) },
-    ))
-    .await;
-    let m = c.recv_raw().await.unwrap();
-    let WsMessage::Frame { body, .. } = ws::decode(&m, 1 << 20).unwrap() else { panic!() };
-    assert!(matches!(
-        frame::decode::<Response>(body).unwrap().body,
-        Some(response::Body::Subscribed(_))
-    ));
-    assert!(matches!(c.push(sub).await, server_push::Body::QueueEmpty(_)));
+    c.subscribe().await;
     assert_eq!(
         c.request(request::Body::GetChallenge(wire::GetChallenge {})).await.unwrap_err(),
         ErrorCode::BadRequest
