@@ -32,17 +32,13 @@ fn is_spaceless_script(c: char) -> bool {
         | 0x20000..=0x2FFFF) // CJK extensions B–F
 }
 
-fn push(out: &mut BTreeSet<String>, word: &str) {
-    if out.len() >= MAX_TOKENS_PER_MESSAGE || word.is_empty() {
-        return;
-    }
+/// Cuts `word` to [`MAX_TOKEN_BYTES`] at a character boundary.
+fn cut(word: &str) -> &str {
     let mut cut = word.len().min(MAX_TOKEN_BYTES);
     while !word.is_char_boundary(cut) {
         cut -= 1;
     }
-    if let Some(w) = word.get(..cut) {
-        out.insert(w.to_owned());
-    }
+    word.get(..cut).unwrap_or_default()
 }
 
 /// NFKC, lower case, combining marks removed, NFC.
@@ -57,27 +53,44 @@ fn normalise(text: &str) -> String {
 
 /// The distinct tokens of `text`, normalised.
 pub fn tokens(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for_each_token(text, |t| {
+        out.insert(t.to_owned());
+    });
+    out
+}
+
+/// Calls `f` once for each distinct token of `text` (at most [`MAX_TOKENS_PER_MESSAGE`], the
+/// first ones to appear), without allocating per token: indexing a catch-up of thousands of
+/// messages mostly meets tokens it already has.
+pub fn for_each_token(text: &str, mut f: impl FnMut(&str)) {
     // ASCII is its own NFKC/NFD/NFC form and has no combining marks, so lower-casing is the
     // whole normalisation: the common case skips four Unicode passes.
     let normalised = if text.is_ascii() { text.to_ascii_lowercase() } else { normalise(text) };
-    let mut out = BTreeSet::new();
-    for word in normalised.unicode_words() {
-        if word.chars().any(is_spaceless_script) {
-            let mut run = String::new();
-            for c in word.chars() {
-                if is_spaceless_script(c) {
-                    push(&mut out, &std::mem::take(&mut run));
-                    push(&mut out, c.encode_utf8(&mut [0u8; 4]));
-                } else {
-                    run.push(c);
-                }
-            }
-            push(&mut out, &run);
-        } else {
-            push(&mut out, word);
+    let mut seen: foldhash::HashSet<&str> = foldhash::HashSet::default();
+    let mut emit = |token| {
+        let token = cut(token);
+        if !token.is_empty() && seen.len() < MAX_TOKENS_PER_MESSAGE && seen.insert(token) {
+            f(token);
         }
+    };
+    for (start, word) in normalised.unicode_word_indices() {
+        if !word.chars().any(is_spaceless_script) {
+            emit(word);
+            continue;
+        }
+        // Each spaceless-script character is a token; the runs between them are words.
+        let mut run = start;
+        for (i, c) in word.char_indices() {
+            if is_spaceless_script(c) {
+                let at = start + i;
+                emit(normalised.get(run..at).unwrap_or_default());
+                emit(normalised.get(at..at + c.len_utf8()).unwrap_or_default());
+                run = at + c.len_utf8();
+            }
+        }
+        emit(normalised.get(run..start + word.len()).unwrap_or_default());
     }
-    out
 }
 
 #[cfg(test)]
@@ -118,6 +131,15 @@ mod tests {
         #[test]
         fn ascii_fast_path_matches_full_normalisation(s in "[ -~\t\n]{0,200}") {
             prop_assert_eq!(s.to_ascii_lowercase(), normalise(&s));
+        }
+
+        #[test]
+        fn visiting_matches_collecting(s in "\\PC{0,300}") {
+            let mut visited = Vec::new();
+            for_each_token(&s, |t| visited.push(t.to_owned()));
+            let set: BTreeSet<String> = visited.iter().cloned().collect();
+            prop_assert_eq!(set.len(), visited.len(), "each token once");
+            prop_assert_eq!(set, tokens(&s));
         }
 
         #[test]

@@ -8,6 +8,8 @@
 
 use std::collections::HashMap;
 
+use foldhash::HashMapExt;
+
 use crate::Session;
 use hush_prekeys::{DevicePrekeys, IdentityKeyPair};
 use hush_protocol::{AccountKey, AccountKeyPair, DeviceList};
@@ -25,6 +27,11 @@ use crate::vault::Vault;
 pub const MAX_SESSIONS_PER_DEVICE: usize = 3;
 
 pub(crate) type AccountId = [u8; 32];
+
+/// The maps of a transaction. foldhash instead of SipHash: a catch-up hashes a dozen search
+/// tokens and several ids per message, and SipHash was a tenth of the time spent applying
+/// one. foldhash is seeded at random per map, so peers can't aim collisions at it.
+type Map<K, V> = foldhash::HashMap<K, V>;
 
 /// The device's state.
 pub(crate) struct Core {
@@ -88,8 +95,8 @@ impl Core {
 /// writes even before they reach the store.
 #[derive(Default)]
 pub(crate) struct Overlays {
-    messages: HashMap<Vec<u8>, Option<(Vec<u8>, MessageRecord)>>,
-    conversations: HashMap<Vec<u8>, Option<ConversationRecord>>,
+    messages: Map<Vec<u8>, Option<(Vec<u8>, MessageRecord)>>,
+    conversations: Map<Vec<u8>, Option<ConversationRecord>>,
 }
 
 /// One atomic change to the store, with its events.
@@ -98,14 +105,16 @@ pub(crate) struct Tx<'a> {
     pub vault: &'a Vault,
     pub batch: Batch,
     pub events: Vec<Event>,
-    messages: HashMap<Vec<u8>, Option<(Vec<u8>, MessageRecord)>>,
-    conversations: HashMap<Vec<u8>, Option<ConversationRecord>>,
+    messages: Map<Vec<u8>, Option<(Vec<u8>, MessageRecord)>>,
+    conversations: Map<Vec<u8>, Option<ConversationRecord>>,
     /// Ids of messages to write at commit, and whether each is new (needs its id row).
-    dirty_messages: HashMap<Vec<u8>, bool>,
+    dirty_messages: Map<Vec<u8>, bool>,
     /// Peers whose conversation summary changed.
     dirty_conversations: Vec<Vec<u8>>,
-    /// Search postings of this transaction's new messages: token → message keys.
-    postings: HashMap<String, Vec<Vec<u8>>>,
+    /// Keys of this transaction's new messages, in the order they were added.
+    new_keys: Vec<Vec<u8>>,
+    /// Search postings of this transaction's new messages: token → indexes into `new_keys`.
+    postings: Map<String, Vec<u32>>,
 }
 
 impl<'a> Tx<'a> {
@@ -122,9 +131,10 @@ impl<'a> Tx<'a> {
             events: Vec::new(),
             messages: overlays.messages,
             conversations: overlays.conversations,
-            dirty_messages: HashMap::new(),
+            dirty_messages: Map::new(),
             dirty_conversations: Vec::new(),
-            postings: HashMap::new(),
+            new_keys: Vec::new(),
+            postings: Map::new(),
         }
     }
 
@@ -199,6 +209,8 @@ impl<'a> Tx<'a> {
         if ids.is_empty() {
             return Ok(());
         }
+        self.messages.reserve(ids.len());
+        self.dirty_messages.reserve(ids.len());
         let idks: Vec<Vec<u8>> =
             ids.iter().map(|id| keys::message_id(self.vault, id).to_vec()).collect();
         let found = self.store.get_many(Table::MessageIds, idks.clone()).await?;
@@ -241,9 +253,16 @@ impl<'a> Tx<'a> {
     /// (a catch-up of hundreds of messages) is sealed and written once.
     pub fn put_message(&mut self, key: Vec<u8>, m: MessageRecord, new: bool) {
         if new {
-            for token in crate::search::tokens(&m.body) {
-                self.postings.entry(token).or_default().push(key.clone());
-            }
+            // Indexes, not key copies: a message has a dozen tokens, most already present.
+            let index = u32::try_from(self.new_keys.len()).unwrap_or(u32::MAX);
+            self.new_keys.push(key.clone());
+            let postings = &mut self.postings;
+            crate::search::for_each_token(&m.body, |token| match postings.get_mut(token) {
+                Some(list) => list.push(index),
+                None => {
+                    postings.insert(token.to_owned(), vec![index]);
+                }
+            });
         }
         *self.dirty_messages.entry(m.id.clone()).or_default() |= new;
         self.messages.insert(m.id.clone(), Some((key, m)));
@@ -284,6 +303,25 @@ impl<'a> Tx<'a> {
         };
         self.conversations.insert(peer.to_vec(), found.clone());
         Ok(found)
+    }
+
+    /// A conversation summary to change in place (created empty if new); written at commit.
+    pub async fn conversation_mut(
+        &mut self,
+        peer: &[u8],
+    ) -> Result<&mut ConversationRecord, ClientError> {
+        if !self.conversations.contains_key(peer) {
+            self.conversation(peer).await?;
+        }
+        if !self.dirty_conversations.iter().any(|p| p == peer) {
+            self.dirty_conversations.push(peer.to_vec());
+        }
+        let slot = self.conversations.entry(peer.to_vec()).or_default();
+        Ok(slot.get_or_insert_with(|| ConversationRecord {
+            version: crate::records::RECORD_VERSION,
+            peer: peer.to_vec(),
+            ..Default::default()
+        }))
     }
 
     /// Writes a conversation summary at commit.
@@ -329,11 +367,12 @@ impl<'a> Tx<'a> {
         // One postings row per token per transaction, keyed by its first message key (new
         // exactly once, so the row key is unique): a batch of n messages writes about as many
         // rows as it has distinct words, not one per word occurrence.
-        for (token, message_keys) in std::mem::take(&mut self.postings) {
-            let Some(first) = message_keys.first() else { continue };
+        let new_keys = std::mem::take(&mut self.new_keys);
+        let key_of = |i: &u32| new_keys.get(*i as usize).map(Vec::as_slice);
+        for (token, indexes) in std::mem::take(&mut self.postings) {
+            let Some(first) = indexes.first().and_then(key_of) else { continue };
             let k = keys::search(self.vault, &token, first);
-            let value =
-                PostingsRecord { version: crate::records::RECORD_VERSION, message_keys }.to_bytes();
+            let value = PostingsRecord::encode_keys(indexes.iter().filter_map(key_of));
             self.put(Table::SearchIndex, &k, &value);
         }
     }

@@ -101,7 +101,18 @@ impl EventHub {
             return;
         }
         let Ok(mut listeners) = self.listeners.lock() else { return };
-        listeners.retain(|l| events.iter().all(|e| l.send(e.clone()).is_ok()));
+        // The last listener takes the events themselves; only the others get copies.
+        let mut events = Some(events);
+        let last = listeners.len().saturating_sub(1);
+        let mut i = 0;
+        listeners.retain(|l| {
+            let mine = match i == last {
+                true => events.take().unwrap_or_default(),
+                false => events.clone().unwrap_or_default(),
+            };
+            i += 1;
+            mine.into_iter().all(|e| l.send(e).is_ok())
+        });
     }
 }
 

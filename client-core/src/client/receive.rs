@@ -16,7 +16,7 @@ use crate::Session;
 use crate::content::{self, Content, MAX_TEXT_CHARS, MESSAGE_ID_LEN, content::Body};
 use crate::message::{self, Incoming};
 use crate::records::{
-    ContactRecord, ConversationRecord, MessageRecord, OutboxRecord, RECORD_VERSION, Status, Trust,
+    ContactRecord, MessageRecord, OutboxRecord, RECORD_VERSION, Status, Trust,
     keys,
 };
 use crate::store::{Batch, Scan, Table};
@@ -48,7 +48,10 @@ pub(crate) async fn run(
         };
         let pushes = take_batch(first, deliveries.as_mut()).await?;
         let mut core = inner.core.lock().await;
+        let t0 = std::time::Instant::now();
+        let np = pushes.len();
         let mut current = prepare(inner, link, &mut core, pushes, Overlays::default()).await?;
+        eprintln!("TIMING first-prepare {np} {:?}", t0.elapsed());
         let mut rounds = 1;
         loop {
             let Prepared { batch, after, overlays } = current;
@@ -61,15 +64,17 @@ pub(crate) async fn run(
                 false => None,
             };
             let store = inner.store.as_ref();
+            let t0 = std::time::Instant::now();
             let (committed, next) = match next {
                 Some(pushes) => {
+                    let np = pushes.len();
                     let (c, n) = tokio::join!(
-                        store.commit(batch),
-                        prepare(inner, link, &mut core, pushes, overlays)
+                        async { let r = store.commit(batch).await; eprintln!("TIMING commit {:?}", t0.elapsed()); r },
+                        async { let r = prepare(inner, link, &mut core, pushes, overlays).await; eprintln!("TIMING prepare {np} {:?}", t0.elapsed()); r }
                     );
                     (c, Some(n))
                 }
-                None => (store.commit(batch).await, None),
+                None => { let r = store.commit(batch).await; eprintln!("TIMING commit-alone {:?}", t0.elapsed()); (r, None) },
             };
             if let Err(e) = committed {
                 reload(inner, &mut core).await;
@@ -220,15 +225,15 @@ async fn apply_batch<'a>(
         decrypted.push((sender, d, content));
     }
     // Duplicate checks for the whole batch in two reads.
-    let ids: Vec<Vec<u8>> = decrypted
-        .iter()
-        .flat_map(|(_, _, c)| match &c.body {
-            Some(Body::Text(t)) => vec![t.id.clone()],
-            Some(Body::SyncSent(s)) => s.text.iter().map(|t| t.id.clone()).collect(),
-            Some(Body::Receipt(r)) => r.ids.iter().take(10_000).cloned().collect(),
-            _ => Vec::new(),
-        })
-        .collect();
+    let mut ids: Vec<Vec<u8>> = Vec::with_capacity(decrypted.len());
+    for (_, _, c) in &decrypted {
+        match &c.body {
+            Some(Body::Text(t)) => ids.push(t.id.clone()),
+            Some(Body::SyncSent(s)) => ids.extend(s.text.iter().map(|t| t.id.clone())),
+            Some(Body::Receipt(r)) => ids.extend(r.ids.iter().take(10_000).cloned()),
+            _ => {}
+        }
+    }
     tx.prefetch_messages(&ids).await?;
     for (sender, d, content) in decrypted {
         apply(core, &mut tx, sender, d, content, &mut receipts).await?;
@@ -559,21 +564,18 @@ pub(crate) async fn store_message(
         return Ok(false);
     }
     let key = keys::message(tx.vault, &m.conversation, m.clock, &m.id);
-    let mut c = tx.conversation(&m.conversation).await?.unwrap_or_else(|| ConversationRecord {
-        version: RECORD_VERSION,
-        peer: m.conversation.clone(),
-        ..Default::default()
-    });
+    let c = tx.conversation_mut(&m.conversation).await?;
     if unread {
         c.unread += 1;
     }
     if (m.clock, m.id.as_slice()) > (c.last_clock, c.last_id.as_slice()) {
         c.last_clock = m.clock;
-        c.last_id = m.id.clone();
-        c.last_preview = m.body.chars().take(PREVIEW_CHARS).collect();
+        c.last_id.clone_from(&m.id);
+        // In place: a catch-up replaces the preview once per message.
+        c.last_preview.clear();
+        c.last_preview.extend(m.body.chars().take(PREVIEW_CHARS));
         c.last_at_ms = m.sent_at_ms;
     }
-    tx.put_conversation(c);
     tx.events.push(Event::MessageReceived { message: MessageView::from_record(&m) });
     tx.put_message(key, m, true);
     Ok(true)
