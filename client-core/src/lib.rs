@@ -40,6 +40,7 @@ pub mod browser;
 pub mod client;
 pub mod content;
 pub mod error;
+mod hashing;
 pub mod message;
 pub mod ratchet;
 pub mod records;

@@ -317,9 +317,7 @@ pub mod keys {
 
     /// `Sessions`: blind(account) ‖ device id.
     pub fn session(v: &Vault, account: &[u8], device: u32) -> Vec<u8> {
-        let mut k = account_prefix(v, account).to_vec();
-        k.extend_from_slice(&device.to_be_bytes());
-        k
+        [&account_prefix(v, account)[..], &device.to_be_bytes()].concat()
     }
 
     /// The blinded account prefix (sessions of one account; contacts; conversations).
@@ -330,10 +328,7 @@ pub mod keys {
     /// `Messages`: blind(conversation) ‖ clock ‖ message id — the conversation order, the same on
     /// every device because the clock and the id travel inside the message.
     pub fn message(v: &Vault, conversation: &[u8], clock: u64, id: &[u8]) -> Vec<u8> {
-        let mut k = v.blind(b"conversation", conversation).to_vec();
-        k.extend_from_slice(&clock.to_be_bytes());
-        k.extend_from_slice(id);
-        k
+        [&v.blind(b"conversation", conversation)[..], &clock.to_be_bytes(), id].concat()
     }
 
     /// The prefix of a conversation's messages.
@@ -349,9 +344,7 @@ pub mod keys {
     /// `SearchIndex`: blind(token) ‖ the first message key of the postings row (sealed
     /// [`PostingsRecord`] values; one row per token per commit).
     pub fn search(v: &Vault, token: &str, first_message_key: &[u8]) -> Vec<u8> {
-        let mut k = search_prefix(v, token).to_vec();
-        k.extend_from_slice(first_message_key);
-        k
+        [&search_prefix(v, token)[..], first_message_key].concat()
     }
 
     /// The prefix of one token's postings.

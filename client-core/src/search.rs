@@ -67,7 +67,7 @@ pub fn for_each_token(text: &str, mut f: impl FnMut(&str)) {
     // ASCII is its own NFKC/NFD/NFC form and has no combining marks, so lower-casing is the
     // whole normalisation: the common case skips four Unicode passes.
     let normalised = if text.is_ascii() { text.to_ascii_lowercase() } else { normalise(text) };
-    let mut seen: foldhash::HashSet<&str> = foldhash::HashSet::default();
+    let mut seen: crate::hashing::Set<&str> = crate::hashing::set();
     let mut emit = |token| {
         let token = cut(token);
         if !token.is_empty() && seen.len() < MAX_TOKENS_PER_MESSAGE && seen.insert(token) {

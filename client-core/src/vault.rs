@@ -147,14 +147,20 @@ impl Vault {
         }
         let nonce: [u8; NONCE_LEN] =
             sealed.get(1..1 + NONCE_LEN).and_then(|n| n.try_into().ok()).ok_or(SealError)?;
-        let (ct, tag) = sealed.get(1 + NONCE_LEN..).ok_or(SealError)?.split_at(
-            sealed.len() - 1 - NONCE_LEN - TAG_LEN,
-        );
+        let (ct, tag) = sealed
+            .get(1 + NONCE_LEN..)
+            .ok_or(SealError)?
+            .split_at(sealed.len() - 1 - NONCE_LEN - TAG_LEN);
         let tag = Tag::try_from(tag).map_err(|_| SealError)?;
         let cipher = XChaCha20Poly1305::new(&self.seal_key.into());
         let mut out = Zeroizing::new(ct.to_vec());
         with_aad(table, key, |aad| {
-            cipher.decrypt_inout_detached(&XNonce::from(nonce), aad, out.as_mut_slice().into(), &tag)
+            cipher.decrypt_inout_detached(
+                &XNonce::from(nonce),
+                aad,
+                out.as_mut_slice().into(),
+                &tag,
+            )
         })
         .map_err(|_| SealError)?;
         Ok(out)
@@ -191,6 +197,43 @@ mod tests {
         *tampered.last_mut().unwrap() ^= 1;
         assert_eq!(v.open(Table::Messages, b"k1", &tampered), Err(SealError));
         assert_eq!(v.open(Table::Messages, b"k1", &sealed[..10]), Err(SealError));
+    }
+
+    /// The format in the module docs, computed here with the crates' plain APIs: the in-place
+    /// sealing and the cached HMAC state must give exactly what they describe. Keys long enough
+    /// to spill the stack AAD buffer are covered too.
+    #[test]
+    fn matches_the_documented_format() {
+        use chacha20poly1305::aead::{Aead, Payload};
+        let store_key = StoreKey::from_bytes([5; 32]);
+        let v = Vault::new(&store_key);
+        let seal_key: Zeroizing<[u8; 32]> = hkdf_sha256(&[], &[5; 32], b"Hush_Store_Seal_v1");
+        let blind_key: Zeroizing<[u8; 32]> = hkdf_sha256(&[], &[5; 32], b"Hush_Store_Blind_v1");
+        let cipher = XChaCha20Poly1305::new(&(*seal_key).into());
+        for key in [b"k".to_vec(), vec![0xee; 300]] {
+            let mut aad = b"Hush_Store_v1messages\0".to_vec();
+            aad.extend_from_slice(&key);
+            let nonce = [3u8; NONCE_LEN];
+            let ct =
+                cipher.encrypt(&XNonce::from(nonce), Payload { msg: b"value", aad: &aad }).unwrap();
+            let reference = [&[SEALED_VERSION][..], &nonce, &ct].concat();
+            assert_eq!(v.open(Table::Messages, &key, &reference).unwrap().as_slice(), b"value");
+            let ours = v.seal(Table::Messages, &key, b"value");
+            let (n, body) = ours.get(1..).unwrap().split_at(NONCE_LEN);
+            let opened = cipher
+                .decrypt(
+                    &XNonce::from(<[u8; NONCE_LEN]>::try_from(n).unwrap()),
+                    Payload { msg: body, aad: &aad },
+                )
+                .unwrap();
+            assert_eq!(opened, b"value");
+        }
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&*blind_key).unwrap();
+        mac.update(&2u32.to_be_bytes());
+        mac.update(b"id");
+        mac.update(b"data");
+        let full = mac.finalize().into_bytes();
+        assert_eq!(v.blind(b"id", b"data").as_slice(), &full[..BLIND_LEN]);
     }
 
     #[test]

@@ -168,14 +168,18 @@ async fn catch_up(n: usize) -> Duration {
     alice.stop().await;
 
     let ctl = std::env::var("PERF_CTL").ok();
-    if let Some(c) = &ctl { std::fs::write(c, "enable\n").unwrap(); }
+    if let Some(c) = &ctl {
+        std::fs::write(c, "enable\n").unwrap();
+    }
     let t = Instant::now();
     bob.restart().await;
     bob.connected().await;
     let connect = t.elapsed();
     bob.expect("caught up", |e| matches!(e, Event::CaughtUp).then_some(())).await;
     let elapsed = t.elapsed();
-    if let Some(c) = &ctl { std::fs::write(c, "disable\n").unwrap(); }
+    if let Some(c) = &ctl {
+        std::fs::write(c, "disable\n").unwrap();
+    }
     println!(
         "catch-up n={n}: reopen + connect + auth took {:.1} ms of it",
         connect.as_secs_f64() * 1e3

@@ -8,8 +8,6 @@
 
 use std::collections::HashMap;
 
-use foldhash::HashMapExt;
-
 use crate::Session;
 use hush_prekeys::{DevicePrekeys, IdentityKeyPair};
 use hush_protocol::{AccountKey, AccountKeyPair, DeviceList};
@@ -28,10 +26,7 @@ pub const MAX_SESSIONS_PER_DEVICE: usize = 3;
 
 pub(crate) type AccountId = [u8; 32];
 
-/// The maps of a transaction. foldhash instead of SipHash: a catch-up hashes a dozen search
-/// tokens and several ids per message, and SipHash was a tenth of the time spent applying
-/// one. foldhash is seeded at random per map, so peers can't aim collisions at it.
-type Map<K, V> = foldhash::HashMap<K, V>;
+use crate::hashing::{Map, map};
 
 /// The device's state.
 pub(crate) struct Core {
@@ -93,10 +88,15 @@ impl Core {
 /// What a transaction read or wrote of messages and conversations. A transaction that starts
 /// while the previous one is still committing takes these over, so it reads its predecessor's
 /// writes even before they reach the store.
-#[derive(Default)]
 pub(crate) struct Overlays {
     messages: Map<Vec<u8>, Option<(Vec<u8>, MessageRecord)>>,
     conversations: Map<Vec<u8>, Option<ConversationRecord>>,
+}
+
+impl Default for Overlays {
+    fn default() -> Self {
+        Self { messages: map(), conversations: map() }
+    }
 }
 
 /// One atomic change to the store, with its events.
@@ -131,17 +131,22 @@ impl<'a> Tx<'a> {
             events: Vec::new(),
             messages: overlays.messages,
             conversations: overlays.conversations,
-            dirty_messages: Map::new(),
+            dirty_messages: map(),
             dirty_conversations: Vec::new(),
             new_keys: Vec::new(),
-            postings: Map::new(),
+            postings: map(),
         }
     }
 
     /// Seals and queues a put.
     pub fn put(&mut self, table: Table, key: &[u8], value: &[u8]) {
-        let sealed = self.vault.seal(table, key, value);
-        self.batch.put(table, key.to_vec(), sealed);
+        self.put_owned(table, key.to_vec(), value);
+    }
+
+    /// [`Tx::put`] for a key the caller already owns.
+    fn put_owned(&mut self, table: Table, key: Vec<u8>, value: &[u8]) {
+        let sealed = self.vault.seal(table, &key, value);
+        self.batch.put(table, key, sealed);
     }
 
     pub fn put_account(&mut self, core: &Core) {
@@ -357,7 +362,7 @@ impl<'a> Tx<'a> {
                 let idk = keys::message_id(self.vault, &id);
                 self.put(Table::MessageIds, &idk, &key);
             }
-            self.put(Table::Messages, &key, &value);
+            self.put_owned(Table::Messages, key, &value);
         }
         for peer in std::mem::take(&mut self.dirty_conversations) {
             let Some(Some(c)) = self.conversations.get(&peer) else { continue };
@@ -373,7 +378,7 @@ impl<'a> Tx<'a> {
             let Some(first) = indexes.first().and_then(key_of) else { continue };
             let k = keys::search(self.vault, &token, first);
             let value = PostingsRecord::encode_keys(indexes.iter().filter_map(key_of));
-            self.put(Table::SearchIndex, &k, &value);
+            self.put_owned(Table::SearchIndex, k, &value);
         }
     }
 }

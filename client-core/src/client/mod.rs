@@ -139,6 +139,9 @@ pub(crate) struct Inner {
     connector: Arc<dyn Connector>,
     options: ClientOptions,
     core: Mutex<Core>,
+    /// Calls from the app waiting for `core`: a catch-up lets go at its next batch when
+    /// this is non-zero.
+    app_waiting: std::sync::atomic::AtomicUsize,
     events: EventHub,
     link: StdMutex<Option<Arc<dyn Link>>>,
     outbox_ready: Notify,
@@ -242,7 +245,7 @@ impl Client {
     /// The account key (64 hex digits), for a recovery backup. Primary device only. Whoever
     /// holds it controls the account's device list: show it only behind the user's consent.
     pub async fn export_account_key(&self) -> Result<String, ClientError> {
-        let core = self.inner.core.lock().await;
+        let core = self.inner.lock_for_app().await;
         let key = core.account_key.as_ref().ok_or(ClientError::NotPrimary)?;
         Ok(hex::encode(*key.seed()))
     }
@@ -348,6 +351,7 @@ impl Client {
             connector: config.connector,
             options: config.options,
             core: Mutex::new(core),
+            app_waiting: std::sync::atomic::AtomicUsize::new(0),
             events: EventHub { listeners: StdMutex::new(Vec::new()) },
             link: StdMutex::new(None),
             outbox_ready: Notify::new(),
@@ -442,7 +446,7 @@ impl Client {
             return Err(bad());
         }
         let (list, device_id) = {
-            let core = self.inner.core.lock().await;
+            let core = self.inner.lock_for_app().await;
             let key = core.account_key.as_ref().ok_or(ClientError::NotPrimary)?;
             let current = core.own_list.clone().ok_or(ClientError::NotPrimary)?;
             if let Some(d) = current.devices.iter().find(|d| d.identity == identity) {
@@ -467,7 +471,7 @@ impl Client {
     /// mailbox purged, and our devices and contacts stop encrypting to it.
     pub async fn remove_device(&self, device_id: u32) -> Result<(), ClientError> {
         let list = {
-            let core = self.inner.core.lock().await;
+            let core = self.inner.lock_for_app().await;
             let key = core.account_key.as_ref().ok_or(ClientError::NotPrimary)?;
             if device_id == core.device_id() {
                 return Err(ClientError::InvalidArgument("a device cannot remove itself".into()));
@@ -490,7 +494,7 @@ impl Client {
             device_list: list.encoded().to_vec(),
         }))
         .await?;
-        let mut core = self.inner.core.lock().await;
+        let mut core = self.inner.lock_for_app().await;
         let mut tx = Tx::new(self.inner.store.as_ref(), &self.inner.vault);
         tx.put_own_list(&list);
         let me = core.me();
@@ -533,7 +537,7 @@ impl Client {
     }
 
     async fn account_id_bytes(&self) -> AccountId {
-        self.inner.core.lock().await.me()
+        self.inner.lock_for_app().await.me()
     }
 
     /// Our account id (64 hex digits): what contacts add.
@@ -543,12 +547,12 @@ impl Client {
 
     /// This device's id within the account.
     pub async fn device_id(&self) -> u32 {
-        self.inner.core.lock().await.device_id()
+        self.inner.lock_for_app().await.device_id()
     }
 
     /// Our account's devices, from its signed device list.
     pub async fn devices(&self) -> Vec<DeviceView> {
-        let core = self.inner.core.lock().await;
+        let core = self.inner.lock_for_app().await;
         let me = core.device_id();
         core.own_list
             .as_ref()
@@ -591,7 +595,7 @@ impl Client {
         }
         let link = self.link().await?;
         let list = connection::fetch_device_list(link.as_ref(), &id).await?;
-        let mut core = self.inner.core.lock().await;
+        let mut core = self.inner.lock_for_app().await;
         let mut tx = Tx::new(self.inner.store.as_ref(), &self.inner.vault);
         receive::apply_device_list(&mut core, &mut tx, &list, Some(name));
         let view = contact_view(core.contacts.get(&id).ok_or(ClientError::UnknownContact)?);
@@ -603,7 +607,7 @@ impl Client {
 
     /// Every contact.
     pub async fn contacts(&self) -> Vec<ContactView> {
-        let core = self.inner.core.lock().await;
+        let core = self.inner.lock_for_app().await;
         let mut v: Vec<ContactView> = core.contacts.values().map(contact_view).collect();
         v.sort_by(|a, b| a.name.cmp(&b.name).then(a.account_id.cmp(&b.account_id)));
         v
@@ -613,7 +617,7 @@ impl Client {
     /// same digits from the two account keys, which sign every device's identity.
     pub async fn safety_number(&self, contact: &str) -> Result<String, ClientError> {
         let id = parse_account(contact)?;
-        let core = self.inner.core.lock().await;
+        let core = self.inner.lock_for_app().await;
         if !core.contacts.contains_key(&id) {
             return Err(ClientError::UnknownContact);
         }
@@ -638,7 +642,7 @@ impl Client {
 
     async fn set_trust(&self, contact: &str, trust: Trust) -> Result<(), ClientError> {
         let id = parse_account(contact)?;
-        let mut core = self.inner.core.lock().await;
+        let mut core = self.inner.lock_for_app().await;
         let c = core.contacts.get_mut(&id).ok_or(ClientError::UnknownContact)?;
         c.trust = trust as i32;
         let c = c.clone();
@@ -665,7 +669,7 @@ impl Client {
         let peer = parse_account(conversation)?;
         let mut id = [0u8; MESSAGE_ID_LEN];
         rand::rng().fill(&mut id);
-        let mut core = self.inner.core.lock().await;
+        let mut core = self.inner.lock_for_app().await;
         let contact = core.contacts.get(&peer).ok_or(ClientError::UnknownContact)?;
         if contact.trust == Trust::Changed as i32 {
             return Err(ClientError::IdentityChanged);
@@ -718,7 +722,7 @@ impl Client {
     /// tells our other devices, so their unread counts clear too.
     pub async fn mark_read(&self, conversation: &str) -> Result<(), ClientError> {
         let peer = parse_account(conversation)?;
-        let mut core = self.inner.core.lock().await;
+        let mut core = self.inner.lock_for_app().await;
         let mut tx = Tx::new(self.inner.store.as_ref(), &self.inner.vault);
         let ids = receive::mark_seen(&mut tx, &peer, None).await?;
         if ids.is_empty() {
@@ -754,7 +758,7 @@ impl Client {
     /// stored by the relay; dropped if we are offline.
     pub async fn set_typing(&self, conversation: &str, started: bool) -> Result<(), ClientError> {
         let peer = parse_account(conversation)?;
-        if !self.inner.core.lock().await.contacts.contains_key(&peer) {
+        if !self.inner.lock_for_app().await.contacts.contains_key(&peer) {
             return Err(ClientError::UnknownContact);
         }
         let link = self
@@ -813,7 +817,7 @@ impl Client {
         let v = &self.inner.vault;
         let mut out = Vec::new();
         let rows = self.inner.store.scan(Scan::prefix(Table::Conversations, b"")).await?;
-        let core = self.inner.core.lock().await;
+        let core = self.inner.lock_for_app().await;
         for (k, sealed) in rows {
             let c = ConversationRecord::from_bytes(&v.open(Table::Conversations, &k, &sealed)?)?;
             let name = AccountId::try_from(c.peer.as_slice())
@@ -900,7 +904,7 @@ impl Client {
             l.close();
         }
         // Wait until the connection task has let go of the core (it holds it while committing).
-        let _core = self.inner.core.lock().await;
+        let _core = self.inner.lock_for_app().await;
         if let Ok(mut l) = self.inner.events.listeners.lock() {
             l.clear();
         }
@@ -923,6 +927,28 @@ fn contact_view(c: &ContactRecord) -> ContactView {
 }
 
 impl Inner {
+    /// Takes the state lock for a call from the app. A catch-up in progress sees the call
+    /// waiting and lets go at its next batch boundary, so the call waits for one batch, not
+    /// for the whole backlog.
+    async fn lock_for_app(&self) -> tokio::sync::MutexGuard<'_, Core> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        /// Counts the call as waiting until it has the lock, or is dropped while waiting.
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        self.app_waiting.fetch_add(1, Ordering::AcqRel);
+        let _waiting = Waiting(&self.app_waiting);
+        self.core.lock().await
+    }
+
+    /// Whether a call from the app is waiting for the state lock.
+    fn app_waiting(&self) -> bool {
+        self.app_waiting.load(std::sync::atomic::Ordering::Acquire) > 0
+    }
+
     fn current_link(&self) -> Option<Arc<dyn Link>> {
         self.link.lock().ok().and_then(|l| l.clone())
     }

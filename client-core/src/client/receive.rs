@@ -16,8 +16,7 @@ use crate::Session;
 use crate::content::{self, Content, MAX_TEXT_CHARS, MESSAGE_ID_LEN, content::Body};
 use crate::message::{self, Incoming};
 use crate::records::{
-    ContactRecord, MessageRecord, OutboxRecord, RECORD_VERSION, Status, Trust,
-    keys,
+    ContactRecord, MessageRecord, OutboxRecord, RECORD_VERSION, Status, Trust, keys,
 };
 use crate::store::{Batch, Scan, Table};
 use crate::transport::{Deliveries, Link};
@@ -25,8 +24,10 @@ use crate::transport::{Deliveries, Link};
 /// Most deliveries decrypted and committed together.
 pub const MAX_BATCH: usize = 1024;
 /// Most batches handled back to back (each one decrypted while its predecessor commits) before
-/// the client state is let go, so sends and reads from the app wait at most this many batches.
-const MAX_PIPELINE: usize = 8;
+/// the client state is let go for background work (the outbox sending the delivered receipts
+/// a catch-up owes). A call from the app doesn't wait for this: the run ends at the next batch
+/// once one is waiting.
+const MAX_PIPELINE: usize = 32;
 /// Longest preview kept in the conversation list, in characters.
 const PREVIEW_CHARS: usize = 100;
 
@@ -48,14 +49,14 @@ pub(crate) async fn run(
         };
         let pushes = take_batch(first, deliveries.as_mut()).await?;
         let mut core = inner.core.lock().await;
-        let t0 = std::time::Instant::now();
-        let np = pushes.len();
         let mut current = prepare(inner, link, &mut core, pushes, Overlays::default()).await?;
-        eprintln!("TIMING first-prepare {np} {:?}", t0.elapsed());
         let mut rounds = 1;
         loop {
             let Prepared { batch, after, overlays } = current;
-            let more = rounds < MAX_PIPELINE && !after.prekeys_used && !after.go_away;
+            let more = rounds < MAX_PIPELINE
+                && !after.prekeys_used
+                && !after.go_away
+                && !inner.app_waiting();
             let next = match more {
                 true => match deliveries.try_next().await? {
                     Some(p) => Some(take_batch(p, deliveries.as_mut()).await?),
@@ -64,17 +65,15 @@ pub(crate) async fn run(
                 false => None,
             };
             let store = inner.store.as_ref();
-            let t0 = std::time::Instant::now();
             let (committed, next) = match next {
                 Some(pushes) => {
-                    let np = pushes.len();
                     let (c, n) = tokio::join!(
-                        async { let r = store.commit(batch).await; eprintln!("TIMING commit {:?}", t0.elapsed()); r },
-                        async { let r = prepare(inner, link, &mut core, pushes, overlays).await; eprintln!("TIMING prepare {np} {:?}", t0.elapsed()); r }
+                        store.commit(batch),
+                        prepare(inner, link, &mut core, pushes, overlays)
                     );
                     (c, Some(n))
                 }
-                None => { let r = store.commit(batch).await; eprintln!("TIMING commit-alone {:?}", t0.elapsed()); (r, None) },
+                None => (store.commit(batch).await, None),
             };
             if let Err(e) = committed {
                 reload(inner, &mut core).await;
