@@ -23,7 +23,7 @@ pub(crate) type Set<T> = std::collections::HashSet<T, SeedableRandomState>;
 pub(crate) fn keyed() -> SeedableRandomState {
     static SHARED: OnceLock<SharedSeed> = OnceLock::new();
     let mut rng = rand::rng();
-    let shared = SHARED.get_or_init(|| SharedSeed::from_u64(rand::rng().random()));
+    let shared = SHARED.get_or_init(|| SharedSeed::from_u64(rng.random()));
     SeedableRandomState::with_seed(rng.random(), shared)
 }
 

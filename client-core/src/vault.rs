@@ -142,24 +142,21 @@ impl Vault {
         key: &[u8],
         sealed: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, SealError> {
-        if sealed.len() < 1 + NONCE_LEN + TAG_LEN || sealed.first() != Some(&SEALED_VERSION) {
+        // version ‖ nonce ‖ ciphertext ‖ tag; anything shorter than the fixed parts is refused.
+        let (&version, rest) = sealed.split_first().ok_or(SealError)?;
+        let (nonce, rest) = rest.split_first_chunk::<NONCE_LEN>().ok_or(SealError)?;
+        let (ct, tag) = rest.split_last_chunk::<TAG_LEN>().ok_or(SealError)?;
+        if version != SEALED_VERSION {
             return Err(SealError);
         }
-        let nonce: [u8; NONCE_LEN] =
-            sealed.get(1..1 + NONCE_LEN).and_then(|n| n.try_into().ok()).ok_or(SealError)?;
-        let (ct, tag) = sealed
-            .get(1 + NONCE_LEN..)
-            .ok_or(SealError)?
-            .split_at(sealed.len() - 1 - NONCE_LEN - TAG_LEN);
-        let tag = Tag::try_from(tag).map_err(|_| SealError)?;
         let cipher = XChaCha20Poly1305::new(&self.seal_key.into());
         let mut out = Zeroizing::new(ct.to_vec());
         with_aad(table, key, |aad| {
             cipher.decrypt_inout_detached(
-                &XNonce::from(nonce),
+                &XNonce::from(*nonce),
                 aad,
                 out.as_mut_slice().into(),
-                &tag,
+                &Tag::from(*tag),
             )
         })
         .map_err(|_| SealError)?;
@@ -197,6 +194,16 @@ mod tests {
         *tampered.last_mut().unwrap() ^= 1;
         assert_eq!(v.open(Table::Messages, b"k1", &tampered), Err(SealError));
         assert_eq!(v.open(Table::Messages, b"k1", &sealed[..10]), Err(SealError));
+        // The shortest valid value is the fixed parts alone; every prefix of it is refused.
+        let empty = v.seal(Table::Messages, b"k1", b"");
+        assert_eq!(empty.len(), 1 + NONCE_LEN + TAG_LEN);
+        assert!(v.open(Table::Messages, b"k1", &empty).unwrap().is_empty());
+        for n in 0..empty.len() {
+            assert_eq!(v.open(Table::Messages, b"k1", &empty[..n]), Err(SealError));
+        }
+        let mut versioned = sealed.clone();
+        versioned[0] = SEALED_VERSION.wrapping_add(1);
+        assert_eq!(v.open(Table::Messages, b"k1", &versioned), Err(SealError));
     }
 
     /// The format in the module docs, computed here with the crates' plain APIs: the in-place

@@ -14,6 +14,7 @@ use hush_protocol::{AccountKey, AccountKeyPair, DeviceList};
 
 use super::error::ClientError;
 use super::types::Event;
+use crate::hashing::{Map, map};
 use crate::records::{
     AccountRecord, ContactRecord, ConversationRecord, MessageRecord, PostingsRecord, Record,
     SessionRecord, keys, meta,
@@ -25,8 +26,6 @@ use crate::vault::Vault;
 pub const MAX_SESSIONS_PER_DEVICE: usize = 3;
 
 pub(crate) type AccountId = [u8; 32];
-
-use crate::hashing::{Map, map};
 
 /// The device's state.
 pub(crate) struct Core {
