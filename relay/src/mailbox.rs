@@ -308,26 +308,52 @@ impl<'t> Tables<'t> {
     }
 
     /// Removes one envelope; returns whether it existed. Unknown seqs are ignored, so acks are
-    /// idempotent.
-    fn remove(&mut self, account: &AccountId, device: u32, seq: u64) -> Result<bool, StoreError> {
+    /// idempotent. `meta` is the device's counters, which the caller reads once and writes
+    /// back once for a whole run of removals (an ack of a thousand envelopes).
+    fn remove(
+        &mut self,
+        account: &AccountId,
+        device: u32,
+        seq: u64,
+        meta: &mut MailboxMeta,
+    ) -> Result<bool, StoreError> {
         let Some(v) = self.mailbox.remove((*account, device, seq))? else { return Ok(false) };
         let entry = MailboxEntry::decode(v.value())?;
         drop(v);
         self.expiry.remove((entry.expires_at_ms, *account, device, seq))?;
-        let payload = self.payloads.get(entry.payload_id)?.map(|p| p.value().to_vec());
-        if let Some(p) = payload {
-            let (rc, bytes) = decode_payload(&p)?;
-            if rc <= 1 {
-                self.payloads.remove(entry.payload_id)?;
-            } else {
-                self.payloads.insert(entry.payload_id, encode_payload(rc - 1, bytes).as_slice())?;
-            }
+        // Removed first and put back only when other recipients still hold a reference: one
+        // B-tree operation for the common single-recipient payload instead of two.
+        let shared = match self.payloads.remove(entry.payload_id)? {
+            Some(p) => match decode_payload(p.value())? {
+                (rc, bytes) if rc > 1 => Some(encode_payload(rc - 1, bytes)),
+                _ => None,
+            },
+            None => None,
+        };
+        if let Some(p) = shared {
+            self.payloads.insert(entry.payload_id, p.as_slice())?;
         }
-        let mut meta: MailboxMeta = read_mailbox_meta(&self.meta, account, device)?;
         meta.count = meta.count.saturating_sub(1);
         meta.bytes = meta.bytes.saturating_sub(u64::from(entry.len));
-        self.meta.insert((*account, device), meta.encode().as_slice())?;
         Ok(true)
+    }
+
+    /// Removes envelopes of one device, reading and writing its counters once.
+    fn remove_all(
+        &mut self,
+        account: &AccountId,
+        device: u32,
+        seqs: impl IntoIterator<Item = u64>,
+    ) -> Result<u64, StoreError> {
+        let mut meta = read_mailbox_meta(&self.meta, account, device)?;
+        let mut n = 0;
+        for seq in seqs {
+            n += u64::from(self.remove(account, device, seq, &mut meta)?);
+        }
+        if n > 0 {
+            self.meta.insert((*account, device), meta.encode().as_slice())?;
+        }
+        Ok(n)
     }
 }
 
@@ -338,29 +364,22 @@ pub(crate) fn ack(
     device: u32,
     seqs: &[u64],
 ) -> Result<u64, StoreError> {
-    let mut t = Tables::open(txn)?;
-    let mut n = 0;
-    for &seq in seqs {
-        n += u64::from(t.remove(account, device, seq)?);
-    }
-    Ok(n)
+    Tables::open(txn)?.remove_all(account, device, seqs.iter().copied())
 }
 
 /// Deletes up to `max` envelopes whose retention ran out. Returns how many were deleted.
 pub(crate) fn sweep(txn: &WriteTransaction, now_ms: u64, max: usize) -> Result<u64, StoreError> {
     let mut t = Tables::open(txn)?;
-    let mut due = Vec::new();
-    for item in t.expiry.range(..(now_ms, [0u8; 32], 0, 0))? {
-        if due.len() >= max {
-            break;
-        }
+    // Grouped by device, so each device's counters are read and written once.
+    let mut due: BTreeMap<(AccountId, u32), Vec<u64>> = BTreeMap::new();
+    for item in t.expiry.range(..(now_ms, [0u8; 32], 0, 0))?.take(max) {
         let (k, _) = item?;
         let (_, account, device, seq) = k.value();
-        due.push((account, device, seq));
+        due.entry((account, device)).or_default().push(seq);
     }
     let mut n = 0;
-    for (account, device, seq) in due {
-        n += u64::from(t.remove(&account, device, seq)?);
+    for ((account, device), seqs) in due {
+        n += t.remove_all(&account, device, seqs)?;
     }
     Ok(n)
 }
@@ -377,9 +396,7 @@ pub(crate) fn purge_device(
         .range((*account, device, 0)..=(*account, device, u64::MAX))?
         .map(|item| item.map(|(k, _)| k.value().2))
         .collect::<Result<_, _>>()?;
-    for seq in seqs {
-        t.remove(account, device, seq)?;
-    }
+    t.remove_all(account, device, seqs)?;
     t.meta.remove((*account, device))?;
     Ok(())
 }

@@ -183,6 +183,7 @@ async fn multi_recipient_send_stores_each_payload_once_and_fans_out() {
         ephemeral: false,
     };
     a.send(send).await.unwrap();
+    let mut acked = 0;
     for (user, id, want) in
         [(&bob, 1, "group"), (&bob, 2, "group"), (&carol, 1, "group"), (&alice, 2, "sync")]
     {
@@ -190,6 +191,15 @@ async fn multi_recipient_send_stores_each_payload_once_and_fans_out() {
         let mut sub = c.subscribe().await.unwrap();
         let got = drain(&mut sub).await;
         assert_eq!(got, vec![(1, want.as_bytes().to_vec())]);
+        // Each ack drops one reference to the shared payload; the devices after it still read
+        // it, and the last ack deletes it.
+        sub.ack(vec![1]).await.unwrap();
+        acked += 1;
+        wait_for_metric(&relay, "hush_relay_envelopes_acked_total", acked).await;
+    }
+    for (user, id) in [(&bob, 1), (&carol, 1)] {
+        let c = user.login(&relay, id).await;
+        assert!(drain(&mut c.subscribe().await.unwrap()).await.is_empty());
     }
     // A device can't address itself, or the same device twice, or a payload that isn't there.
     let mut me = alice.envelopes(None);
