@@ -139,15 +139,10 @@ impl Store for RedbStore {
             return Ok(());
         }
         self.blocking(move |db| {
-            // Inserting in key order keeps consecutive inserts on the same B-tree pages (a
-            // catch-up's blinded keys arrive in hash order). Stable, so several changes to one
-            // key keep their order.
-            let mut ops = batch.into_ops();
-            ops.sort_by(|a, b| op_key(a).cmp(&op_key(b)));
             let tx = db.begin_write().map_err(backend)?;
             {
                 let mut tables = std::collections::HashMap::new();
-                for op in &ops {
+                for op in batch.ops() {
                     let table = match op {
                         Op::Put(t, ..) | Op::Delete(t, _) => *t,
                     };
@@ -155,7 +150,7 @@ impl Store for RedbStore {
                         e.insert(tx.open_table(definition(table)).map_err(backend)?);
                     }
                 }
-                for op in &ops {
+                for op in batch.ops() {
                     match op {
                         Op::Put(t, k, v) => {
                             if let Some(table) = tables.get_mut(t) {
@@ -174,12 +169,6 @@ impl Store for RedbStore {
             tx.commit().map_err(backend)
         })
         .await
-    }
-}
-
-fn op_key(op: &Op) -> (Table, &[u8]) {
-    match op {
-        Op::Put(t, k, _) | Op::Delete(t, k) => (*t, k.as_slice()),
     }
 }
 
