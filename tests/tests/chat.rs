@@ -252,6 +252,9 @@ async fn client_restart_keeps_sessions_history_and_outbox_and_relay_downtime_los
     // Sent while the relay is down: kept in the outbox, across a client restart too.
     let pending = alice.c().send_text(&bob_id, "five, while the relay is down").await.unwrap();
     assert_eq!(status_of(&alice, &bob_id, &pending).await, MessageStatus::Pending);
+    // Waiting for it to go out gives up after the time given, saying what is still queued.
+    let e = alice.c().flush(Duration::from_millis(200)).await.unwrap_err();
+    assert!(e.to_string().contains("outgoing items still queued"), "{e}");
     alice.restart().await;
     assert_eq!(status_of(&alice, &bob_id, &pending).await, MessageStatus::Pending);
     relay.restart();

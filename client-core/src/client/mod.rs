@@ -878,21 +878,23 @@ impl Client {
 
     /// Waits until the outbox is empty (everything sent was acked by the relay), up to `wait`.
     pub async fn flush(&self, wait: Duration) -> Result<(), ClientError> {
-        // Wall-clock milliseconds rather than `Instant`, which the browser target lacks.
-        let until = crate::runtime::now_ms()
-            .saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
-        loop {
-            let rows = self.inner.store.scan(Scan::prefix(Table::Outbox, b"")).await?;
-            if rows.is_empty() {
-                return Ok(());
+        // A timer rather than a wall-clock deadline, so a clock change can't cut the wait short
+        // or stretch it (the browser target has no `Instant`, but it has timers).
+        let outbox =
+            |limit| self.inner.store.scan(Scan { limit, ..Scan::prefix(Table::Outbox, b"") });
+        let emptied = crate::runtime::timeout(wait, async {
+            while !outbox(1).await?.is_empty() {
+                crate::runtime::sleep(Duration::from_millis(20)).await;
             }
-            if crate::runtime::now_ms() >= until {
-                return Err(ClientError::Network(format!(
-                    "{} outgoing items still queued",
-                    rows.len()
-                )));
-            }
-            crate::runtime::sleep(Duration::from_millis(20)).await;
+            Ok::<_, ClientError>(())
+        })
+        .await;
+        match emptied {
+            Some(done) => done,
+            None => Err(ClientError::Network(format!(
+                "{} outgoing items still queued",
+                outbox(0).await?.len()
+            ))),
         }
     }
 
