@@ -7,6 +7,9 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+/// Shortest accepted `idle_timeout_secs`: twice the clients' keep-alive interval.
+pub const MIN_IDLE_TIMEOUT_SECS: u64 = 10;
+
 /// Log output format.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, clap::ValueEnum,
@@ -188,8 +191,16 @@ impl Config {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return bad("tls_cert and tls_key go together");
         }
-        if self.max_streams_per_connection == 0 || self.idle_timeout_secs == 0 {
-            return bad("max_streams_per_connection and idle_timeout_secs must be positive");
+        if self.max_streams_per_connection == 0 {
+            return bad("max_streams_per_connection must be positive");
+        }
+        // Clients keep an idle connection open with a QUIC keep-alive every 5 s (hush-net) and a
+        // browser's WebSocket answers pings sent every third of the timeout; shorter timeouts
+        // would cut idle phones off between keep-alives and make them reconnect all day.
+        if self.idle_timeout_secs < MIN_IDLE_TIMEOUT_SECS {
+            return bad(
+                "idle_timeout_secs must be at least 10 (clients send a keep-alive every 5 s)",
+            );
         }
         let rates = [
             self.account_sends_per_second,
@@ -242,5 +253,10 @@ mod tests {
         ));
         let o = Overrides { max_request_bytes: Some(64 << 20), ..Default::default() };
         assert!(matches!(Config::load(None, o), Err(ConfigError::Invalid(_))));
+        let o = Overrides { idle_timeout_secs: Some(9), ..Default::default() };
+        let e = Config::load(None, o).unwrap_err();
+        assert!(e.to_string().contains("idle_timeout_secs must be at least 10"), "{e}");
+        let o = Overrides { idle_timeout_secs: Some(10), ..Default::default() };
+        assert_eq!(Config::load(None, o).unwrap().idle_timeout_secs, 10);
     }
 }

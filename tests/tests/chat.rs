@@ -353,3 +353,27 @@ async fn search_finds_words_in_any_script() {
     }
     assert!(bob.c().search("absent", 10).await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alives_hold_an_idle_connection_open() {
+    // The relay drops a connection after 10 s of silence; the client's QUIC keep-alives (every
+    // 5 s) must keep an idle one open past that, with no disconnect and reconnect.
+    let relay = Relay::start_with(&[("idle-timeout-secs", "10")]);
+    let mut alice = Device::create("alice", &relay).await;
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    assert_eq!(alice.c().connection_state(), ConnectionState::Connected);
+    let mut states = Vec::new();
+    while let Some(e) = alice.events.try_next() {
+        if let Event::ConnectionChanged { state } = e {
+            states.push(state);
+        }
+    }
+    // A dropped connection always passes through `Disconnected` before reconnecting.
+    assert!(!states.contains(&ConnectionState::Disconnected), "dropped while idle: {states:?}");
+    // Still usable.
+    let bob = Device::create("bob", &relay).await;
+    let bob_id = bob.id().await;
+    alice.c().add_contact(&bob_id, "Bob").await.unwrap();
+    alice.c().send_text(&bob_id, "still here").await.unwrap();
+    alice.c().flush(WAIT).await.unwrap();
+}

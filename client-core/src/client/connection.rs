@@ -1,8 +1,8 @@
 //! The connection loop: connect, authenticate, keep prekeys stocked, then run the delivery and
 //! outbox loops until the connection breaks; reconnect with exponential backoff and jitter.
 //!
-//! Heartbeats are QUIC keep-alives (every 20 s, hush-net), so a dead path is noticed by the
-//! transport's idle timeout and surfaces here as a closed link.
+//! Heartbeats are QUIC keep-alives (every 5 s, hush-net), so a dead path is noticed by the
+//! transport's 15 s idle timeout and surfaces here as a closed link.
 
 use std::sync::Arc;
 
