@@ -198,9 +198,10 @@ impl Config {
         // browser's WebSocket answers pings sent every third of the timeout; shorter timeouts
         // would cut idle phones off between keep-alives and make them reconnect all day.
         if self.idle_timeout_secs < MIN_IDLE_TIMEOUT_SECS {
-            return bad(
-                "idle_timeout_secs must be at least 10 (clients send a keep-alive every 5 s)",
-            );
+            return bad(&format!(
+                "idle_timeout_secs must be at least {MIN_IDLE_TIMEOUT_SECS} (clients send a \
+                 keep-alive every 5 s)"
+            ));
         }
         let rates = [
             self.account_sends_per_second,

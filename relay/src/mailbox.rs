@@ -323,15 +323,16 @@ impl<'t> Tables<'t> {
         self.expiry.remove((entry.expires_at_ms, *account, device, seq))?;
         // Removed first and put back only when other recipients still hold a reference: one
         // B-tree operation for the common single-recipient payload instead of two.
-        let shared = match self.payloads.remove(entry.payload_id)? {
-            Some(p) => match decode_payload(p.value())? {
-                (rc, bytes) if rc > 1 => Some(encode_payload(rc - 1, bytes)),
-                _ => None,
-            },
+        // (The removed value borrows the table, so the put-back waits until it is dropped.)
+        let lowered = match self.payloads.remove(entry.payload_id)? {
+            Some(p) => {
+                let (rc, bytes) = decode_payload(p.value())?;
+                (rc > 1).then(|| encode_payload(rc - 1, bytes))
+            }
             None => None,
         };
-        if let Some(p) = shared {
-            self.payloads.insert(entry.payload_id, p.as_slice())?;
+        if let Some(v) = lowered {
+            self.payloads.insert(entry.payload_id, v.as_slice())?;
         }
         meta.count = meta.count.saturating_sub(1);
         meta.bytes = meta.bytes.saturating_sub(u64::from(entry.len));
