@@ -4,8 +4,9 @@
 //! Guarantees:
 //! - A send is all or nothing: every check (device sets, sizes, quotas) runs before the first
 //!   write, and the whole send commits in one transaction with the rest of its group-commit batch.
-//! - Each payload is stored once, whatever the number of recipients, with a reference count;
-//!   the last ack (or expiry) of a reference deletes it.
+//! - Each payload is stored once, whatever the number of recipients: inside the mailbox entry
+//!   when it has one recipient, else in the payload table with a reference count, where the
+//!   last ack (or expiry) of a reference deletes it.
 //! - Each device mailbox numbers its envelopes 1, 2, 3, … without gaps, in commit order.
 //! - An envelope leaves a mailbox only by the device's ack, by expiry after the retention
 //!   period, or when the device is removed from its account.
@@ -17,8 +18,8 @@ use redb::{ReadableTable, Table, WriteTransaction};
 
 use crate::error::{RelayError, StoreError};
 use crate::store::{
-    AccountId, DEVICES, EXPIRY, MAILBOX, MAILBOX_META, META, MailboxEntry, MailboxMeta, PAYLOADS,
-    decode_payload, encode_payload, read_devices, read_mailbox_meta,
+    AccountId, DEVICES, EXPIRY, INLINE, MAILBOX, MAILBOX_META, META, MailboxEntry, MailboxMeta,
+    PAYLOADS, decode_payload, encode_payload, read_devices, read_mailbox_meta,
 };
 
 /// One addressed device in a validated send.
@@ -254,24 +255,29 @@ pub fn store_batch(
             }
         }
         let mut ids = Vec::with_capacity(send.payloads.len());
-        for (p, rc) in send.payloads.iter().zip(&refcounts) {
-            payloads.insert(next_payload, encode_payload(*rc, p).as_slice())?;
+        for (p, &rc) in send.payloads.iter().zip(&refcounts) {
+            if rc == 1 {
+                ids.push(INLINE);
+                continue;
+            }
+            payloads.insert(next_payload, encode_payload(rc, p).as_slice())?;
             ids.push(next_payload);
             next_payload += 1;
         }
         let mut touched = Vec::with_capacity(send.recipients.len());
         for (r, mut meta) in send.recipients.iter().zip(planned) {
-            let len = send.payloads.get(r.payload).map_or(0, Vec::len);
+            let payload = send.payloads.get(r.payload).map_or(&[][..], Vec::as_slice);
+            let len = payload.len();
             let seq = meta.next_seq.max(1);
             let entry = MailboxEntry {
-                payload_id: ids.get(r.payload).copied().unwrap_or_default(),
+                payload_id: ids.get(r.payload).copied().unwrap_or(INLINE),
                 sender_account: send.sender.0,
                 sender_device: send.sender.1,
                 server_time_ms: now_ms,
                 expires_at_ms,
                 len: u32::try_from(len).unwrap_or(u32::MAX),
             };
-            mailbox.insert((r.account, r.device, seq), entry.encode().as_slice())?;
+            mailbox.insert((r.account, r.device, seq), entry.encode(payload).as_slice())?;
             expiry.insert((expires_at_ms, r.account, r.device, seq), ())?;
             meta.next_seq = seq + 1;
             meta.count += 1;
@@ -307,54 +313,65 @@ impl<'t> Tables<'t> {
         })
     }
 
-    /// Removes one envelope; returns whether it existed. Unknown seqs are ignored, so acks are
-    /// idempotent. `meta` is the device's counters, which the caller reads once and writes
-    /// back once for a whole run of removals (an ack of a thousand envelopes).
-    fn remove(
+    /// Deletes what a removed mailbox entry held besides itself: its expiry index row and its
+    /// reference to a shared payload, and its share of the device's counters.
+    fn release(
         &mut self,
         account: &AccountId,
         device: u32,
         seq: u64,
+        entry: &MailboxEntry,
         meta: &mut MailboxMeta,
-    ) -> Result<bool, StoreError> {
-        let Some(v) = self.mailbox.remove((*account, device, seq))? else { return Ok(false) };
-        let entry = MailboxEntry::decode(v.value())?;
-        drop(v);
+    ) -> Result<(), StoreError> {
         self.expiry.remove((entry.expires_at_ms, *account, device, seq))?;
-        // Removed first and put back only when other recipients still hold a reference: one
-        // B-tree operation for the common single-recipient payload instead of two.
-        // (The removed value borrows the table, so the put-back waits until it is dropped.)
-        let lowered = match self.payloads.remove(entry.payload_id)? {
-            Some(p) => {
-                let (rc, bytes) = decode_payload(p.value())?;
-                (rc > 1).then(|| encode_payload(rc - 1, bytes))
+        if entry.payload_id != INLINE {
+            // Removed first and put back only when other recipients still hold a reference.
+            // (The removed value borrows the table, so the put-back waits until it is dropped.)
+            let lowered = match self.payloads.remove(entry.payload_id)? {
+                Some(p) => {
+                    let (rc, bytes) = decode_payload(p.value())?;
+                    (rc > 1).then(|| encode_payload(rc - 1, bytes))
+                }
+                None => None,
+            };
+            if let Some(v) = lowered {
+                self.payloads.insert(entry.payload_id, v.as_slice())?;
             }
-            None => None,
-        };
-        if let Some(v) = lowered {
-            self.payloads.insert(entry.payload_id, v.as_slice())?;
         }
         meta.count = meta.count.saturating_sub(1);
         meta.bytes = meta.bytes.saturating_sub(u64::from(entry.len));
-        Ok(true)
+        Ok(())
     }
 
-    /// Removes envelopes of one device, reading and writing its counters once.
+    /// Removes envelopes of one device, reading and writing its counters once. Unknown seqs
+    /// are ignored, so acks are idempotent. Returns how many existed.
+    ///
+    /// Key by key, in order. (redb 4.1's range extraction deletes key by key too, copying the
+    /// leaf each time; 4.2 made it work leaf by leaf, see docs/BENCHMARKS.md.)
     fn remove_all(
         &mut self,
         account: &AccountId,
         device: u32,
         seqs: impl IntoIterator<Item = u64>,
     ) -> Result<u64, StoreError> {
-        let mut meta = read_mailbox_meta(&self.meta, account, device)?;
-        let mut n = 0;
+        let mut seqs: Vec<u64> = seqs.into_iter().collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        let mut removed = Vec::with_capacity(seqs.len());
         for seq in seqs {
-            n += u64::from(self.remove(account, device, seq, &mut meta)?);
+            if let Some(v) = self.mailbox.remove((*account, device, seq))? {
+                removed.push((seq, MailboxEntry::decode(v.value())?.0));
+            }
         }
-        if n > 0 {
-            self.meta.insert((*account, device), meta.encode().as_slice())?;
+        if removed.is_empty() {
+            return Ok(0);
         }
-        Ok(n)
+        let mut meta = read_mailbox_meta(&self.meta, account, device)?;
+        for (seq, entry) in &removed {
+            self.release(account, device, *seq, entry, &mut meta)?;
+        }
+        self.meta.insert((*account, device), meta.encode().as_slice())?;
+        Ok(removed.len() as u64)
     }
 }
 
@@ -407,6 +424,123 @@ mod tests {
     use super::*;
     use hush_protocol::wire;
     use proptest::prelude::*;
+    use redb::{ReadableDatabase, ReadableTableMetadata};
+
+    const A: AccountId = [1; 32];
+    const B: AccountId = [2; 32];
+    const QUOTAS: Quotas = Quotas { max_envelopes: 100, max_bytes: 1 << 20, retention_ms: 1_000 };
+
+    /// A store where A has device 1 and B has devices 1 and 2.
+    fn store() -> (tempfile::TempDir, crate::store::Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("relay.redb")).unwrap();
+        let txn = store.db.begin_write().unwrap();
+        {
+            let mut devices = txn.open_table(DEVICES).unwrap();
+            devices
+                .insert(
+                    A,
+                    [&[1u8][..], &1u32.to_be_bytes(), &7u32.to_be_bytes()].concat().as_slice(),
+                )
+                .unwrap();
+            let b = [
+                &[1u8][..],
+                &1u32.to_be_bytes(),
+                &7u32.to_be_bytes(),
+                &2u32.to_be_bytes(),
+                &7u32.to_be_bytes(),
+            ]
+            .concat();
+            devices.insert(B, b.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+        (dir, store)
+    }
+
+    fn send_to_b(payloads: &[&[u8]], which: [usize; 2]) -> Send {
+        let recipients = (1..=2)
+            .zip(which)
+            .map(|(device, payload)| Recipient { account: B, device, registration_id: 7, payload })
+            .collect();
+        Send { sender: (A, 1), payloads: payloads.iter().map(|p| p.to_vec()).collect(), recipients }
+    }
+
+    fn write<R>(store: &crate::store::Store, f: impl FnOnce(&WriteTransaction) -> R) -> R {
+        let txn = store.db.begin_write().unwrap();
+        let r = f(&txn);
+        txn.commit().unwrap();
+        r
+    }
+
+    fn rows(store: &crate::store::Store) -> (u64, u64, u64) {
+        let txn = store.db.begin_read().unwrap();
+        (
+            txn.open_table(MAILBOX).unwrap().len().unwrap(),
+            txn.open_table(PAYLOADS).unwrap().len().unwrap(),
+            txn.open_table(EXPIRY).unwrap().len().unwrap(),
+        )
+    }
+
+    /// One-recipient payloads live in their mailbox entry and shared ones in the payload table
+    /// (v1 entries, as earlier relays wrote every entry), and acks of either kind delete exactly
+    /// what they name, with the counters following.
+    #[test]
+    fn inline_and_shared_payloads_store_deliver_and_ack() {
+        let (_dir, store) = store();
+        // seq 1: shared by both of B's devices; seqs 2..=11: one ciphertext per device.
+        let mut sends = vec![send_to_b(&[b"group"], [0, 0])];
+        sends.extend(
+            (0..10).map(|i| send_to_b(&[format!("to 1 #{i}").as_bytes(), b"to 2"], [0, 1])),
+        );
+        let batch: Vec<(&Send, u64)> = sends.iter().map(|s| (s, 5)).collect();
+        let out = write(&store, |txn| store_batch(txn, &batch, QUOTAS).unwrap());
+        assert!(out.iter().all(Result::is_ok));
+        assert_eq!(rows(&store), (22, 1, 22), "one payload row, for the shared payload only");
+
+        let drained = store.read_mailbox(&B, 1, 0, 100).unwrap();
+        let bodies: Vec<&[u8]> = drained.iter().map(|(_, _, p)| p.as_slice()).collect();
+        assert_eq!(bodies[0], b"group");
+        assert_eq!(bodies[1], b"to 1 #0");
+        assert_eq!(bodies[10], b"to 1 #9");
+        assert_eq!(
+            drained.iter().map(|(s, _, _)| *s).collect::<Vec<_>>(),
+            (1..=11).collect::<Vec<_>>()
+        );
+        assert_eq!(drained[1].1.len, 7);
+
+        // The shared payload keeps one reference; a repeated or unknown seq counts nothing.
+        assert_eq!(write(&store, |txn| ack(txn, &B, 1, &[11, 1, 1, 99]).unwrap()), 2);
+        assert_eq!(rows(&store), (20, 1, 20));
+        // Out of order.
+        assert_eq!(write(&store, |txn| ack(txn, &B, 1, &[2, 3, 5, 4, 6, 7, 8, 9, 10]).unwrap()), 9);
+        assert!(store.read_mailbox(&B, 1, 0, 100).unwrap().is_empty());
+        // B's second device still reads the shared payload, then its ack deletes it.
+        assert_eq!(store.read_mailbox(&B, 2, 0, 1).unwrap()[0].2, b"group");
+        assert_eq!(
+            write(&store, |txn| ack(txn, &B, 2, &(1..=11).collect::<Vec<_>>()).unwrap()),
+            11
+        );
+        assert_eq!(rows(&store), (0, 0, 0));
+        let txn = store.db.begin_read().unwrap();
+        let meta = txn.open_table(MAILBOX_META).unwrap();
+        for device in [1, 2] {
+            let m = read_mailbox_meta(&meta, &B, device).unwrap();
+            assert_eq!((m.count, m.bytes, m.next_seq), (0, 0, 12));
+        }
+    }
+
+    /// The sweeper deletes expired envelopes of both kinds, and only those.
+    #[test]
+    fn sweep_deletes_expired_inline_and_shared_envelopes() {
+        let (_dir, store) = store();
+        let old = [send_to_b(&[b"group"], [0, 0]), send_to_b(&[b"a", b"b"], [0, 1])];
+        let new = send_to_b(&[b"c", b"d"], [0, 1]);
+        let batch: Vec<(&Send, u64)> = old.iter().map(|s| (s, 0)).chain([(&new, 10_000)]).collect();
+        write(&store, |txn| store_batch(txn, &batch, QUOTAS).unwrap());
+        assert_eq!(write(&store, |txn| sweep(txn, 5_000, 100).unwrap()), 4);
+        assert_eq!(rows(&store), (2, 0, 2));
+        assert_eq!(store.read_mailbox(&B, 2, 0, 10).unwrap()[0].2, b"d");
+    }
 
     fn envelope() -> impl Strategy<Value = wire::Envelope> {
         (

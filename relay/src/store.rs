@@ -37,13 +37,15 @@ pub(crate) const KEM_PREKEYS: TableDefinition<(AccountId, u32, u32), &[u8]> =
 /// (account, device) → v1 ‖ encoded signed last-resort KEM prekey.
 pub(crate) const LAST_RESORT_KEM: TableDefinition<(AccountId, u32), &[u8]> =
     TableDefinition::new("last_resort_kem_prekeys");
-/// (account, device, seq) → mailbox entry.
+/// (account, device, seq) → mailbox entry ([`MailboxEntry`]: with its payload inline when it
+/// has one recipient, else a reference into [`PAYLOADS`]).
 pub(crate) const MAILBOX: TableDefinition<(AccountId, u32, u64), &[u8]> =
     TableDefinition::new("mailbox");
 /// (account, device) → mailbox counters.
 pub(crate) const MAILBOX_META: TableDefinition<(AccountId, u32), &[u8]> =
     TableDefinition::new("mailbox_meta");
-/// payload id → v1 ‖ refcount u32 ‖ bytes. Shared by every mailbox entry that references it.
+/// payload id → v1 ‖ refcount u32 ‖ bytes: a payload with several recipients (a group message),
+/// shared by every mailbox entry that references it.
 pub(crate) const PAYLOADS: TableDefinition<u64, &[u8]> = TableDefinition::new("payloads");
 /// (expires at ms, account, device, seq) → (). The retention sweeper walks this in order.
 pub(crate) const EXPIRY: TableDefinition<(u64, AccountId, u32, u64), ()> =
@@ -125,11 +127,16 @@ impl Store {
             }
             let (key, value) = item?;
             let (_, _, seq) = key.value();
-            let entry = MailboxEntry::decode(value.value())?;
-            let payload =
-                payloads.get(entry.payload_id)?.ok_or(StoreError::Corrupt("payload reference"))?;
-            let (_, bytes) = decode_payload(payload.value())?;
-            out.push((seq, entry, bytes.to_vec()));
+            let (entry, inline) = MailboxEntry::decode(value.value())?;
+            let bytes = match entry.payload_id {
+                INLINE => inline.to_vec(),
+                id => {
+                    let payload =
+                        payloads.get(id)?.ok_or(StoreError::Corrupt("payload reference"))?;
+                    decode_payload(payload.value())?.1.to_vec()
+                }
+            };
+            out.push((seq, entry, bytes));
         }
         Ok(out)
     }
@@ -230,9 +237,18 @@ pub(crate) fn strip_version<'a>(
 }
 
 /// One stored envelope: where its payload is and who sent it.
+///
+/// Two record versions, each with one meaning, so what an earlier relay wrote reads unchanged:
+/// - v1 `0x01 ‖ payload id u64 ‖ sender account (32) ‖ sender device u32 ‖ server time u64 ‖
+///   expires at u64 ‖ payload length u32`: the payload is shared by several recipients and
+///   lives in [`PAYLOADS`] under its id, with a reference count;
+/// - v2 `0x02 ‖ sender account (32) ‖ sender device u32 ‖ server time u64 ‖ expires at u64 ‖
+///   payload`: the payload has this one recipient and is stored in the entry itself. That is
+///   every 1:1 envelope (each device has its own ciphertext), and it saves a B-tree insert on
+///   send, a lookup on delivery and a delete on ack.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MailboxEntry {
-    /// Key into the payload table.
+    /// Key into the payload table, or [`INLINE`] when the payload is in the entry itself.
     pub payload_id: u64,
     /// Sender account.
     pub sender_account: AccountId,
@@ -246,10 +262,26 @@ pub struct MailboxEntry {
     pub len: u32,
 }
 
+/// The `payload_id` of an entry that carries its payload (payload ids start at 1).
+pub const INLINE: u64 = 0;
 const ENTRY_LEN: usize = 1 + 8 + 32 + 4 + 8 + 8 + 4;
+const INLINE_HEADER_LEN: usize = 1 + 32 + 4 + 8 + 8;
+const RECORD_V2: u8 = 2;
 
 impl MailboxEntry {
-    pub(crate) fn encode(&self) -> Vec<u8> {
+    /// Encodes the entry; `inline` is its payload when `payload_id` is [`INLINE`] (and is
+    /// ignored otherwise).
+    pub(crate) fn encode(&self, inline: &[u8]) -> Vec<u8> {
+        if self.payload_id == INLINE {
+            let mut out = Vec::with_capacity(INLINE_HEADER_LEN + inline.len());
+            out.push(RECORD_V2);
+            out.extend_from_slice(&self.sender_account);
+            out.extend_from_slice(&self.sender_device.to_be_bytes());
+            out.extend_from_slice(&self.server_time_ms.to_be_bytes());
+            out.extend_from_slice(&self.expires_at_ms.to_be_bytes());
+            out.extend_from_slice(inline);
+            return out;
+        }
         let mut out = Vec::with_capacity(ENTRY_LEN);
         out.push(RECORD_V1);
         out.extend_from_slice(&self.payload_id.to_be_bytes());
@@ -261,21 +293,43 @@ impl MailboxEntry {
         out
     }
 
-    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+    /// Decodes an entry and its inline payload (empty for an entry whose payload is shared).
+    pub(crate) fn decode(bytes: &[u8]) -> Result<(Self, &[u8]), StoreError> {
         let corrupt = || StoreError::Corrupt("mailbox entry");
-        if bytes.len() != ENTRY_LEN {
-            return Err(corrupt());
-        }
-        let body = strip_version(bytes, "mailbox entry")?;
+        let (&version, body) = bytes.split_first().ok_or_else(corrupt)?;
         let mut r = Fields(body);
-        Ok(Self {
-            payload_id: r.u64().ok_or_else(corrupt)?,
-            sender_account: r.array().ok_or_else(corrupt)?,
-            sender_device: r.u32().ok_or_else(corrupt)?,
-            server_time_ms: r.u64().ok_or_else(corrupt)?,
-            expires_at_ms: r.u64().ok_or_else(corrupt)?,
-            len: r.u32().ok_or_else(corrupt)?,
-        })
+        match version {
+            RECORD_V1 if bytes.len() == ENTRY_LEN => {
+                let payload_id = r.u64().filter(|&id| id != INLINE).ok_or_else(corrupt)?;
+                let entry = Self {
+                    payload_id,
+                    sender_account: r.array().ok_or_else(corrupt)?,
+                    sender_device: r.u32().ok_or_else(corrupt)?,
+                    server_time_ms: r.u64().ok_or_else(corrupt)?,
+                    expires_at_ms: r.u64().ok_or_else(corrupt)?,
+                    len: r.u32().ok_or_else(corrupt)?,
+                };
+                Ok((entry, &[]))
+            }
+            RECORD_V2 => {
+                let sender_account = r.array().ok_or_else(corrupt)?;
+                let sender_device = r.u32().ok_or_else(corrupt)?;
+                let server_time_ms = r.u64().ok_or_else(corrupt)?;
+                let expires_at_ms = r.u64().ok_or_else(corrupt)?;
+                let payload = r.0;
+                let len = u32::try_from(payload.len()).map_err(|_| corrupt())?;
+                let entry = Self {
+                    payload_id: INLINE,
+                    sender_account,
+                    sender_device,
+                    server_time_ms,
+                    expires_at_ms,
+                    len,
+                };
+                Ok((entry, payload))
+            }
+            _ => Err(corrupt()),
+        }
     }
 }
 
@@ -363,13 +417,22 @@ mod tests {
             expires_at_ms: 0x20,
             len: 5,
         };
-        let bytes = e.encode();
+        let bytes = e.encode(b"ignored");
         let mut expected = vec![1, 0, 0, 0, 0, 0, 0, 1, 2];
         expected.extend_from_slice(&[0xaa; 32]);
         expected.extend_from_slice(&[0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0x10]);
         expected.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0x20, 0, 0, 0, 5]);
         assert_eq!(bytes, expected);
-        assert_eq!(MailboxEntry::decode(&bytes).unwrap(), e);
+        assert_eq!(MailboxEntry::decode(&bytes).unwrap(), (e.clone(), &[][..]));
+
+        let inline = MailboxEntry { payload_id: INLINE, len: 2, ..e };
+        let bytes = inline.encode(b"xy");
+        let mut expected = vec![2];
+        expected.extend_from_slice(&[0xaa; 32]);
+        expected.extend_from_slice(&[0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0x10]);
+        expected.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0x20, b'x', b'y']);
+        assert_eq!(bytes, expected);
+        assert_eq!(MailboxEntry::decode(&bytes).unwrap(), (inline, &b"xy"[..]));
 
         let m = MailboxMeta { next_seq: 3, count: 2, bytes: 9 };
         assert_eq!(
@@ -382,7 +445,12 @@ mod tests {
 
     #[test]
     fn unknown_record_versions_are_corrupt_not_panics() {
-        assert!(MailboxEntry::decode(&[2; ENTRY_LEN]).is_err());
+        assert!(MailboxEntry::decode(&[3; ENTRY_LEN]).is_err());
+        assert!(MailboxEntry::decode(&[2; INLINE_HEADER_LEN - 1]).is_err());
+        // A v1 entry names a shared payload; the inline id there is corruption.
+        let mut v1 = vec![1u8; ENTRY_LEN];
+        v1[1..9].fill(0);
+        assert!(MailboxEntry::decode(&v1).is_err());
         assert!(MailboxMeta::decode(&[]).is_err());
         assert!(decode_payload(&[1, 0]).is_err());
     }
