@@ -343,11 +343,8 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
-    /// Removes envelopes of one device, reading and writing its counters once. Unknown seqs
-    /// are ignored, so acks are idempotent. Returns how many existed.
-    ///
-    /// Key by key, in order. (redb 4.1's range extraction deletes key by key too, copying the
-    /// leaf each time; 4.2 made it work leaf by leaf, see docs/BENCHMARKS.md.)
+    /// Removes envelopes of one device, in key order, reading and writing its counters once.
+    /// Unknown seqs are ignored, so acks are idempotent. Returns how many existed.
     fn remove_all(
         &mut self,
         account: &AccountId,
@@ -356,22 +353,19 @@ impl<'t> Tables<'t> {
     ) -> Result<u64, StoreError> {
         let mut seqs: Vec<u64> = seqs.into_iter().collect();
         seqs.sort_unstable();
-        seqs.dedup();
-        let mut removed = Vec::with_capacity(seqs.len());
-        for seq in seqs {
-            if let Some(v) = self.mailbox.remove((*account, device, seq))? {
-                removed.push((seq, MailboxEntry::decode(v.value())?.0));
-            }
-        }
-        if removed.is_empty() {
-            return Ok(0);
-        }
         let mut meta = read_mailbox_meta(&self.meta, account, device)?;
-        for (seq, entry) in &removed {
-            self.release(account, device, *seq, entry, &mut meta)?;
+        let mut n = 0;
+        for seq in seqs {
+            let Some(v) = self.mailbox.remove((*account, device, seq))? else { continue };
+            let (entry, _) = MailboxEntry::decode(v.value())?;
+            drop(v);
+            self.release(account, device, seq, &entry, &mut meta)?;
+            n += 1;
         }
-        self.meta.insert((*account, device), meta.encode().as_slice())?;
-        Ok(removed.len() as u64)
+        if n > 0 {
+            self.meta.insert((*account, device), meta.encode().as_slice())?;
+        }
+        Ok(n)
     }
 }
 
