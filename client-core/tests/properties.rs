@@ -7,6 +7,8 @@ mod common;
 
 use std::collections::HashSet;
 
+use hush_core::message::Incoming;
+use hush_core::ratchet::MAX_PREVIOUS_RATCHET_KEYS;
 use hush_core::{Session, SessionError, message};
 use proptest::prelude::*;
 
@@ -43,6 +45,12 @@ struct InFlight {
     plaintext: Vec<u8>,
 }
 
+fn ratchet_key(bytes: &[u8]) -> [u8; 32] {
+    match message::decode(bytes).unwrap() {
+        Incoming::Message(m) | Incoming::PreKey { message: m, .. } => m.header.ratchet_key,
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
@@ -54,6 +62,9 @@ proptest! {
         let mut in_flight: [Vec<InFlight>; 2] = [Vec::new(), Vec::new()];
         let mut delivered: [Vec<InFlight>; 2] = [Vec::new(), Vec::new()];
         let mut seen: [HashSet<Vec<u8>>; 2] = [HashSet::new(), HashSet::new()];
+        // chains[s]: side s's ratchet keys in the order the other side first accepted them; the
+        // receiver remembers the current one and the MAX_PREVIOUS_RATCHET_KEYS before it.
+        let mut chains: [Vec<[u8; 32]>; 2] = [Vec::new(), Vec::new()];
         for op in ops {
             match op {
                 Op::Send(s) => {
@@ -70,6 +81,10 @@ proptest! {
                     let got = receiver.decrypt(&m.bytes);
                     prop_assert_eq!(got.as_deref(), Ok(m.plaintext.as_slice()));
                     prop_assert!(seen[s].insert(m.plaintext.clone()), "delivered twice");
+                    let key = ratchet_key(&m.bytes);
+                    if !chains[s].contains(&key) {
+                        chains[s].push(key);
+                    }
                     delivered[s].push(m);
                 }
                 Op::Drop(s, i) if !in_flight[s].is_empty() => {
@@ -80,7 +95,17 @@ proptest! {
                     let m = &delivered[s][i % delivered[s].len()];
                     let receiver = if s == 0 { &mut p.bob } else { &mut p.alice };
                     let before = receiver.to_bytes();
-                    prop_assert_eq!(receiver.decrypt(&m.bytes), Err(SessionError::Duplicate));
+                    // A replay on a remembered chain is classified as a duplicate; one from an
+                    // older chain looks like a new ratchet key and fails its tag (PROTOCOL.md
+                    // §8.5). Either way the state is untouched.
+                    let key = ratchet_key(&m.bytes);
+                    let age = chains[s].iter().rev().position(|k| *k == key).unwrap();
+                    let expected = if age <= MAX_PREVIOUS_RATCHET_KEYS {
+                        SessionError::Duplicate
+                    } else {
+                        SessionError::DecryptionFailed
+                    };
+                    prop_assert_eq!(receiver.decrypt(&m.bytes), Err(expected));
                     prop_assert_eq!(&*receiver.to_bytes(), &*before);
                 }
                 Op::Flip(s, i, bit) if !in_flight[s].is_empty() => {

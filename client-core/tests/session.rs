@@ -5,7 +5,7 @@
 mod common;
 
 use common::{established, first_message, handshaken};
-use hush_core::ratchet::{MAX_SKIP, MAX_SKIPPED_KEYS};
+use hush_core::ratchet::{MAX_PREVIOUS_RATCHET_KEYS, MAX_SKIP, MAX_SKIPPED_KEYS};
 use hush_core::{Role, Session, SessionError};
 use hush_prekeys::{DevicePrekeys, IdentityKeyPair, KemPreKeyKind};
 use rand::SeedableRng;
@@ -152,6 +152,29 @@ fn messages_from_an_old_chain_whose_pn_was_announced_are_still_readable() {
     assert_eq!(p.bob.skipped_key_count(), 2);
     assert_eq!(p.bob.decrypt(&old[2]).unwrap(), [2]);
     assert_eq!(p.bob.decrypt(&old[1]).unwrap(), [1]);
+}
+
+#[test]
+fn replays_are_duplicates_on_the_remembered_chains_and_fail_cleanly_beyond_them() {
+    let mut p = established(11);
+    // One message from Bob on each of his chains, each followed by a reply that makes him step.
+    let mut from_bob = Vec::new();
+    for round in 0..=MAX_PREVIOUS_RATCHET_KEYS + 1 {
+        let m = p.bob.encrypt(&mut p.rng, &[round as u8]).unwrap();
+        assert_eq!(p.alice.decrypt(&m).unwrap(), [round as u8]);
+        from_bob.push(m);
+        let reply = p.alice.encrypt(&mut p.rng, b"ack").unwrap();
+        p.bob.decrypt(&reply).unwrap();
+    }
+    // from_bob[0] is on the chain now MAX_PREVIOUS_RATCHET_KEYS + 1 steps back.
+    let before = p.alice.to_bytes();
+    assert_eq!(p.alice.decrypt(&from_bob[0]), Err(SessionError::DecryptionFailed));
+    for m in &from_bob[1..] {
+        assert_eq!(p.alice.decrypt(m), Err(SessionError::Duplicate));
+    }
+    assert_eq!(&*p.alice.to_bytes(), &*before);
+    let m = p.bob.encrypt(&mut p.rng, b"still talking").unwrap();
+    assert_eq!(p.alice.decrypt(&m).unwrap(), b"still talking");
 }
 
 #[test]
