@@ -536,6 +536,173 @@ mod tests {
         assert_eq!(store.read_mailbox(&B, 2, 0, 10).unwrap()[0].2, b"d");
     }
 
+    /// One step of the mailbox model test.
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// A group-commit batch of sends to both of B's devices: each is one payload shared by
+        /// both (stored once, counted) or one payload per device (stored inline).
+        Store(Vec<(bool, Vec<u8>, Vec<u8>)>),
+        Ack(u32, Vec<u64>),
+        Sweep(usize),
+        Purge(u32),
+        Wait(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let body = || proptest::collection::vec(any::<u8>(), 0..40);
+        prop_oneof![
+            4 => proptest::collection::vec((any::<bool>(), body(), body()), 1..5).prop_map(Op::Store),
+            3 => (1u32..=2, proptest::collection::vec(0u64..24, 0..6)).prop_map(|(d, s)| Op::Ack(d, s)),
+            1 => (0usize..8).prop_map(Op::Sweep),
+            1 => (1u32..=2).prop_map(Op::Purge),
+            2 => (0u64..800).prop_map(Op::Wait),
+        ]
+    }
+
+    /// A modelled envelope: payload, expiry, and the shared payload it references, if any.
+    type ModelEntry = (Vec<u8>, u64, Option<u64>);
+
+    /// What B's two mailboxes must hold: per device, seq → envelope.
+    #[derive(Default)]
+    struct Model {
+        boxes: [BTreeMap<u64, ModelEntry>; 2],
+        next_seq: [u64; 2],
+        shared_refs: BTreeMap<u64, u32>,
+        next_shared: u64,
+    }
+
+    impl Model {
+        fn drop_entry(&mut self, device: usize, seq: u64) -> bool {
+            let Some((_, _, shared)) = self.boxes[device].remove(&seq) else { return false };
+            if let Some(id) = shared
+                && let Some(rc) = self.shared_refs.get_mut(&id)
+            {
+                *rc -= 1;
+                if *rc == 0 {
+                    self.shared_refs.remove(&id);
+                }
+            }
+            true
+        }
+    }
+
+    const MODEL_QUOTAS: Quotas = Quotas { max_envelopes: 6, max_bytes: 150, retention_ms: 1_000 };
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Random batches of inline and shared sends, acks (repeated, unknown, out of order),
+        /// sweeps with small limits and device purges, against a model: after every step each
+        /// mailbox holds exactly the model's envelopes, its counters match them, quota refusals
+        /// come exactly where the model says, and no payload or expiry row outlives its last
+        /// reference.
+        #[test]
+        fn mailboxes_match_a_model_under_any_schedule(ops in proptest::collection::vec(op(), 1..40)) {
+            let (_dir, store) = store();
+            let mut model = Model { next_seq: [1, 1], ..Model::default() };
+            let mut now = 0u64;
+            for op in ops {
+                match op {
+                    Op::Store(shapes) => {
+                        let sends: Vec<Send> = shapes
+                            .iter()
+                            .map(|(shared, p1, p2)| {
+                                if *shared { send_to_b(&[p1], [0, 0]) } else { send_to_b(&[p1, p2], [0, 1]) }
+                            })
+                            .collect();
+                        let batch: Vec<(&Send, u64)> = sends.iter().map(|s| (s, now)).collect();
+                        let got = write(&store, |txn| store_batch(txn, &batch, MODEL_QUOTAS).unwrap());
+                        for ((shared, p1, p2), outcome) in shapes.iter().zip(got) {
+                            let bodies = [p1, if *shared { p1 } else { p2 }];
+                            let fits = (0..2).all(|d| {
+                                let bytes: usize = model.boxes[d].values().map(|e| e.0.len()).sum();
+                                model.boxes[d].len() < 6 && bytes + bodies[d].len() <= 150
+                            });
+                            prop_assert_eq!(outcome.is_ok(), fits, "quota decision");
+                            if !fits {
+                                prop_assert_eq!(outcome.unwrap_err().code(), hush_protocol::ErrorCode::MailboxFull);
+                                continue;
+                            }
+                            let id = shared.then(|| {
+                                model.next_shared += 1;
+                                model.shared_refs.insert(model.next_shared, 2);
+                                model.next_shared
+                            });
+                            for (d, body) in bodies.iter().enumerate() {
+                                let seq = model.next_seq[d];
+                                model.next_seq[d] += 1;
+                                model.boxes[d].insert(seq, ((*body).clone(), now + 1_000, id));
+                            }
+                        }
+                    }
+                    Op::Ack(device, seqs) => {
+                        let n = write(&store, |txn| ack(txn, &B, device, &seqs).unwrap());
+                        let mut expected = 0;
+                        for seq in seqs {
+                            expected += u64::from(model.drop_entry(device as usize - 1, seq));
+                        }
+                        prop_assert_eq!(n, expected);
+                    }
+                    Op::Sweep(max) => {
+                        let n = write(&store, |txn| sweep(txn, now, max).unwrap());
+                        // Expiry index order: expiry time, then device, then seq.
+                        let mut due: Vec<(u64, usize, u64)> = (0..2)
+                            .flat_map(|d| model.boxes[d].iter().map(move |(s, e)| (e.1, d, *s)))
+                            .filter(|(exp, _, _)| *exp < now)
+                            .collect();
+                        due.sort_unstable();
+                        due.truncate(max);
+                        for (_, d, seq) in &due {
+                            model.drop_entry(*d, *seq);
+                        }
+                        prop_assert_eq!(n, due.len() as u64);
+                    }
+                    Op::Purge(device) => {
+                        write(&store, |txn| purge_device(txn, &B, device).unwrap());
+                        let d = device as usize - 1;
+                        let seqs: Vec<u64> = model.boxes[d].keys().copied().collect();
+                        for seq in seqs {
+                            model.drop_entry(d, seq);
+                        }
+                        model.next_seq[d] = 1;
+                    }
+                    Op::Wait(ms) => now += ms,
+                }
+                // The store matches the model, row for row.
+                let txn = store.db.begin_read().unwrap();
+                let meta_t = txn.open_table(MAILBOX_META).unwrap();
+                for d in 0..2 {
+                    let device = d as u32 + 1;
+                    let got: Vec<(u64, Vec<u8>, u64)> = store
+                        .read_mailbox(&B, device, 0, 1_000)
+                        .unwrap()
+                        .into_iter()
+                        .map(|(seq, entry, body)| (seq, body, entry.expires_at_ms))
+                        .collect();
+                    let want: Vec<(u64, Vec<u8>, u64)> =
+                        model.boxes[d].iter().map(|(s, e)| (*s, e.0.clone(), e.1)).collect();
+                    prop_assert_eq!(&got, &want);
+                    let meta = read_mailbox_meta(&meta_t, &B, device).unwrap();
+                    prop_assert_eq!(meta.count, want.len() as u64);
+                    prop_assert_eq!(meta.bytes, want.iter().map(|e| e.1.len() as u64).sum::<u64>());
+                    prop_assert_eq!(meta.next_seq.max(1), model.next_seq[d]);
+                }
+                let entries = (model.boxes[0].len() + model.boxes[1].len()) as u64;
+                prop_assert_eq!(rows(&store), (entries, model.shared_refs.len() as u64, entries));
+                let payloads = txn.open_table(PAYLOADS).unwrap();
+                let mut refs: Vec<u32> = Vec::new();
+                for item in payloads.iter().unwrap() {
+                    let (_, v) = item.unwrap();
+                    refs.push(decode_payload(v.value()).unwrap().0);
+                }
+                refs.sort_unstable();
+                let mut want_refs: Vec<u32> = model.shared_refs.values().copied().collect();
+                want_refs.sort_unstable();
+                prop_assert_eq!(refs, want_refs, "shared payload reference counts");
+            }
+        }
+    }
+
     fn envelope() -> impl Strategy<Value = wire::Envelope> {
         (
             prop_oneof![
