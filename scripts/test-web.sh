@@ -24,8 +24,9 @@ echo "== web: package"
 scripts/build-wasm.sh
 
 echo "== web: wasm-bindgen tests (headless Chromium)"
-# No doctests: rustdoc would have to come from the same toolchain route. Their own target directory: a test build of std (with -Zbuild-std) can't share one with the
-# release build of the package.
+# No doctests: rustdoc would have to come from the same toolchain route. The tests get their own
+# target directory: a test build of std (with -Zbuild-std) can't share one with the release
+# build of the package.
 CHROMEDRIVER=$(command -v chromedriver) \
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
   "${WASM_CARGO[@]}" test --locked --tests --target wasm32-unknown-unknown "${WASM_BUILD_STD[@]}" \
