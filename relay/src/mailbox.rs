@@ -616,7 +616,8 @@ mod tests {
                             let bodies = [p1, if *shared { p1 } else { p2 }];
                             let fits = (0..2).all(|d| {
                                 let bytes: usize = model.boxes[d].values().map(|e| e.0.len()).sum();
-                                model.boxes[d].len() < 6 && bytes + bodies[d].len() <= 150
+                                (model.boxes[d].len() as u64) < MODEL_QUOTAS.max_envelopes
+                                    && (bytes + bodies[d].len()) as u64 <= MODEL_QUOTAS.max_bytes
                             });
                             prop_assert_eq!(outcome.is_ok(), fits, "quota decision");
                             if !fits {
