@@ -114,6 +114,22 @@ impl Relay {
         self.kill();
         self.spawn();
     }
+
+    /// SIGTERM, and wait for the graceful shutdown to finish: the database is closed cleanly,
+    /// so its directory can be copied.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(c.id()).unwrap());
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+            assert!(c.wait().unwrap().success(), "relay did not shut down cleanly");
+        }
+    }
+
+    /// A stopped relay starts again on the same data directory and port (same pin).
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the relay is running");
+        self.spawn();
+    }
 }
 
 impl Drop for Relay {
