@@ -51,6 +51,42 @@ fn normalise(text: &str) -> String {
         .collect()
 }
 
+/// Tokens seen so far in one text. Most messages have a dozen words, which a short list
+/// checks faster than hashing (and without seeding a hasher per message); past
+/// [`Seen::FEW`] they move into a hash set, so a long text stays linear.
+#[derive(Default)]
+struct Seen<'a> {
+    few: Vec<&'a str>,
+    many: Option<crate::hashing::Set<&'a str>>,
+}
+
+impl<'a> Seen<'a> {
+    const FEW: usize = 24;
+
+    /// Whether `token` is new (and now seen).
+    fn insert(&mut self, token: &'a str) -> bool {
+        if let Some(many) = &mut self.many {
+            return many.insert(token);
+        }
+        if self.few.contains(&token) {
+            return false;
+        }
+        if self.few.len() < Self::FEW {
+            self.few.push(token);
+            return true;
+        }
+        let mut many = crate::hashing::set();
+        many.extend(self.few.drain(..));
+        many.insert(token);
+        self.many = Some(many);
+        true
+    }
+
+    fn len(&self) -> usize {
+        self.many.as_ref().map_or(self.few.len(), |m| m.len())
+    }
+}
+
 /// The distinct tokens of `text`, normalised.
 pub fn tokens(text: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
@@ -67,7 +103,7 @@ pub fn for_each_token(text: &str, mut f: impl FnMut(&str)) {
     // ASCII is its own NFKC/NFD/NFC form and has no combining marks, so lower-casing is the
     // whole normalisation: the common case skips four Unicode passes.
     let normalised = if text.is_ascii() { text.to_ascii_lowercase() } else { normalise(text) };
-    let mut seen: crate::hashing::Set<&str> = crate::hashing::set();
+    let mut seen = Seen::default();
     let mut emit = |token| {
         let token = cut(token);
         if !token.is_empty() && seen.len() < MAX_TOKENS_PER_MESSAGE && seen.insert(token) {
@@ -127,6 +163,15 @@ mod tests {
         assert!(tokens("我在东京").contains("东"));
     }
 
+    #[test]
+    fn at_most_the_first_tokens_of_a_long_text() {
+        let text: String = (0..3000).map(|i| format!("w{i} w{i} ")).collect();
+        let mut visited = Vec::new();
+        for_each_token(&text, |t| visited.push(t.to_owned()));
+        assert_eq!(visited.len(), MAX_TOKENS_PER_MESSAGE);
+        assert!(visited.iter().enumerate().all(|(i, t)| *t == format!("w{i}")));
+    }
+
     proptest! {
         #[test]
         fn ascii_fast_path_matches_full_normalisation(s in "[ -~\t\n]{0,200}") {
@@ -140,6 +185,17 @@ mod tests {
             let set: BTreeSet<String> = visited.iter().cloned().collect();
             prop_assert_eq!(set.len(), visited.len(), "each token once");
             prop_assert_eq!(set, tokens(&s));
+        }
+
+        /// Many short words from a small alphabet: repeats on both sides of the switch from
+        /// the short list to the hash set.
+        #[test]
+        fn each_token_once_past_the_short_list(s in "([a-d]{1,3} ){0,400}") {
+            let mut visited = Vec::new();
+            for_each_token(&s, |t| visited.push(t.to_owned()));
+            let set: BTreeSet<String> = visited.iter().cloned().collect();
+            prop_assert_eq!(set.len(), visited.len(), "each token once");
+            prop_assert_eq!(set, s.split_whitespace().map(str::to_owned).collect::<BTreeSet<_>>());
         }
 
         #[test]

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use hush_prekeys::IdentityKeyPair;
 use hush_protocol::auth::{CHANNEL_BINDING_LEN, NONCE_LEN, transcript};
-use hush_protocol::quic::{StreamError, read_frame, read_message, write_message};
+use hush_protocol::quic::{FrameReader, StreamError, read_message, write_message};
 use hush_protocol::wire::{self, Request, Response, ServerPush, request, response};
 use hush_protocol::{
     AUTH_EXPORTER_LABEL, AccountKey, DeviceList, ErrorCode, FrameError, MAX_FRAME_LEN, frame,
@@ -303,7 +303,7 @@ impl Connection {
         let response: Response = read_message(&mut recv, self.limit).await?;
         match into_result(response)? {
             response::Body::Subscribed(_) => Ok(Subscription {
-                reader: PushReader { recv, limit: self.limit },
+                reader: PushReader { frames: FrameReader::new(recv), limit: self.limit },
                 acks: AckWriter { send },
             }),
             _ => Err(NetError::Unexpected("expected Subscribed")),
@@ -376,7 +376,7 @@ impl Subscription {
 
 /// The reading half of a [`Subscription`].
 pub struct PushReader {
-    recv: quinn::RecvStream,
+    frames: FrameReader,
     limit: usize,
 }
 
@@ -384,11 +384,8 @@ impl PushReader {
     /// The next push; `Ok(None)` when the relay ended the stream. Not cancel-safe: a read
     /// dropped midway loses the frame, so keep one reader task awaiting it.
     pub async fn next(&mut self) -> Result<Option<wire::server_push::Body>, NetError> {
-        match read_frame(&mut self.recv, self.limit).await? {
-            Some(body) => {
-                let push: ServerPush = frame::decode(&body)?;
-                push.body.map(Some).ok_or(NetError::Unexpected("empty push"))
-            }
+        match self.frames.next::<ServerPush>(self.limit).await? {
+            Some(push) => push.body.map(Some).ok_or(NetError::Unexpected("empty push")),
             None => Ok(None),
         }
     }

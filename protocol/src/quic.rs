@@ -42,6 +42,42 @@ pub async fn read_frame(
     }
 }
 
+/// Most bytes taken from the stream per read by a [`FrameReader`].
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Reads the consecutive frames of one long-lived stream (a delivery stream) through a
+/// [`frame::Reassembler`]: one stream read per chunk of whatever has arrived, instead of two
+/// reads per frame, each of which takes the connection's lock. Not cancel-safe: keep one task
+/// awaiting it.
+pub struct FrameReader {
+    recv: quinn::RecvStream,
+    frames: frame::Reassembler,
+}
+
+impl FrameReader {
+    /// Reads `recv` from here on.
+    pub fn new(recv: quinn::RecvStream) -> Self {
+        Self { recv, frames: frame::Reassembler::new() }
+    }
+
+    /// The next message, decoded; `Ok(None)` if the stream ended cleanly between frames.
+    pub async fn next<M: Message + Default>(
+        &mut self,
+        limit: usize,
+    ) -> Result<Option<M>, StreamError> {
+        loop {
+            if let Some(body) = self.frames.next_frame(limit)? {
+                return Ok(Some(frame::decode(body)?));
+            }
+            match self.recv.read_chunk(READ_CHUNK, true).await? {
+                Some(chunk) => self.frames.extend(&chunk.bytes),
+                None if self.frames.is_mid_frame() => return Err(FrameError::Truncated.into()),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
 /// Reads and decodes one message; a clean end of stream is an error here.
 pub async fn read_message<M: Message + Default>(
     recv: &mut quinn::RecvStream,

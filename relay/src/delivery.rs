@@ -64,27 +64,27 @@ pub(crate) async fn serve<W: FrameWrite, R: FrameRead>(
             Err(_) => break None,
         };
         let full = batch.len() >= READ_BATCH;
-        let mut failed = false;
-        for (seq, entry, payload) in batch {
-            let push = ServerPush {
-                body: Some(server_push::Body::Delivery(wire::Delivery {
-                    seq,
-                    sender_account: entry.sender_account.to_vec(),
-                    sender_device: entry.sender_device,
-                    server_time_ms: entry.server_time_ms,
-                    payload,
-                    ephemeral: false,
-                })),
-            };
-            if !send.write(&push).await {
-                failed = true;
-                break;
+        if let Some((seq, _, _)) = batch.last() {
+            let last = *seq;
+            let count = batch.len() as u64;
+            let pushes: Vec<ServerPush> = batch
+                .into_iter()
+                .map(|(seq, entry, payload)| ServerPush {
+                    body: Some(server_push::Body::Delivery(wire::Delivery {
+                        seq,
+                        sender_account: entry.sender_account.to_vec(),
+                        sender_device: entry.sender_device,
+                        server_time_ms: entry.server_time_ms,
+                        payload,
+                        ephemeral: false,
+                    })),
+                })
+                .collect();
+            if !send.write_each(&pushes).await {
+                break None;
             }
-            relay.metrics.envelopes_delivered_total.inc();
-            last_sent = seq;
-        }
-        if failed {
-            break None;
+            relay.metrics.envelopes_delivered_total.inc_by(count);
+            last_sent = last;
         }
         if full {
             continue;

@@ -41,6 +41,19 @@ pub trait FrameRead: Send + 'static {
 pub trait FrameWrite: Send + 'static {
     /// Writes one message as a frame; false if the stream or connection is gone.
     fn write<M: Message>(&mut self, msg: &M) -> impl Future<Output = bool> + Send;
+    /// Writes several messages as consecutive frames, in order; false if the stream or
+    /// connection is gone (some of them may have been sent). A transport that can hand them
+    /// over in fewer writes does (a mailbox drain sends hundreds at a time).
+    fn write_each<M: Message + Sync>(&mut self, msgs: &[M]) -> impl Future<Output = bool> + Send {
+        async move {
+            for m in msgs {
+                if !self.write(m).await {
+                    return false;
+                }
+            }
+            true
+        }
+    }
     /// Finishes the stream after everything written so far.
     fn finish(&mut self) -> impl Future<Output = ()> + Send;
 }
@@ -64,10 +77,30 @@ impl FrameRead for quinn::RecvStream {
     }
 }
 
+/// Frames gathered into one QUIC stream write: each write takes the connection's lock and may
+/// wake its driver, which costs more than copying a few hundred bytes.
+const WRITE_CHUNK: usize = 64 * 1024;
+
 impl FrameWrite for quinn::SendStream {
     async fn write<M: Message>(&mut self, msg: &M) -> bool {
         let bytes = hush_protocol::frame::encode(msg);
         self.write_all(&bytes).await.is_ok()
+    }
+
+    async fn write_each<M: Message + Sync>(&mut self, msgs: &[M]) -> bool {
+        let mut buf = Vec::new();
+        for (i, m) in msgs.iter().enumerate() {
+            hush_protocol::frame::encode_into(m, &mut buf);
+            if (buf.len() >= WRITE_CHUNK || i + 1 == msgs.len())
+                && self.write_all(&buf).await.is_err()
+            {
+                return false;
+            }
+            if buf.len() >= WRITE_CHUNK {
+                buf.clear();
+            }
+        }
+        true
     }
 
     async fn finish(&mut self) {

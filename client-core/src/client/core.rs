@@ -281,8 +281,8 @@ impl<'a> Tx<'a> {
     ) {
         m.status = status as i32;
         self.events.push(Event::StatusChanged {
-            conversation: hex::encode(&m.conversation),
-            message_id: hex::encode(&m.id),
+            conversation: super::types::to_hex(&m.conversation),
+            message_id: super::types::to_hex(&m.id),
             status: super::MessageStatus::from_record(m.status),
         });
         self.put_message(key, m, false);
