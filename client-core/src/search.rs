@@ -138,6 +138,13 @@ mod tests {
         tokens(s).into_iter().collect()
     }
 
+    /// The tokens `for_each_token` visits, in order, with repeats (there should be none).
+    fn visited(s: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for_each_token(s, |t| out.push(t.to_owned()));
+        out
+    }
+
     #[test]
     fn words_case_and_accents() {
         assert_eq!(t("Hello, WORLD! hello"), ["hello", "world"]);
@@ -166,10 +173,9 @@ mod tests {
     #[test]
     fn at_most_the_first_tokens_of_a_long_text() {
         let text: String = (0..3000).map(|i| format!("w{i} w{i} ")).collect();
-        let mut visited = Vec::new();
-        for_each_token(&text, |t| visited.push(t.to_owned()));
-        assert_eq!(visited.len(), MAX_TOKENS_PER_MESSAGE);
-        assert!(visited.iter().enumerate().all(|(i, t)| *t == format!("w{i}")));
+        let v = visited(&text);
+        assert_eq!(v.len(), MAX_TOKENS_PER_MESSAGE);
+        assert!(v.iter().enumerate().all(|(i, t)| *t == format!("w{i}")));
     }
 
     proptest! {
@@ -180,10 +186,9 @@ mod tests {
 
         #[test]
         fn visiting_matches_collecting(s in "\\PC{0,300}") {
-            let mut visited = Vec::new();
-            for_each_token(&s, |t| visited.push(t.to_owned()));
-            let set: BTreeSet<String> = visited.iter().cloned().collect();
-            prop_assert_eq!(set.len(), visited.len(), "each token once");
+            let v = visited(&s);
+            let set: BTreeSet<String> = v.iter().cloned().collect();
+            prop_assert_eq!(set.len(), v.len(), "each token once");
             prop_assert_eq!(set, tokens(&s));
         }
 
@@ -191,10 +196,9 @@ mod tests {
         /// the short list to the hash set.
         #[test]
         fn each_token_once_past_the_short_list(s in "([a-d]{1,3} ){0,400}") {
-            let mut visited = Vec::new();
-            for_each_token(&s, |t| visited.push(t.to_owned()));
-            let set: BTreeSet<String> = visited.iter().cloned().collect();
-            prop_assert_eq!(set.len(), visited.len(), "each token once");
+            let v = visited(&s);
+            let set: BTreeSet<String> = v.iter().cloned().collect();
+            prop_assert_eq!(set.len(), v.len(), "each token once");
             prop_assert_eq!(set, s.split_whitespace().map(str::to_owned).collect::<BTreeSet<_>>());
         }
 
