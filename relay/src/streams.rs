@@ -89,18 +89,16 @@ impl FrameWrite for quinn::SendStream {
 
     async fn write_each<M: Message + Sync>(&mut self, msgs: &[M]) -> bool {
         let mut buf = Vec::new();
-        for (i, m) in msgs.iter().enumerate() {
+        for m in msgs {
             hush_protocol::frame::encode_into(m, &mut buf);
-            if (buf.len() >= WRITE_CHUNK || i + 1 == msgs.len())
-                && self.write_all(&buf).await.is_err()
-            {
-                return false;
-            }
             if buf.len() >= WRITE_CHUNK {
+                if self.write_all(&buf).await.is_err() {
+                    return false;
+                }
                 buf.clear();
             }
         }
-        true
+        buf.is_empty() || self.write_all(&buf).await.is_ok()
     }
 
     async fn finish(&mut self) {

@@ -177,7 +177,8 @@ async fn queue(n: usize) -> Queued {
     alice.wait_history(&bob_id, 2).await;
     bob.stop().await;
     let bob_snapshot = tempfile::tempdir().unwrap();
-    released(bob.dir.path()).await;
+    // Once the stopped client has let go of its store, the file can be copied.
+    drop(bob.reopen_store().await);
     copy_dir(bob.dir.path(), bob_snapshot.path());
 
     for i in 0..n {
@@ -205,7 +206,8 @@ struct Round {
 /// its store until the relay's `QueueEmpty` is processed; then checks that every message is in
 /// history once, in order.
 async fn catch_up(q: &mut Queued, n: usize) -> Round {
-    released(q.bob.dir.path()).await;
+    // Once the stopped client has let go of its store, the file can be replaced.
+    drop(q.bob.reopen_store().await);
     copy_dir(q.bob_snapshot.path(), q.bob.dir.path());
     copy_dir(q.relay_snapshot.path(), q.relay.dir.path());
     q.relay.start_again();
@@ -245,18 +247,6 @@ async fn catch_up(q: &mut Queued, n: usize) -> Round {
     q.bob.stop().await;
     q.relay.stop();
     Round { client, connect, cpu }
-}
-
-/// Waits until the last handle on the store in `dir` is gone (background tasks of a stopped
-/// client drop theirs a moment later), so its file can be replaced.
-async fn released(dir: &Path) {
-    for _ in 0..500 {
-        if RedbStore::open(&dir.join("hush.redb")).is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the store in {} was never released", dir.display());
 }
 
 /// Copies every file of `from` into `to`, replacing each by a new file (a new inode, so a

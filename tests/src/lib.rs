@@ -222,22 +222,27 @@ impl Device {
         }
     }
 
-    /// Opens the same store again, as a restarted app process would.
-    pub async fn restart(&mut self) {
-        self.stop().await;
-        // redb releases the file lock when the last handle drops; give background tasks a
-        // moment to drop theirs.
+    /// Opens this device's store once the stopped client has let go of it: redb releases the
+    /// file lock when the last handle drops, and background tasks drop theirs a moment after
+    /// the client stops.
+    pub async fn reopen_store(&self) -> RedbStore {
         let mut tries = 0;
-        let store = loop {
+        loop {
             match RedbStore::open(&self.dir.path().join("hush.redb")) {
-                Ok(s) => break s,
+                Ok(s) => return s,
                 Err(_) if tries < 200 => {
                     tries += 1;
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
                 Err(e) => panic!("reopen store: {e}"),
             }
-        };
+        }
+    }
+
+    /// Opens the same store again, as a restarted app process would.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let store = self.reopen_store().await;
         let cfg = ClientConfig {
             store: Arc::new(store),
             store_key: StoreKey::from_bytes(self.key),
