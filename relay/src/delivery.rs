@@ -19,6 +19,8 @@ use crate::streams::{FrameRead, FrameWrite};
 
 /// Envelopes read from the database per round.
 const READ_BATCH: usize = 256;
+/// Longest a subscription waits for the device to acknowledge its GoAway before ending.
+const GO_AWAY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Largest ack frame accepted (an ack of 100k sequence numbers).
 const MAX_ACK_FRAME: usize = 1024 * 1024;
 
@@ -120,6 +122,10 @@ pub(crate) async fn serve<W: FrameWrite, R: FrameRead>(
         };
         if send.write(&go).await {
             send.finish().await;
+            // On shutdown the relay closes every connection as soon as its subscriptions end,
+            // and a close drops stream data not yet sent: make sure the GoAway got there.
+            // This task is tracked, so the wait also counts against the drain time.
+            send.delivered(GO_AWAY_WAIT).await;
         }
     }
     acks.abort();

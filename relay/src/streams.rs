@@ -6,6 +6,7 @@
 //! same checks, limits and error codes. A connection is a [`Peer`].
 
 use std::future::Future;
+use std::time::Duration;
 
 use hush_protocol::FrameError;
 use hush_protocol::auth::CHANNEL_BINDING_LEN;
@@ -56,6 +57,13 @@ pub trait FrameWrite: Send + 'static {
     }
     /// Finishes the stream after everything written so far.
     fn finish(&mut self) -> impl Future<Output = ()> + Send;
+    /// Waits, at most `limit`, until the peer has acknowledged everything written and the
+    /// finish: closing the connection right after would discard data not yet sent (a GoAway
+    /// on shutdown). A transport that sends in order before it closes needs no wait.
+    fn delivered(&mut self, limit: Duration) -> impl Future<Output = ()> + Send {
+        let _ = limit;
+        async {}
+    }
 }
 
 impl FrameRead for quinn::RecvStream {
@@ -103,6 +111,10 @@ impl FrameWrite for quinn::SendStream {
 
     async fn finish(&mut self) {
         let _ = quinn::SendStream::finish(self);
+    }
+
+    async fn delivered(&mut self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, self.stopped()).await;
     }
 }
 
