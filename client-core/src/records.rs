@@ -328,7 +328,12 @@ pub mod keys {
     /// `Messages`: blind(conversation) ‖ clock ‖ message id — the conversation order, the same on
     /// every device because the clock and the id travel inside the message.
     pub fn message(v: &Vault, conversation: &[u8], clock: u64, id: &[u8]) -> Vec<u8> {
-        [&v.blind(b"conversation", conversation)[..], &clock.to_be_bytes(), id].concat()
+        message_in(&conversation_prefix(v, conversation), clock, id)
+    }
+
+    /// [`message`] with the conversation's prefix already blinded.
+    pub fn message_in(prefix: &[u8; BLIND_LEN], clock: u64, id: &[u8]) -> Vec<u8> {
+        [&prefix[..], &clock.to_be_bytes(), id].concat()
     }
 
     /// The prefix of a conversation's messages.
@@ -397,6 +402,16 @@ mod tests {
             MessageRecord::from_bytes(&newer.to_bytes()),
             Err(RecordError::UnsupportedVersion(2))
         );
+    }
+
+    #[test]
+    fn message_keys_from_a_blinded_prefix_are_the_same_keys() {
+        let v = Vault::new(&crate::vault::StoreKey::from_bytes([7; 32]));
+        let (conversation, id) = ([3u8; 32], [2u8; 16]);
+        let key = keys::message(&v, &conversation, 9, &id);
+        assert_eq!(keys::message_in(&keys::conversation_prefix(&v, &conversation), 9, &id), key);
+        assert_eq!(key.len(), crate::vault::BLIND_LEN + 8 + 16);
+        assert_eq!(&key[crate::vault::BLIND_LEN..][..8], &9u64.to_be_bytes());
     }
 
     proptest! {

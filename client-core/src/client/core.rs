@@ -20,7 +20,7 @@ use crate::records::{
     SessionRecord, keys, meta,
 };
 use crate::store::{Batch, Store, Table};
-use crate::vault::Vault;
+use crate::vault::{BLIND_LEN, Vault};
 
 /// Most sessions kept per remote device (the current one and older ones for late messages).
 pub const MAX_SESSIONS_PER_DEVICE: usize = 3;
@@ -114,6 +114,11 @@ pub(crate) struct Tx<'a> {
     new_keys: Vec<Vec<u8>>,
     /// Search postings of this transaction's new messages: token → indexes into `new_keys`.
     postings: Map<String, Vec<u32>>,
+    /// Blinded message ids computed by lookups, for the id rows of the messages then added
+    /// (each blinding is an HMAC; a catch-up would otherwise compute every one twice).
+    id_keys: Map<Vec<u8>, [u8; BLIND_LEN]>,
+    /// Blinded conversation prefixes, by peer.
+    prefixes: Map<Vec<u8>, [u8; BLIND_LEN]>,
 }
 
 impl<'a> Tx<'a> {
@@ -134,6 +139,8 @@ impl<'a> Tx<'a> {
             dirty_conversations: Vec::new(),
             new_keys: Vec::new(),
             postings: map(),
+            id_keys: map(),
+            prefixes: map(),
         }
     }
 
@@ -190,7 +197,10 @@ impl<'a> Tx<'a> {
         }
         let idk = keys::message_id(self.vault, id);
         let found = match self.store.get(Table::MessageIds, &idk).await? {
-            None => None,
+            None => {
+                self.id_keys.insert(id.to_vec(), idk);
+                None
+            }
             Some(sealed) => {
                 let mkey = self.vault.open(Table::MessageIds, &idk, &sealed)?.to_vec();
                 match self.store.get(Table::Messages, &mkey).await? {
@@ -215,14 +225,16 @@ impl<'a> Tx<'a> {
         }
         self.messages.reserve(ids.len());
         self.dirty_messages.reserve(ids.len());
-        let idks: Vec<Vec<u8>> =
-            ids.iter().map(|id| keys::message_id(self.vault, id).to_vec()).collect();
+        let blinded: Vec<[u8; BLIND_LEN]> =
+            ids.iter().map(|id| keys::message_id(self.vault, id)).collect();
+        let idks: Vec<Vec<u8>> = blinded.iter().map(|b| b.to_vec()).collect();
         let found = self.store.get_many(Table::MessageIds, idks.clone()).await?;
         let mut wanted = Vec::new();
-        for ((id, idk), sealed) in ids.iter().zip(&idks).zip(found) {
+        for (((id, idk), b), sealed) in ids.iter().zip(&idks).zip(&blinded).zip(found) {
             match sealed {
                 None => {
                     self.messages.insert((*id).clone(), None);
+                    self.id_keys.insert((*id).clone(), *b);
                 }
                 Some(sealed) => {
                     wanted.push((
@@ -250,6 +262,20 @@ impl<'a> Tx<'a> {
             self.messages.insert(id, found);
         }
         Ok(())
+    }
+
+    /// The key of a message in `conversation` ([`keys::message`]), blinding each conversation
+    /// once per transaction.
+    pub fn message_key(&mut self, conversation: &[u8], clock: u64, id: &[u8]) -> Vec<u8> {
+        let prefix = match self.prefixes.get(conversation) {
+            Some(p) => *p,
+            None => {
+                let p = keys::conversation_prefix(self.vault, conversation);
+                self.prefixes.insert(conversation.to_vec(), p);
+                p
+            }
+        };
+        keys::message_in(&prefix, clock, id)
     }
 
     /// Writes a message (new or updated) at commit; new messages are indexed for search.
@@ -358,7 +384,10 @@ impl<'a> Tx<'a> {
             let Some(Some((key, m))) = self.messages.get(&id) else { continue };
             let (key, value) = (key.clone(), m.to_bytes());
             if new {
-                let idk = keys::message_id(self.vault, &id);
+                let idk = match self.id_keys.remove(&id) {
+                    Some(idk) => idk,
+                    None => keys::message_id(self.vault, &id),
+                };
                 self.put(Table::MessageIds, &idk, &key);
             }
             self.put_owned(Table::Messages, key, &value);

@@ -79,15 +79,17 @@ pub(crate) async fn run(
                 reload(inner, &mut core).await;
                 return Err(e.into());
             }
-            if !after.acks.is_empty() {
-                deliveries.ack(after.acks).await?;
-            }
+            // Events first: the batch is stored, so the app hears of it even if the ack fails
+            // (the relay then delivers it again, and the duplicates are dropped silently).
             inner.events.emit(after.events);
             if after.queued {
                 inner.outbox_ready.notify_one();
             }
             if after.caught_up {
                 inner.events.emit(vec![Event::CaughtUp]);
+            }
+            if !after.acks.is_empty() {
+                deliveries.ack(after.acks).await?;
             }
             if after.go_away {
                 return Ok(());
@@ -562,7 +564,7 @@ pub(crate) async fn store_message(
     if tx.message(&m.id).await?.is_some() {
         return Ok(false);
     }
-    let key = keys::message(tx.vault, &m.conversation, m.clock, &m.id);
+    let key = tx.message_key(&m.conversation, m.clock, &m.id);
     let c = tx.conversation_mut(&m.conversation).await?;
     if unread {
         c.unread += 1;
