@@ -227,14 +227,16 @@ impl<'a> Tx<'a> {
         self.dirty_messages.reserve(ids.len());
         let blinded: Vec<[u8; BLIND_LEN]> =
             ids.iter().map(|id| keys::message_id(self.vault, id)).collect();
-        let idks: Vec<Vec<u8>> = blinded.iter().map(|b| b.to_vec()).collect();
-        let found = self.store.get_many(Table::MessageIds, idks.clone()).await?;
+        let found = self
+            .store
+            .get_many(Table::MessageIds, blinded.iter().map(|b| b.to_vec()).collect())
+            .await?;
         let mut wanted = Vec::new();
-        for (((id, idk), b), sealed) in ids.iter().zip(&idks).zip(&blinded).zip(found) {
+        for ((id, idk), sealed) in ids.iter().zip(&blinded).zip(found) {
             match sealed {
                 None => {
                     self.messages.insert((*id).clone(), None);
-                    self.id_keys.insert((*id).clone(), *b);
+                    self.id_keys.insert((*id).clone(), *idk);
                 }
                 Some(sealed) => {
                     wanted.push((
