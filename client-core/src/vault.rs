@@ -4,7 +4,8 @@
 //! KDF of its choice). Two subkeys are derived from it with HKDF-SHA256:
 //! - `Hush_Store_Seal_v1`: XChaCha20-Poly1305 over every value, with a random 24-byte nonce and
 //!   associated data `"Hush_Store_v1" ‖ table name ‖ 0x00 ‖ key`, so a value moved to another
-//!   key or table fails to open;
+//!   key or table fails to open (the one exception is the message-id index, whose values are
+//!   keys the store shows anyway: see [`crate::records::id_row`]);
 //! - `Hush_Store_Blind_v1`: HMAC-SHA256, truncated to 16 bytes, over every identifier that has to
 //!   appear in a key (account ids, message ids, search tokens), so the store on disk shows no
 //!   contact, conversation or word.

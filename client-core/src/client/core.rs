@@ -17,7 +17,7 @@ use super::types::Event;
 use crate::hashing::{Map, map};
 use crate::records::{
     AccountRecord, ContactRecord, ConversationRecord, MessageRecord, PostingsRecord, Record,
-    SessionRecord, keys, meta,
+    SessionRecord, id_row, keys, meta,
 };
 use crate::store::{Batch, Store, Table};
 use crate::vault::{BLIND_LEN, Vault};
@@ -201,8 +201,8 @@ impl<'a> Tx<'a> {
                 self.id_keys.insert(id.to_vec(), idk);
                 None
             }
-            Some(sealed) => {
-                let mkey = self.vault.open(Table::MessageIds, &idk, &sealed)?.to_vec();
+            Some(row) => {
+                let mkey = id_row::decode(self.vault, &idk, id, &row)?;
                 match self.store.get(Table::Messages, &mkey).await? {
                     None => None,
                     Some(sealed) => {
@@ -232,17 +232,14 @@ impl<'a> Tx<'a> {
             .get_many(Table::MessageIds, blinded.iter().map(|b| b.to_vec()).collect())
             .await?;
         let mut wanted = Vec::new();
-        for ((id, idk), sealed) in ids.iter().zip(&blinded).zip(found) {
-            match sealed {
+        for ((id, idk), row) in ids.iter().zip(&blinded).zip(found) {
+            match row {
                 None => {
                     self.messages.insert((*id).clone(), None);
                     self.id_keys.insert((*id).clone(), *idk);
                 }
-                Some(sealed) => {
-                    wanted.push((
-                        (*id).clone(),
-                        self.vault.open(Table::MessageIds, idk, &sealed)?.to_vec(),
-                    ));
+                Some(row) => {
+                    wanted.push(((*id).clone(), id_row::decode(self.vault, idk, id, &row)?));
                 }
             }
         }
@@ -390,7 +387,7 @@ impl<'a> Tx<'a> {
                     Some(idk) => idk,
                     None => keys::message_id(self.vault, &id),
                 };
-                self.put(Table::MessageIds, &idk, &key);
+                self.batch.put(Table::MessageIds, idk, id_row::encode(&key));
             }
             self.put_owned(Table::Messages, key, &value);
         }

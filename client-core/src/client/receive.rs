@@ -551,7 +551,10 @@ async fn apply(
 }
 
 fn valid_text(t: &content::Text) -> bool {
-    t.id.len() == MESSAGE_ID_LEN && !t.body.is_empty() && t.body.chars().count() <= MAX_TEXT_CHARS
+    // A text has at most as many characters as bytes, so most need no count.
+    t.id.len() == MESSAGE_ID_LEN
+        && !t.body.is_empty()
+        && (t.body.len() <= MAX_TEXT_CHARS || t.body.chars().count() <= MAX_TEXT_CHARS)
 }
 
 /// Adds a message to history (unless its id is already there) and updates the conversation.

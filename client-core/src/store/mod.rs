@@ -2,8 +2,9 @@
 //!
 //! Everything the client persists (its account, sessions, contacts, history, outbox and search
 //! index) goes through [`Store`]. Backends only see opaque keys and values: the client encrypts
-//! every value and blinds every identifier in a key before it reaches them (see
-//! [`crate::vault`]). A backend guarantees:
+//! every value (but the message-id index's, which are keys the store shows anyway) and blinds
+//! every identifier in a key before it reaches them (see [`crate::vault`]). A backend
+//! guarantees:
 //! - [`Store::commit`] is atomic and durable: after it returns `Ok`, every put and delete of
 //!   the batch survives a crash; after an error, none of them happened;
 //! - [`Store::scan`] returns keys in byte order (or reverse byte order) within `[start, end)`.
