@@ -284,7 +284,7 @@ pub enum RecordError {
 /// Rows written before format 0 are sealed values (first byte
 /// [`SEALED_VERSION`](crate::vault::SEALED_VERSION)) and still open.
 pub mod id_row {
-    use super::{BLIND_LEN, RecordError, Vault};
+    use super::{RecordError, Vault, keys};
     use crate::store::Table;
     use crate::vault::SEALED_VERSION;
 
@@ -311,7 +311,7 @@ pub mod id_row {
             Some((&SEALED_VERSION, _)) => vault.open(Table::MessageIds, blinded, value)?.to_vec(),
             _ => return Err(RecordError::Corrupt("message id row").into()),
         };
-        if key.len() != BLIND_LEN + 8 + id.len() || !key.ends_with(id) {
+        if !keys::is_message_key_of(&key, id) {
             return Err(RecordError::Corrupt("message id row").into());
         }
         Ok(key)
@@ -381,6 +381,11 @@ pub mod keys {
     /// [`message`] with the conversation's prefix already blinded.
     pub fn message_in(prefix: &[u8; BLIND_LEN], clock: u64, id: &[u8]) -> Vec<u8> {
         [&prefix[..], &clock.to_be_bytes(), id].concat()
+    }
+
+    /// Whether `key` has the shape of a [`message`] key for message `id`.
+    pub fn is_message_key_of(key: &[u8], id: &[u8]) -> bool {
+        key.len() == BLIND_LEN + 8 + id.len() && key.ends_with(id)
     }
 
     /// The prefix of a conversation's messages.

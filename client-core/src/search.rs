@@ -135,11 +135,11 @@ pub fn for_each_token(text: &str, mut f: impl FnMut(&str)) {
 
 /// The words of ASCII text exactly as UAX #29 (`unicode_word_indices`) finds them, without its
 /// general machinery: most chat text is ASCII, and `unicode-segmentation` took about half the
-/// time of tokenizing an ASCII message (`benches/tokens.rs`). For ASCII the rules come down to these: letters, digits and `_` join (WB5, WB8 to
-/// WB10, WB13a/b); one `:`, `.` or `'` joins two letters (WB6/7); one `,`, `;`, `.` or `'`
-/// joins two digits (WB11/12); everything else breaks; and like `unicode_word_indices`, only
-/// segments holding a letter or digit count as words. A property test holds this to
-/// `unicode-segmentation` on ASCII input.
+/// time of tokenizing an ASCII message (`benches/tokens.rs`). For ASCII the rules come down to
+/// these: letters, digits and `_` join (WB5, WB8 to WB10, WB13a/b); one `:`, `.` or `'` joins
+/// two letters (WB6/7); one `,`, `;`, `.` or `'` joins two digits (WB11/12); everything else
+/// breaks; and like `unicode_word_indices`, only segments holding a letter or digit count as
+/// words. A property test holds this to `unicode-segmentation` on ASCII input.
 fn ascii_words<'a>(text: &'a str, mut f: impl FnMut(&'a str)) {
     let b = text.as_bytes();
     let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
