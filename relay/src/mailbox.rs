@@ -353,32 +353,14 @@ impl<'t> Tables<'t> {
     ) -> Result<u64, StoreError> {
         let mut seqs: Vec<u64> = seqs.into_iter().collect();
         seqs.sort_unstable();
-        seqs.dedup();
-        let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else { return Ok(0) };
         let mut meta = read_mailbox_meta(&self.meta, account, device)?;
-        let mut removed = Vec::with_capacity(seqs.len());
-        // A catch-up acks runs of consecutive seqs. When the seqs fill at least half of the
-        // range they span, one pass over that range removes them leaf by leaf, where a remove
-        // per seq descends the B-tree from the root each time. Sparse acks (a few seqs far
-        // apart) stay per seq, so an ack never walks entries it does not name.
-        let span = last - first;
-        if span / 2 < seqs.len() as u64 {
-            let range = (*account, device, first)..=(*account, device, last);
-            let named =
-                |(_, _, seq): (AccountId, u32, u64), _: &[u8]| seqs.binary_search(&seq).is_ok();
-            for item in self.mailbox.extract_from_if(range, named)? {
-                let (k, v) = item?;
-                removed.push((k.value().2, MailboxEntry::decode(v.value())?.0));
-            }
-        } else {
-            for &seq in &seqs {
-                let Some(v) = self.mailbox.remove((*account, device, seq))? else { continue };
-                removed.push((seq, MailboxEntry::decode(v.value())?.0));
-            }
-        }
-        let n = removed.len() as u64;
-        for (seq, entry) in &removed {
-            self.release(account, device, *seq, entry, &mut meta)?;
+        let mut n = 0;
+        for seq in seqs {
+            let Some(v) = self.mailbox.remove((*account, device, seq))? else { continue };
+            let (entry, _) = MailboxEntry::decode(v.value())?;
+            drop(v);
+            self.release(account, device, seq, &entry, &mut meta)?;
+            n += 1;
         }
         if n > 0 {
             self.meta.insert((*account, device), meta.encode().as_slice())?;
@@ -495,8 +477,7 @@ mod tests {
 
     /// One-recipient payloads live in their mailbox entry and shared ones in the payload table
     /// (v1 entries, as earlier relays wrote every entry), and acks of either kind delete exactly
-    /// what they name, with the counters following. The first ack is sparse (removed seq by seq),
-    /// the later ones runs (removed in one pass over their range).
+    /// what they name, with the counters following.
     #[test]
     fn inline_and_shared_payloads_store_deliver_and_ack() {
         let (_dir, store) = store();
