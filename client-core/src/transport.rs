@@ -181,39 +181,115 @@ mod native {
     }
 
     /// A reader task owns the push stream (its reads are not cancel-safe) and forwards
-    /// pushes through a channel, so `next` and `try_next` can be cancelled freely.
+    /// pushes through a channel, so `next` and `try_next` can be cancelled freely. It forwards
+    /// them in chunks (whatever has arrived, up to [`CHUNK`]): during a catch-up a
+    /// thousand pushes a batch cross the channel in a few sends instead of a thousand, each of
+    /// which the reader and the client would take turns on.
     struct QuicDeliveries {
-        pushes: tokio::sync::mpsc::Receiver<Result<Option<server_push::Body>, TransportError>>,
+        /// `Ok(None)` ends the subscription.
+        chunks: tokio::sync::mpsc::Receiver<Result<Option<Vec<server_push::Body>>, TransportError>>,
+        /// The rest of the chunk being read.
+        buffered: std::collections::VecDeque<server_push::Body>,
+        /// The end (or failure) of the subscription, once reached with pushes still buffered.
+        end: Option<Result<Option<server_push::Body>, TransportError>>,
         acks: AckWriter,
     }
+
+    /// Most pushes forwarded together.
+    const CHUNK: usize = 128;
+    /// Chunks the channel holds: with [`CHUNK`], at most a batch's worth of pushes waits in
+    /// memory, and the rest in QUIC's flow-control window.
+    const CHUNKS_BUFFERED: usize = 8;
 
     impl QuicDeliveries {
         fn new(sub: Subscription) -> Self {
             let (mut reader, acks) = sub.split();
-            let (tx, pushes) = tokio::sync::mpsc::channel(1024);
+            let (tx, chunks) = tokio::sync::mpsc::channel(CHUNKS_BUFFERED);
             tokio::spawn(async move {
                 loop {
-                    let item = reader.next().await.map_err(TransportError::from);
-                    let end = !matches!(item, Ok(Some(_)));
-                    if tx.send(item).await.is_err() || end {
-                        break;
+                    let first = match reader.next().await {
+                        Ok(Some(push)) => push,
+                        Ok(None) => {
+                            let _ = tx.send(Ok(None)).await;
+                            return;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e.into())).await;
+                            return;
+                        }
+                    };
+                    let mut chunk = vec![first];
+                    let mut failed = None;
+                    while chunk.len() < CHUNK {
+                        match reader.next_ready() {
+                            Ok(Some(push)) => chunk.push(push),
+                            Ok(None) => break,
+                            Err(e) => {
+                                failed = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                    if tx.send(Ok(Some(chunk))).await.is_err() {
+                        return;
+                    }
+                    if let Some(e) = failed {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
                     }
                 }
             });
-            Self { pushes, acks }
+            Self { chunks, buffered: std::collections::VecDeque::new(), end: None, acks }
+        }
+
+        /// Takes a received chunk (or the end) into `buffered`; returns the end once reached.
+        fn take(
+            &mut self,
+            chunk: Option<Result<Option<Vec<server_push::Body>>, TransportError>>,
+        ) -> Option<Result<Option<server_push::Body>, TransportError>> {
+            match chunk {
+                Some(Ok(Some(pushes))) => {
+                    self.buffered.extend(pushes);
+                    None
+                }
+                // A closed channel: the reader task is gone, which only happens after it
+                // forwarded the end; treat it as the end of the subscription.
+                Some(Ok(None)) | None => Some(Ok(None)),
+                Some(Err(e)) => Some(Err(e)),
+            }
         }
     }
 
     #[async_trait]
     impl Deliveries for QuicDeliveries {
         async fn next(&mut self) -> Result<Option<server_push::Body>, TransportError> {
-            self.pushes.recv().await.unwrap_or(Ok(None))
+            loop {
+                if let Some(push) = self.buffered.pop_front() {
+                    return Ok(Some(push));
+                }
+                if let Some(end) = &self.end {
+                    return end.clone();
+                }
+                let chunk = self.chunks.recv().await;
+                self.end = self.take(chunk);
+            }
         }
 
         async fn try_next(&mut self) -> Result<Option<server_push::Body>, TransportError> {
-            match self.pushes.try_recv() {
-                Ok(item) => item,
-                Err(_) => Ok(None),
+            loop {
+                if let Some(push) = self.buffered.pop_front() {
+                    return Ok(Some(push));
+                }
+                if let Some(end) = &self.end {
+                    return end.clone();
+                }
+                match self.chunks.try_recv() {
+                    Ok(chunk) => self.end = self.take(Some(chunk)),
+                    Err(tokio::sync::mpsc::error::TryRecvError::Empty) => return Ok(None),
+                    Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
+                        self.end = self.take(None);
+                    }
+                }
             }
         }
 

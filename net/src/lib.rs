@@ -389,6 +389,14 @@ impl PushReader {
             None => Ok(None),
         }
     }
+
+    /// The next push if it has already arrived; never waits.
+    pub fn next_ready(&mut self) -> Result<Option<wire::server_push::Body>, NetError> {
+        match self.frames.next_ready::<ServerPush>(self.limit)? {
+            Some(push) => push.body.map(Some).ok_or(NetError::Unexpected("empty push")),
+            None => Ok(None),
+        }
+    }
 }
 
 /// The acking half of a [`Subscription`].

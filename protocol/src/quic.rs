@@ -76,6 +76,31 @@ impl FrameReader {
             }
         }
     }
+
+    /// The next message if its whole frame has already arrived; never waits. A reader that
+    /// has just awaited [`FrameReader::next`] takes what else is there this way, to hand the
+    /// messages on together. A stream read that would have to wait is not waited for (quinn's
+    /// reads are cancel-safe, so the one poll of it is simply dropped).
+    pub fn next_ready<M: Message + Default>(
+        &mut self,
+        limit: usize,
+    ) -> Result<Option<M>, StreamError> {
+        use std::future::Future;
+        loop {
+            if let Some(body) = self.frames.next_frame(limit)? {
+                return Ok(Some(frame::decode(body)?));
+            }
+            let read = std::pin::pin!(self.recv.read_chunk(READ_CHUNK, true));
+            // One poll with a no-op waker: the reader's next `next` registers a real one.
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            match read.poll(&mut cx) {
+                std::task::Poll::Ready(Ok(Some(chunk))) => self.frames.extend(&chunk.bytes),
+                // The end of the stream, or nothing more yet: `next` reports the end.
+                std::task::Poll::Ready(Ok(None)) | std::task::Poll::Pending => return Ok(None),
+                std::task::Poll::Ready(Err(e)) => return Err(e.into()),
+            }
+        }
+    }
 }
 
 /// Reads and decodes one message; a clean end of stream is an error here.

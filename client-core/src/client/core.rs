@@ -377,24 +377,25 @@ impl<'a> Tx<'a> {
         (self.batch, self.events, overlays)
     }
 
-    /// Seals the deferred message, conversation and search writes into the batch.
+    /// Seals the deferred message, conversation and search writes into the batch, all in one
+    /// [`Vault::seal_all`].
     fn flush_overlays(&mut self) {
+        let mut plain = Vec::with_capacity(self.dirty_messages.len() + self.postings.len() + 1);
         for (id, new) in std::mem::take(&mut self.dirty_messages) {
             let Some(Some((key, m))) = self.messages.get(&id) else { continue };
-            let (key, value) = (key.clone(), m.to_bytes());
             if new {
                 let idk = match self.id_keys.remove(&id) {
                     Some(idk) => idk,
                     None => keys::message_id(self.vault, &id),
                 };
-                self.batch.put(Table::MessageIds, idk, id_row::encode(&key));
+                self.batch.put(Table::MessageIds, idk, id_row::encode(key));
             }
-            self.put_owned(Table::Messages, key, &value);
+            plain.push((Table::Messages, key.clone(), m.to_bytes()));
         }
         for peer in std::mem::take(&mut self.dirty_conversations) {
             let Some(Some(c)) = self.conversations.get(&peer) else { continue };
-            let value = c.to_bytes();
-            self.put(Table::Conversations, &keys::account_prefix(self.vault, &peer), &value);
+            let key = keys::account_prefix(self.vault, &peer).to_vec();
+            plain.push((Table::Conversations, key, c.to_bytes()));
         }
         // One postings row per token per transaction, keyed by its first message key (new
         // exactly once, so the row key is unique): a batch of n messages writes about as many
@@ -405,7 +406,10 @@ impl<'a> Tx<'a> {
             let Some(first) = indexes.first().and_then(key_of) else { continue };
             let k = keys::search(self.vault, &token, first);
             let value = PostingsRecord::encode_keys(indexes.iter().filter_map(key_of));
-            self.put_owned(Table::SearchIndex, k, &value);
+            plain.push((Table::SearchIndex, k, value));
+        }
+        for (table, key, sealed) in self.vault.seal_all(plain) {
+            self.batch.put(table, key, sealed);
         }
     }
 }

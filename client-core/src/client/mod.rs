@@ -91,8 +91,12 @@ pub struct ClientConfig {
     pub options: ClientOptions,
 }
 
+/// Fans events out to every open [`EventStream`]. Events go out as the batches they were
+/// emitted in (a catch-up emits one per received message, a thousand at a time): one channel
+/// send per batch, not per event, so the sender and a stream being read on another thread do
+/// not take turns on the channel a thousand times.
 struct EventHub {
-    listeners: StdMutex<Vec<mpsc::UnboundedSender<Event>>>,
+    listeners: StdMutex<Vec<mpsc::UnboundedSender<Vec<Event>>>>,
 }
 
 impl EventHub {
@@ -111,25 +115,37 @@ impl EventHub {
                 false => events.clone().unwrap_or_default(),
             };
             i += 1;
-            mine.into_iter().all(|e| l.send(e).is_ok())
+            l.send(mine).is_ok()
         });
     }
 }
 
-/// A stream of [`Event`]s; each stream sees every event emitted after it was opened.
+/// A stream of [`Event`]s; each stream sees every event emitted after it was opened, in order.
 pub struct EventStream {
-    rx: mpsc::UnboundedReceiver<Event>,
+    rx: mpsc::UnboundedReceiver<Vec<Event>>,
+    /// The rest of the batch being read.
+    buffered: std::collections::VecDeque<Event>,
 }
 
 impl EventStream {
     /// The next event; `None` once the client is shut down.
     pub async fn next(&mut self) -> Option<Event> {
-        self.rx.recv().await
+        loop {
+            if let Some(e) = self.buffered.pop_front() {
+                return Some(e);
+            }
+            self.buffered = self.rx.recv().await?.into();
+        }
     }
 
     /// An event already waiting, if any.
     pub fn try_next(&mut self) -> Option<Event> {
-        self.rx.try_recv().ok()
+        loop {
+            if let Some(e) = self.buffered.pop_front() {
+                return Some(e);
+            }
+            self.buffered = self.rx.try_recv().ok()?.into();
+        }
     }
 }
 
@@ -575,7 +591,7 @@ impl Client {
         if let Ok(mut l) = self.inner.events.listeners.lock() {
             l.push(tx);
         }
-        EventStream { rx }
+        EventStream { rx, buffered: std::collections::VecDeque::new() }
     }
 
     /// The connection state now.
@@ -974,4 +990,54 @@ impl Inner {
 /// Maps a relay response of the wrong kind to a protocol error.
 pub(crate) fn unexpected(what: &str) -> ClientError {
     ClientError::Protocol(format!("unexpected response, expected {what}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn typing(n: usize) -> Event {
+        Event::Typing { conversation: n.to_string(), started: true }
+    }
+
+    fn hub_with(streams: usize) -> (EventHub, Vec<EventStream>) {
+        let hub = EventHub { listeners: StdMutex::new(Vec::new()) };
+        let streams = (0..streams)
+            .map(|_| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                hub.listeners.lock().unwrap().push(tx);
+                EventStream { rx, buffered: std::collections::VecDeque::new() }
+            })
+            .collect();
+        (hub, streams)
+    }
+
+    /// Batches go out whole, yet every stream reads single events in emission order, whether
+    /// through `next`, `try_next` or both; a dropped stream stops receiving without disturbing
+    /// the others.
+    #[tokio::test]
+    async fn every_stream_reads_every_event_in_order() {
+        let (hub, mut streams) = hub_with(3);
+        hub.emit(vec![typing(0), typing(1), typing(2)]);
+        hub.emit(Vec::new());
+        hub.emit(vec![typing(3)]);
+        let dropped = streams.pop().unwrap();
+        drop(dropped);
+        hub.emit(vec![typing(4), typing(5)]);
+        assert_eq!(hub.listeners.lock().unwrap().len(), 2);
+        let [a, b] = &mut streams[..] else { unreachable!() };
+        let mut got_a = Vec::new();
+        while let Some(e) = a.try_next() {
+            got_a.push(e);
+        }
+        let mut got_b = vec![b.next().await.unwrap(), b.try_next().unwrap()];
+        for _ in 2..6 {
+            got_b.push(b.next().await.unwrap());
+        }
+        let want: Vec<Event> = (0..6).map(typing).collect();
+        assert_eq!(got_a, want);
+        assert_eq!(got_b, want);
+        assert!(a.try_next().is_none() && b.try_next().is_none());
+    }
 }

@@ -93,6 +93,64 @@ async fn offline_device_drains_in_order_then_gets_queue_empty_then_live_pushes()
     assert_eq!(drain(&mut sub2).await.len(), 301);
 }
 
+/// The native client reads a drain as chunks: one awaited push, then every push that has
+/// already arrived (`PushReader::next_ready`, which never waits). Payloads from a few bytes to
+/// 100 KB put frame boundaries everywhere relative to QUIC's stream reads; every envelope must
+/// still come out once, whole, in order, with `QueueEmpty` after the last.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drain_read_in_chunks_gives_every_envelope_once_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(dir.path(), &[]);
+    let mut alice = User::new(1);
+    let mut bob = User::new(1);
+    setup(&relay, &mut [&mut alice, &mut bob]).await;
+    let a = alice.login(&relay, 1).await;
+    let payload = |i: usize| vec![(i % 251) as u8; [3, 700, 100_000, 1, 64 * 1024 + 5][i % 5]];
+    for i in 0..200 {
+        a.send(send_to(&bob, &payload(i))).await.unwrap();
+    }
+    let b = bob.login(&relay, 1).await;
+    let (mut reader, _acks) = b.subscribe().await.unwrap().split();
+    let (mut got, mut chunks, mut chunked) = (Vec::new(), 0, 0);
+    let mut take = |push: Option<server_push::Body>| match push {
+        Some(server_push::Body::Delivery(d)) => {
+            got.push((d.seq, d.payload));
+            false
+        }
+        Some(server_push::Body::QueueEmpty(q)) => {
+            assert_eq!(q.last_seq, 200);
+            true
+        }
+        other => panic!("unexpected push {other:?}"),
+    };
+    'drain: loop {
+        let first = tokio::time::timeout(Duration::from_secs(30), reader.next()).await;
+        if take(first.expect("a push in time").unwrap()) {
+            break;
+        }
+        chunks += 1;
+        while let Some(push) = reader.next_ready().unwrap() {
+            chunked += 1;
+            if take(Some(push)) {
+                break 'drain;
+            }
+        }
+    }
+    assert_eq!(got.len(), 200);
+    for (i, (seq, p)) in got.iter().enumerate() {
+        assert_eq!((*seq, p.len()), (i as u64 + 1, payload(i).len()));
+        assert_eq!(*p, payload(i));
+    }
+    // The chunked path was taken: some pushes came without an await of their own.
+    assert!(chunked > 0 && chunks < 200, "{chunks} awaited, {chunked} ready");
+    // Nothing more is ready, and the stream is still open for live pushes.
+    assert!(reader.next_ready().unwrap().is_none());
+    a.send(send_to(&bob, b"live")).await.unwrap();
+    let live = tokio::time::timeout(Duration::from_secs(30), reader.next()).await.unwrap();
+    let Some(server_push::Body::Delivery(d)) = live.unwrap() else { panic!("expected a delivery") };
+    assert_eq!((d.seq, d.payload.as_slice()), (201, &b"live"[..]));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn envelopes_are_deleted_only_after_ack() {
     let dir = tempfile::tempdir().unwrap();
