@@ -66,8 +66,8 @@ impl FrameReader {
         limit: usize,
     ) -> Result<Option<M>, StreamError> {
         loop {
-            if let Some(body) = self.frames.next_frame(limit)? {
-                return Ok(Some(frame::decode(body)?));
+            if let Some(m) = self.buffered(limit)? {
+                return Ok(Some(m));
             }
             match self.recv.read_chunk(READ_CHUNK, true).await? {
                 Some(chunk) => self.frames.extend(&chunk.bytes),
@@ -87,8 +87,8 @@ impl FrameReader {
     ) -> Result<Option<M>, StreamError> {
         use std::future::Future;
         loop {
-            if let Some(body) = self.frames.next_frame(limit)? {
-                return Ok(Some(frame::decode(body)?));
+            if let Some(m) = self.buffered(limit)? {
+                return Ok(Some(m));
             }
             let read = std::pin::pin!(self.recv.read_chunk(READ_CHUNK, true));
             // One poll with a no-op waker: the reader's next `next` registers a real one.
@@ -99,6 +99,14 @@ impl FrameReader {
                 std::task::Poll::Ready(Ok(None)) | std::task::Poll::Pending => return Ok(None),
                 std::task::Poll::Ready(Err(e)) => return Err(e.into()),
             }
+        }
+    }
+
+    /// The next message whose whole frame is already in the reassembly buffer.
+    fn buffered<M: Message + Default>(&mut self, limit: usize) -> Result<Option<M>, StreamError> {
+        match self.frames.next_frame(limit)? {
+            Some(body) => Ok(Some(frame::decode(body)?)),
+            None => Ok(None),
         }
     }
 }
