@@ -1,4 +1,4 @@
-//! The one cross-target shim: `Send` bounds, spawning, sleeping and the clock.
+//! The one cross-target shim: `Send` bounds, spawning, a second thread, sleeping and the clock.
 //!
 //! Native builds run on tokio and need `Send` futures; the browser is single-threaded and its
 //! futures are not `Send`. Everything target-specific about execution lives here, so the rest of
@@ -36,6 +36,32 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     tokio::spawn(future);
+}
+
+/// Runs `a` here and `b` beside it on a scoped thread, when the device has a second core and a
+/// thread can be started; otherwise (one core, or the OS refused) `b` runs here after `a`.
+/// `b` is `Fn` so that it can still run here if its thread could not finish.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn join<A, B: Send>(a: impl FnOnce() -> A, b: impl Fn() -> B + Sync) -> (A, B) {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from));
+    if cores < 2 {
+        return (a(), b());
+    }
+    std::thread::scope(|scope| {
+        let other = std::thread::Builder::new().name("hush-worker".into()).spawn_scoped(scope, &b);
+        let a = a();
+        match other.map(|h| h.join()) {
+            Ok(Ok(b)) => (a, b),
+            _ => (a, b()),
+        }
+    })
+}
+
+/// Runs `a`, then `b`: the page has one thread.
+#[cfg(target_arch = "wasm32")]
+pub fn join<A, B>(a: impl FnOnce() -> A, b: impl Fn() -> B) -> (A, B) {
+    (a(), b())
 }
 
 /// Waits for `duration`.

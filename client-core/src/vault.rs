@@ -35,12 +35,6 @@ pub const PARALLEL_SEAL_BYTES: usize = 64 * 1024;
 /// for splitting a batch into halves of equal work.
 const SEAL_SETUP_BYTES: usize = 256;
 
-/// Whether this process can use a second core.
-fn parallel() -> bool {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from)) > 1
-}
-
 /// A 32-byte key the app supplies to encrypt its store. Zeroized on drop; never printed.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct StoreKey([u8; 32]);
@@ -151,9 +145,9 @@ impl Vault {
     /// Seals many values at once: `(table, key, value)` in, `(table, key, sealed)` out, in the
     /// same order. A catch-up seals hundreds of kilobytes per batch (its history rows and search
     /// postings) while the previous batch commits, and that commit usually ends first, leaving a
-    /// core idle. So where a second core exists and there are more than [`PARALLEL_SEAL_BYTES`]
-    /// to seal, about half of the bytes are sealed on a scoped thread. Where no thread can be
-    /// started (the browser, or the OS refuses), everything is sealed here.
+    /// core idle. So above [`PARALLEL_SEAL_BYTES`], about half of the bytes are sealed beside the
+    /// rest ([`crate::runtime::join`]: on a second thread where the device has a second core
+    /// and one can be started; in the browser, one after the other).
     pub fn seal_all(
         &self,
         items: Vec<(Table, Vec<u8>, Vec<u8>)>,
@@ -163,7 +157,7 @@ impl Vault {
         };
         let cost = |v: &Vec<u8>| v.len() + SEAL_SETUP_BYTES;
         let total: usize = items.iter().map(|(_, _, v)| cost(v)).sum();
-        let sealed = if total >= PARALLEL_SEAL_BYTES && parallel() {
+        let sealed = if total >= PARALLEL_SEAL_BYTES {
             // Split where the first part holds about half of the bytes.
             let mut acc = 0;
             let at = items
@@ -174,19 +168,9 @@ impl Vault {
                 })
                 .map_or(items.len(), |i| i + 1);
             let (first, second) = items.split_at(at);
-            std::thread::scope(|scope| {
-                let other = std::thread::Builder::new()
-                    .name("hush-seal".into())
-                    .spawn_scoped(scope, || seal(second));
-                let mut out = seal(first);
-                // Sealing has no failure path; should the thread still not deliver its part,
-                // it is sealed here, so no row is ever left out.
-                match other.map(|h| h.join()) {
-                    Ok(Ok(rest)) => out.extend(rest),
-                    _ => out.extend(seal(second)),
-                }
-                out
-            })
+            let (mut out, rest) = crate::runtime::join(|| seal(first), || seal(second));
+            out.extend(rest);
+            out
         } else {
             seal(&items)
         };
