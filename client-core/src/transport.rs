@@ -186,12 +186,11 @@ mod native {
     /// thousand pushes a batch cross the channel in a few sends instead of a thousand, each of
     /// which the reader and the client would take turns on.
     struct QuicDeliveries {
-        /// `Ok(None)` ends the subscription.
-        chunks: tokio::sync::mpsc::Receiver<Result<Option<Vec<server_push::Body>>, TransportError>>,
-        /// The rest of the chunk being read.
+        /// Closed by the reader task at the end of the subscription (after an error, if any).
+        chunks: tokio::sync::mpsc::Receiver<Result<Vec<server_push::Body>, TransportError>>,
+        /// The rest of the chunk being read. The end only comes after every chunk, so it is
+        /// only ever seen with this empty.
         buffered: std::collections::VecDeque<server_push::Body>,
-        /// The end (or failure) of the subscription, once reached with pushes still buffered.
-        end: Option<Result<Option<server_push::Body>, TransportError>>,
         acks: AckWriter,
     }
 
@@ -209,10 +208,8 @@ mod native {
                 loop {
                     let first = match reader.next().await {
                         Ok(Some(push)) => push,
-                        Ok(None) => {
-                            let _ = tx.send(Ok(None)).await;
-                            return;
-                        }
+                        // The end: dropping the sender closes the channel.
+                        Ok(None) => return,
                         Err(e) => {
                             let _ = tx.send(Err(e.into())).await;
                             return;
@@ -230,7 +227,7 @@ mod native {
                             }
                         }
                     }
-                    if tx.send(Ok(Some(chunk))).await.is_err() {
+                    if tx.send(Ok(chunk)).await.is_err() {
                         return;
                     }
                     if let Some(e) = failed {
@@ -239,24 +236,7 @@ mod native {
                     }
                 }
             });
-            Self { chunks, buffered: std::collections::VecDeque::new(), end: None, acks }
-        }
-
-        /// Takes a received chunk (or the end) into `buffered`; returns the end once reached.
-        fn take(
-            &mut self,
-            chunk: Option<Result<Option<Vec<server_push::Body>>, TransportError>>,
-        ) -> Option<Result<Option<server_push::Body>, TransportError>> {
-            match chunk {
-                Some(Ok(Some(pushes))) => {
-                    self.buffered.extend(pushes);
-                    None
-                }
-                // A closed channel: the reader task is gone, which only happens after it
-                // forwarded the end; treat it as the end of the subscription.
-                Some(Ok(None)) | None => Some(Ok(None)),
-                Some(Err(e)) => Some(Err(e)),
-            }
+            Self { chunks, buffered: std::collections::VecDeque::new(), acks }
         }
     }
 
@@ -267,11 +247,10 @@ mod native {
                 if let Some(push) = self.buffered.pop_front() {
                     return Ok(Some(push));
                 }
-                if let Some(end) = &self.end {
-                    return end.clone();
+                match self.chunks.recv().await {
+                    Some(chunk) => self.buffered.extend(chunk?),
+                    None => return Ok(None),
                 }
-                let chunk = self.chunks.recv().await;
-                self.end = self.take(chunk);
             }
         }
 
@@ -280,15 +259,9 @@ mod native {
                 if let Some(push) = self.buffered.pop_front() {
                     return Ok(Some(push));
                 }
-                if let Some(end) = &self.end {
-                    return end.clone();
-                }
                 match self.chunks.try_recv() {
-                    Ok(chunk) => self.end = self.take(Some(chunk)),
-                    Err(tokio::sync::mpsc::error::TryRecvError::Empty) => return Ok(None),
-                    Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
-                        self.end = self.take(None);
-                    }
+                    Ok(chunk) => self.buffered.extend(chunk?),
+                    Err(_) => return Ok(None),
                 }
             }
         }
