@@ -1,11 +1,12 @@
 //! Frame I/O over quinn streams (feature `quinn`), used by the relay and the native client.
 //!
-//! [`read_frame`] checks the length prefix against the caller's limit before allocating, and
-//! tells a clean end of stream (no bytes) apart from a frame cut short.
+//! [`read_frame`] checks the length prefix against the caller's limit as soon as it arrives and
+//! grows the body as bytes come in ([`frame::FrameCollector`]), so an announced but unsent body
+//! costs nothing; it tells a clean end of stream (no bytes) apart from a frame cut short.
 
 use prost::Message;
 
-use crate::frame::{self, FrameError, PREFIX_LEN};
+use crate::frame::{self, FrameBody, FrameCollector, FrameError};
 
 /// Why a frame could not be read from or written to a stream.
 #[derive(Debug, thiserror::Error)]
@@ -22,24 +23,30 @@ pub enum StreamError {
 }
 
 /// Reads one frame body; `Ok(None)` if the stream ended cleanly before a new frame began.
+/// Reads nothing past the frame.
 pub async fn read_frame(
     recv: &mut quinn::RecvStream,
     limit: usize,
-) -> Result<Option<Vec<u8>>, StreamError> {
-    let mut prefix = [0u8; PREFIX_LEN];
-    match recv.read_exact(&mut prefix).await {
-        Ok(()) => {}
-        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
-        Err(quinn::ReadExactError::FinishedEarly(_)) => return Err(FrameError::Truncated.into()),
-        Err(quinn::ReadExactError::ReadError(e)) => return Err(e.into()),
+) -> Result<Option<FrameBody>, StreamError> {
+    let mut frame = FrameCollector::new(limit);
+    while frame.wanted() > 0 {
+        match recv.read_chunk(frame.wanted(), true).await? {
+            Some(chunk) => {
+                let mut bytes: &[u8] = &chunk.bytes;
+                while !bytes.is_empty() {
+                    // `read_chunk` returned no more than the frame wants, so each push takes
+                    // something until the chunk is used up.
+                    let taken = frame.push(bytes)?;
+                    if taken == 0 {
+                        break;
+                    }
+                    bytes = bytes.get(taken..).unwrap_or_default();
+                }
+            }
+            None => break,
+        }
     }
-    let len = frame::body_len(prefix, limit)?;
-    let mut body = vec![0u8; len];
-    match recv.read_exact(&mut body).await {
-        Ok(()) => Ok(Some(body)),
-        Err(quinn::ReadExactError::FinishedEarly(_)) => Err(FrameError::Truncated.into()),
-        Err(quinn::ReadExactError::ReadError(e)) => Err(e.into()),
-    }
+    Ok(frame.finish()?)
 }
 
 /// Most bytes taken from the stream per read by a [`FrameReader`].
@@ -117,7 +124,7 @@ pub async fn read_message<M: Message + Default>(
     limit: usize,
 ) -> Result<M, StreamError> {
     let body = read_frame(recv, limit).await?.ok_or(FrameError::Truncated)?;
-    Ok(frame::decode(&body)?)
+    Ok(body.decode()?)
 }
 
 /// Consumes the end of a request or response stream if it has already arrived, so dropping

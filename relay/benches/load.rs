@@ -30,7 +30,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Relay, User, send_to};
+use common::{Relay, User, metric, rss_bytes, send_to};
 use hush_net::Endpoint;
 use hush_protocol::wire::server_push;
 use hush_relay::config::Config;
@@ -131,15 +131,6 @@ fn bench_dir() -> std::path::PathBuf {
     let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("load");
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-async fn metric(relay: &Relay, name: &str) -> f64 {
-    let (_, body) = relay.http_get("/metrics").await;
-    body.lines()
-        .find(|l| l.starts_with(name) && l.as_bytes().get(name.len()) == Some(&b' '))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// A one-envelope send of `PAYLOAD` bytes from `alice`'s device 1 to `bob`'s device 1, as the
@@ -411,17 +402,6 @@ fn cpu_us(pid: u32) -> f64 {
     let field = |n: usize| f.get(n - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     let ticks = field(14) + field(15);
     ticks * 1e6 / 100.0 // USER_HZ is 100 on Linux
-}
-
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .unwrap_or(0)
-        * 1024
 }
 
 struct Bare {

@@ -120,6 +120,10 @@ options! {
     idle_timeout_secs: u64 = 60, "HUSH_IDLE_TIMEOUT_SECS";
     /// Concurrent request streams per connection.
     max_streams_per_connection: u32 = 64, "HUSH_MAX_STREAMS_PER_CONNECTION";
+    /// Most bytes of requests the relay buffers (read but not yet answered), in total.
+    max_buffered_bytes: usize = 256 * 1024 * 1024, "HUSH_MAX_BUFFERED_BYTES";
+    /// Most bytes of requests the relay buffers for one source address (IPv4, or IPv6 /64).
+    max_buffered_bytes_per_ip: usize = 32 * 1024 * 1024, "HUSH_MAX_BUFFERED_BYTES_PER_IP";
     /// Seconds to let in-flight requests finish on SIGTERM before closing connections.
     shutdown_drain_secs: u64 = 10, "HUSH_SHUTDOWN_DRAIN_SECS";
 }
@@ -190,6 +194,16 @@ impl Config {
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return bad("tls_cert and tls_key go together");
+        }
+        // One largest request (plus its WebSocket framing) must fit an address's share, and
+        // an address's share must fit the total.
+        if self.max_buffered_bytes_per_ip < self.max_request_bytes + 64 * 1024
+            || self.max_buffered_bytes < self.max_buffered_bytes_per_ip
+        {
+            return bad(
+                "max_buffered_bytes_per_ip must be at least max_request_bytes + 65536, and \
+                 max_buffered_bytes at least max_buffered_bytes_per_ip",
+            );
         }
         if self.max_streams_per_connection == 0 {
             return bad("max_streams_per_connection must be positive");

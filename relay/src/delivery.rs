@@ -10,7 +10,6 @@
 
 use std::sync::Arc;
 
-use hush_protocol::frame;
 use hush_protocol::wire::{self, Response, ServerPush, response, server_push};
 
 use crate::server::{Conn, Relay};
@@ -39,7 +38,7 @@ pub(crate) async fn serve<W: FrameWrite, R: FrameRead>(
         conn.subscribed.store(false, std::sync::atomic::Ordering::Release);
         return;
     }
-    let acks = tokio::spawn(read_acks(Arc::clone(&relay), key, recv));
+    let acks = tokio::spawn(read_acks(Arc::clone(&relay), Arc::clone(&conn), key, recv));
     let mut last_sent = 0u64;
     let mut drained = false;
     let end_reason = loop {
@@ -134,9 +133,16 @@ pub(crate) async fn serve<W: FrameWrite, R: FrameRead>(
     conn.subscribed.store(false, std::sync::atomic::Ordering::Release);
 }
 
-async fn read_acks<R: FrameRead>(relay: Arc<Relay>, key: (AccountId, u32), mut recv: R) {
+async fn read_acks<R: FrameRead>(
+    relay: Arc<Relay>,
+    conn: Arc<Conn>,
+    key: (AccountId, u32),
+    mut recv: R,
+) {
     loop {
-        let body = match recv.read_frame(MAX_ACK_FRAME).await {
+        // Charged until the ack is applied.
+        let mut held = conn.budget.hold();
+        let body = match recv.read_frame(MAX_ACK_FRAME, &mut held).await {
             Ok(Some(b)) => b,
             Ok(None) => return,
             Err(e) => {
@@ -145,10 +151,11 @@ async fn read_acks<R: FrameRead>(relay: Arc<Relay>, key: (AccountId, u32), mut r
                 return;
             }
         };
-        let Ok(push) = frame::decode::<wire::ClientPush>(&body) else {
+        let Ok(push) = body.decode::<wire::ClientPush>() else {
             recv.stop();
             return;
         };
+        drop(body);
         if push.acks.is_empty() {
             continue;
         }

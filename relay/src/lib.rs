@@ -16,14 +16,18 @@
 //! - [`writer`]: the single database writer with group commit;
 //! - [`store`]: tables and versioned records;
 //! - [`limits`]: rate and connection limits;
+//! - [`budget`]: the memory budget for buffered requests (per connection, address, relay);
 //! - [`metrics`]: Prometheus metrics and the operator HTTP listener;
+//! - [`fds`]: the open-file limit and the WebSocket connections it allows;
 //! - [`config`], [`tls`]: configuration and certificates.
 
 pub mod accounts;
 pub mod auth;
+pub mod budget;
 pub mod config;
 pub mod delivery;
 pub mod error;
+pub mod fds;
 pub mod limits;
 pub mod mailbox;
 pub mod metrics;
@@ -92,6 +96,9 @@ pub async fn run(
         move |source| StartError::Io { what, source }
     };
     std::fs::create_dir_all(&config.data_dir).map_err(io("create data directory"))?;
+    let files = fds::raise();
+    fds::report(&files, config.max_connections);
+    let ws_connections = files.websocket_connections(config.max_connections);
     let store = Store::open(&config.data_dir.join("relay.redb"))?;
     let identity = tls::load_identity(&config)?;
     let pin = identity.pin;
@@ -117,9 +124,10 @@ pub async fn run(
     .await
     .map_err(io("bind HTTP listener"))?;
     let http_task = tokio::spawn(http);
-    let websocket = websocket::Listener::bind(Arc::clone(&relay), ws_listen, ws_tls)
-        .await
-        .map_err(io("bind WebSocket listener"))?;
+    let websocket =
+        websocket::Listener::bind(Arc::clone(&relay), ws_listen, ws_tls, ws_connections)
+            .await
+            .map_err(io("bind WebSocket listener"))?;
     let ws_addr = websocket.addr;
     let accept = tokio::spawn(Arc::clone(&relay).accept_loop(endpoint.clone()));
     let sweeper = tokio::spawn(Arc::clone(&relay).sweeper());

@@ -28,11 +28,18 @@ pub struct CodeLabel {
     pub code: String,
 }
 
+/// Label for connection gauges: the transport.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabel {
+    /// `quic` or `websocket`.
+    pub transport: &'static str,
+}
+
 /// Every relay metric.
 pub struct Metrics {
     registry: Registry,
-    /// Open QUIC connections.
-    pub connections: Gauge,
+    /// Open connections, by transport (admitted by the connection limits).
+    pub connections: Family<TransportLabel, Gauge>,
     /// Authenticated connections.
     pub authenticated: Gauge,
     /// Connections accepted since start.
@@ -59,6 +66,8 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     /// Group commits that failed.
     pub commit_failures_total: Counter,
+    /// Bytes of requests read but not yet answered ([`crate::budget`]).
+    pub buffered_bytes: Gauge,
 }
 
 impl Metrics {
@@ -66,7 +75,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("hush_relay");
         let m = Self {
-            connections: Gauge::default(),
+            connections: Family::default(),
             authenticated: Gauge::default(),
             connections_total: Counter::default(),
             connections_refused_total: Counter::default(),
@@ -80,9 +89,14 @@ impl Metrics {
             commit_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
             commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             commit_failures_total: Counter::default(),
+            buffered_bytes: Gauge::default(),
             registry: Registry::default(),
         };
-        registry.register("connections", "Open QUIC connections", m.connections.clone());
+        registry.register(
+            "connections",
+            "Open connections, by transport (quic, websocket)",
+            m.connections.clone(),
+        );
         registry.register(
             "authenticated_connections",
             "Authenticated connections",
@@ -144,7 +158,17 @@ impl Metrics {
             "Group commits that failed",
             m.commit_failures_total.clone(),
         );
+        registry.register(
+            "buffered_request_bytes",
+            "Bytes of requests read but not yet answered",
+            m.buffered_bytes.clone(),
+        );
         Self { registry, ..m }
+    }
+
+    /// The open-connections gauge of `transport` (`quic` or `websocket`).
+    pub fn connections(&self, transport: &'static str) -> Gauge {
+        self.connections.get_or_create(&TransportLabel { transport }).clone()
     }
 
     /// Records one group commit.
@@ -186,8 +210,18 @@ pub struct HttpState {
     pub ready: Arc<AtomicBool>,
 }
 
+/// Operator connections served at once; more are closed as they arrive, so the listener
+/// can't use up the relay's file descriptors.
+const MAX_HTTP_CONNECTIONS: usize = 32;
+/// How long a client may take to send a request's headers.
+const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Binds the operator HTTP listener. Returns the bound address and a future that serves until
 /// `stop` is cancelled.
+///
+/// Each connection serves one request (no keep-alive) whose headers must arrive within 5 s,
+/// and at most 32 are open at once: a client that opens connections and sends half a header
+/// holds nothing for long, and never more than 32 descriptors.
 pub async fn serve_http(
     addr: SocketAddr,
     state: HttpState,
@@ -201,10 +235,41 @@ pub async fn serve_http(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let fut = async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "http listener failed");
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HTTP_CONNECTIONS));
+        let connections = tokio_util::task::TaskTracker::new();
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                () = stop.cancelled() => break,
+            };
+            let Ok((tcp, _)) = accepted else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            // Over the cap the connection is dropped unanswered.
+            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else { continue };
+            let service = hyper_util::service::TowerToHyperService::new(app.clone());
+            let stop = stop.clone();
+            connections.spawn(async move {
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HTTP_HEADER_TIMEOUT)
+                    .keep_alive(false);
+                let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    () = stop.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(HTTP_HEADER_TIMEOUT, conn).await;
+                    }
+                }
+                drop(slot);
+            });
         }
+        connections.close();
+        connections.wait().await;
     };
     Ok((bound, fut))
 }

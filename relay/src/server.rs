@@ -13,11 +13,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hush_protocol::wire::{self, Response, request, response};
-use hush_protocol::{AccountKey, DeviceList, close, frame};
+use hush_protocol::{AccountKey, DeviceList, close};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{self, Challenge};
+use crate::budget::{Budget, ConnBudget};
 use crate::config::Config;
 use crate::error::RelayError;
 use crate::limits::{ConnectionRate, Limiters, Rate};
@@ -35,6 +36,8 @@ const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(15);
 /// a 255-device list, is about 35 KB; anything bigger is refused before it is read, so an
 /// unauthenticated peer can't make the relay buffer `max_request_bytes` per stream.
 pub const PRE_AUTH_MAX_REQUEST: usize = 64 * 1024;
+/// What a connection may buffer before it authenticates: two largest pre-auth requests.
+pub const PRE_AUTH_BUFFER: usize = 2 * PRE_AUTH_MAX_REQUEST;
 
 /// Everything the connection tasks share.
 pub struct Relay {
@@ -48,6 +51,8 @@ pub struct Relay {
     pub online: Online,
     /// Rate and connection limits.
     pub limiters: Arc<Limiters>,
+    /// Memory for buffered requests.
+    pub budget: Arc<Budget>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Cancelled when shutdown begins.
@@ -70,6 +75,8 @@ pub struct Conn {
     /// The registration id the device had when it authenticated: a device replaced under the
     /// same id (new registration id) no longer matches.
     pub registration_id: OnceLock<u32>,
+    /// This connection's share of the request memory budget.
+    pub budget: Arc<ConnBudget>,
     challenge: Challenge,
     rate: ConnectionRate,
     pub(crate) subscribed: AtomicBool,
@@ -84,12 +91,18 @@ impl Relay {
             config.connections_per_ip,
             config.max_connections,
         ));
+        let budget = Budget::new(
+            config.max_buffered_bytes,
+            config.max_buffered_bytes_per_ip,
+            Arc::clone(&metrics),
+        );
         Self {
             config,
             store,
             writer,
             online: Online::default(),
             limiters,
+            budget,
             metrics,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -118,12 +131,14 @@ impl Relay {
         }
     }
 
-    /// State for a new connection from `ip`.
-    pub(crate) fn new_conn(&self, peer: Peer, ip: IpAddr) -> Conn {
+    /// State for a new connection from `ip`, which may buffer `buffer` bytes of requests
+    /// until it authenticates.
+    pub(crate) fn new_conn(&self, peer: Peer, ip: IpAddr, buffer: usize) -> Conn {
         Conn {
             id: self.next_conn_id.fetch_add(1, Ordering::Relaxed),
             peer,
             ip,
+            budget: self.budget.connection(crate::limits::network(ip), buffer),
             device: OnceLock::new(),
             registration_id: OnceLock::new(),
             challenge: Challenge::default(),
@@ -141,7 +156,7 @@ impl Relay {
             self.online.disconnected(key, conn.id);
             self.metrics.authenticated.dec();
         }
-        self.metrics.connections.dec();
+        self.metrics.connections(conn.peer.transport()).dec();
     }
 
     async fn connection(self: Arc<Self>, incoming: quinn::Incoming) {
@@ -160,8 +175,8 @@ impl Relay {
             return;
         };
         self.metrics.connections_total.inc();
-        self.metrics.connections.inc();
-        let conn = Arc::new(self.new_conn(Peer::Quic(quic.clone()), ip));
+        self.metrics.connections("quic").inc();
+        let conn = Arc::new(self.new_conn(Peer::Quic(quic.clone()), ip, PRE_AUTH_BUFFER));
         let auth_deadline = tokio::time::sleep(Duration::from_secs(self.config.auth_timeout_secs));
         tokio::pin!(auth_deadline);
         // `select!` evaluates a branch's guard only when it starts waiting, and authentication
@@ -204,11 +219,15 @@ impl Relay {
         } else {
             PRE_AUTH_MAX_REQUEST.min(self.config.max_request_bytes)
         };
-        let read = tokio::time::timeout(REQUEST_READ_TIMEOUT, recv.read_frame(limit));
+        // The request's memory stays charged until it is answered (its decoded form holds as
+        // much as its frame did).
+        let mut held = conn.budget.hold();
+        let read = tokio::time::timeout(REQUEST_READ_TIMEOUT, recv.read_frame(limit, &mut held));
         let request = match read.await {
-            Ok(Ok(Some(body))) => frame::decode::<wire::Request>(&body).map_err(RelayError::from),
+            Ok(Ok(Some(body))) => body.decode::<wire::Request>().map_err(RelayError::from),
             Ok(Ok(None)) => Err(RelayError::Frame(hush_protocol::FrameError::Truncated)),
             Ok(Err(ReadError::Frame(e))) => Err(RelayError::Frame(e)),
+            Ok(Err(ReadError::Refused(scope))) => Err(scope.into_error()),
             Ok(Err(ReadError::Gone(e))) => {
                 tracing::debug!(error = %e, "request stream failed");
                 return;
@@ -233,6 +252,7 @@ impl Relay {
             }
         };
         if let request::Body::Subscribe(_) = body {
+            drop(held);
             let result = self.check_subscribe(&conn);
             match result {
                 Ok(key) => delivery::serve(self, conn, key, send, recv).await,
@@ -298,6 +318,9 @@ impl Relay {
                     return Err(RelayError::AlreadyAuthenticated);
                 }
                 let _ = conn.registration_id.set(registration_id);
+                // Two largest requests, as QUIC's connection window once authenticated.
+                conn.budget.set_limit(self.config.max_request_bytes.saturating_mul(2));
+                conn.peer.authenticated(self.config.max_request_bytes);
                 self.online.connected(key, conn.id, conn.peer.clone());
                 self.metrics.authenticated.inc();
                 // A removal that committed between the check above and the registration just

@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use hush_protocol::FrameError;
 use hush_protocol::auth::CHANNEL_BINDING_LEN;
+use hush_protocol::frame::{FrameBody, FrameCollector};
 use prost::Message;
 
+use crate::budget::{Exhausted, Held};
 use crate::error::RelayError;
 use crate::websocket::WsPeer;
 
@@ -20,18 +22,22 @@ use crate::websocket::WsPeer;
 pub enum ReadError {
     /// The bytes were not a valid frame: answer with its code.
     Frame(FrameError),
+    /// The frame's bytes did not fit the memory budget: answer `rate_limited`.
+    Refused(Exhausted),
     /// The stream or connection is gone: nothing can be answered.
     Gone(String),
 }
 
 /// The receiving side of a stream.
 pub trait FrameRead: Send + 'static {
-    /// Reads one frame body of at most `limit` bytes; `Ok(None)` if the peer finished the
-    /// stream cleanly before a new frame began.
+    /// Reads one frame body of at most `limit` bytes, charging the memory it takes to `held`
+    /// as its bytes arrive; `Ok(None)` if the peer finished the stream cleanly before a new
+    /// frame began.
     fn read_frame(
         &mut self,
         limit: usize,
-    ) -> impl Future<Output = Result<Option<Vec<u8>>, ReadError>> + Send;
+        held: &mut Held,
+    ) -> impl Future<Output = Result<Option<FrameBody>, ReadError>> + Send;
     /// Consumes an already-arrived end of stream, never waiting (QUIC: saves a STOP_SENDING).
     fn consume_fin(&mut self) {}
     /// Tells the peer to stop sending on this stream.
@@ -67,13 +73,36 @@ pub trait FrameWrite: Send + 'static {
 }
 
 impl FrameRead for quinn::RecvStream {
-    async fn read_frame(&mut self, limit: usize) -> Result<Option<Vec<u8>>, ReadError> {
-        use hush_protocol::quic::{StreamError, read_frame};
-        match read_frame(self, limit).await {
-            Ok(body) => Ok(body),
-            Err(StreamError::Frame(e)) => Err(ReadError::Frame(e)),
-            Err(e) => Err(ReadError::Gone(e.to_string())),
+    /// Reads exactly one frame, a chunk at a time as it arrives. Each block of the body is
+    /// charged before it is allocated; one that does not fit ends the read (the caller stops
+    /// the stream, so quinn discards whatever else the peer sends on it).
+    async fn read_frame(
+        &mut self,
+        limit: usize,
+        held: &mut Held,
+    ) -> Result<Option<FrameBody>, ReadError> {
+        let mut frame = FrameCollector::new(limit);
+        while frame.wanted() > 0 {
+            let chunk = match self.read_chunk(frame.wanted(), true).await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) => return Err(ReadError::Gone(e.to_string())),
+            };
+            let mut bytes: &[u8] = &chunk.bytes;
+            while !bytes.is_empty() {
+                if let Some(block) = frame.next_block() {
+                    held.try_grow(block).map_err(ReadError::Refused)?;
+                }
+                let taken = frame.push(bytes).map_err(ReadError::Frame)?;
+                // `read_chunk` returned no more than the frame wants, so each push takes
+                // something until the chunk is used up.
+                if taken == 0 {
+                    break;
+                }
+                bytes = bytes.get(taken..).unwrap_or_default();
+            }
         }
+        frame.finish().map_err(ReadError::Frame)
     }
 
     fn consume_fin(&mut self) {
@@ -128,6 +157,14 @@ pub enum Peer {
 }
 
 impl Peer {
+    /// The transport's name in metrics: `quic` or `websocket`.
+    pub fn transport(&self) -> &'static str {
+        match self {
+            Peer::Quic(_) => "quic",
+            Peer::WebSocket(_) => "websocket",
+        }
+    }
+
     /// Closes the connection with an application close code (docs/PROTOCOL.md §14.11).
     pub fn close(&self, code: u32, reason: &'static str) {
         match self {
@@ -143,6 +180,16 @@ impl Peer {
                 c.closed().await;
             }
             Peer::WebSocket(w) => w.closed().await,
+        }
+    }
+
+    /// Opens the connection up once it is authenticated: over QUIC the connection receive
+    /// window grows from the pre-auth size to two largest requests (quinn buffers at most
+    /// that much for it); WebSocket has no window of its own (its buffer is the budget's).
+    pub fn authenticated(&self, max_request_bytes: usize) {
+        if let Peer::Quic(c) = self {
+            let window = u32::try_from(max_request_bytes.saturating_mul(2)).unwrap_or(u32::MAX);
+            c.set_receive_window(quinn::VarInt::from_u32(window));
         }
     }
 

@@ -161,8 +161,11 @@ pub fn server_config(identity: Identity, config: &Config) -> Result<quinn::Serve
         .stream_receive_window(quinn::VarInt::from_u32(
             u32::try_from(config.max_request_bytes).unwrap_or(u32::MAX),
         ))
+        // Before authentication a connection can send nothing larger than 64 KiB, so its
+        // window starts small; it grows to two largest requests once the device has
+        // authenticated (`Peer::authenticated`).
         .receive_window(quinn::VarInt::from_u32(
-            u32::try_from(config.max_request_bytes * 2).unwrap_or(u32::MAX),
+            u32::try_from(crate::server::PRE_AUTH_BUFFER * 2).unwrap_or(u32::MAX),
         ))
         .datagram_receive_buffer_size(None);
     server.transport_config(Arc::new(transport));

@@ -14,6 +14,25 @@ use hush_prekeys::{DevicePrekeys, IdentityKeyPair, KemPreKeyKind};
 use hush_protocol::wire::{self, server_push};
 use hush_protocol::{AccountKey, AccountKeyPair, DeviceEntry, DeviceList, ErrorCode};
 
+/// The relay binary under test: this build's, or `HUSH_RELAY_BIN` (a benchmark measuring an
+/// earlier build against this one).
+pub fn relay_binary() -> PathBuf {
+    std::env::var_os("HUSH_RELAY_BIN")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_hush-relay")), PathBuf::from)
+}
+
+/// The resident memory of a process, in bytes.
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
 /// A running relay process.
 pub struct Relay {
     child: Child,
@@ -34,7 +53,7 @@ impl Relay {
     }
 
     fn spawn(data_dir: &Path, args: Vec<String>) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hush-relay"))
+        let mut child = Command::new(relay_binary())
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
@@ -46,8 +65,9 @@ impl Relay {
                 "--ws-listen",
                 "127.0.0.1:0",
                 "--log-level",
-                "warn",
             ])
+            // HUSH_TEST_LOG=debug shows the relay's own debug log while a test runs.
+            .arg(std::env::var("HUSH_TEST_LOG").unwrap_or_else(|_| "warn".to_owned()))
             .args(&args)
             .env_remove("HUSH_CONFIG")
             .stdout(Stdio::piped())
@@ -312,4 +332,39 @@ pub async fn wait_for_metric(relay: &Relay, name: &str, at_least: u64) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("{name} never reached {at_least}");
+}
+
+/// The value of metric `name` (a line `name value`, or `name{labels} value` when `name`
+/// includes the labels); 0 if absent.
+pub async fn metric(relay: &Relay, name: &str) -> f64 {
+    let (_, body) = relay.http_get("/metrics").await;
+    body.lines()
+        .find(|l| l.starts_with(name) && l.as_bytes().get(name.len()) == Some(&b' '))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Opens `streams` request streams on `conn`; on each, sends the length prefix of a frame of
+/// `announced` bytes and then `sent` bytes of its body, and never the rest (an attacker's
+/// half-sent requests). The streams stay open as long as the returned handles live.
+pub async fn half_sent_frames(
+    conn: &Connection,
+    streams: usize,
+    announced: u32,
+    sent: usize,
+) -> Vec<(quinn::SendStream, quinn::RecvStream)> {
+    let mut out = Vec::with_capacity(streams);
+    let mut bytes = announced.to_be_bytes().to_vec();
+    bytes.resize(4 + sent, 0x5a);
+    for _ in 0..streams {
+        // The relay lets a connection open 64 streams, but credit for the streams of requests
+        // just answered may not have come back yet: take what is granted.
+        let open = tokio::time::timeout(Duration::from_millis(500), conn.quic().open_bi());
+        let Ok(Ok((mut send, recv))) = open.await else { break };
+        // The relay may stop the stream (over budget); the attacker does not care.
+        let _ = send.write_all(&bytes).await;
+        out.push((send, recv));
+    }
+    out
 }

@@ -7,6 +7,7 @@ mod accounts;
 mod delivery;
 mod durability;
 mod limits;
+mod memory;
 mod operations;
 mod prekeys;
 mod robustness;

@@ -19,7 +19,7 @@ async fn health_readiness_and_metrics() {
     let (status, body) = relay.http_get("/metrics").await;
     assert_eq!(status, 200);
     for name in [
-        "hush_relay_connections ",
+        "hush_relay_connections{transport=\"quic\"} 1",
         "hush_relay_authenticated_connections ",
         "hush_relay_requests_total",
         "hush_relay_commit_seconds_bucket",
