@@ -48,11 +48,18 @@ pub enum ErrorCode {
     ShuttingDown,
     /// Something went wrong inside the relay (storage). Nothing was written.
     Internal,
+    /// The relay's storage is failing (an I/O error); nothing was written. The relay recovers
+    /// by itself: retry with backoff.
+    StorageUnavailable,
+    /// The relay is full: its disk is at the operator's free-space floor, or its stored
+    /// payload at its budget. Nothing was written; retry with backoff (space comes back as
+    /// devices drain their mailboxes).
+    StorageFull,
 }
 
 impl ErrorCode {
     /// Every code, for documentation tests and exhaustive round trips.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 21] = [
         Self::MalformedFrame,
         Self::FrameTooLarge,
         Self::BadRequest,
@@ -72,6 +79,8 @@ impl ErrorCode {
         Self::RateLimited,
         Self::ShuttingDown,
         Self::Internal,
+        Self::StorageUnavailable,
+        Self::StorageFull,
     ];
 
     /// The stable machine code.
@@ -96,7 +105,25 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::ShuttingDown => "shutting_down",
             Self::Internal => "internal",
+            Self::StorageUnavailable => "storage_unavailable",
+            Self::StorageFull => "storage_full",
         }
+    }
+
+    /// Whether the same request may succeed later unchanged: the condition is the relay's
+    /// (its load, its storage, a recipient's mailbox), not the request's. A client keeps such
+    /// a request and retries it with backoff; any other code refuses the request for good.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            Self::RateLimited
+                | Self::ShuttingDown
+                | Self::Internal
+                | Self::MailboxFull
+                | Self::StorageUnavailable
+                | Self::StorageFull
+                | Self::DeviceMismatch
+        )
     }
 
     /// Parses a code received on the wire; `None` for codes this build does not know.

@@ -155,7 +155,7 @@ fn floor_store(name: &str) -> (tempfile::TempDir, hush_relay::store::Store, mail
     let store = hush_relay::store::Store::open(&dir.path().join(name)).unwrap();
     let mut alice = User::new(1);
     let mut bob = User::new(1);
-    let txn = store.database().begin_write().unwrap();
+    let txn = store.db().unwrap().begin_write().unwrap();
     hush_relay::accounts::register(&txn, &alice.next_list(), 6).unwrap();
     hush_relay::accounts::register(&txn, &bob.next_list(), 6).unwrap();
     txn.commit().unwrap();
@@ -163,8 +163,7 @@ fn floor_store(name: &str) -> (tempfile::TempDir, hush_relay::store::Store, mail
     (dir, store, send)
 }
 
-const QUOTAS: Quotas =
-    Quotas { max_envelopes: u64::MAX, max_bytes: u64::MAX, retention_ms: 86_400_000 };
+const QUOTAS: Quotas = Quotas::mailbox_only(u64::MAX, u64::MAX, 86_400_000);
 
 /// Sends per second of raw redb durable commits doing the relay's own mailbox writes for
 /// `batch` sends per commit.
@@ -175,7 +174,7 @@ async fn redb_floor(batch: usize, sends: usize) -> f64 {
         let start = Instant::now();
         for _ in 0..commits {
             // The relay's own batched write path, without the network.
-            let txn = store.database().begin_write().unwrap();
+            let txn = store.db().unwrap().begin_write().unwrap();
             let sends = vec![(&send, 1); batch];
             for r in mailbox::store_batch(&txn, &sends, QUOTAS).unwrap() {
                 r.unwrap();
@@ -379,7 +378,7 @@ async fn commit_latency(samples: usize) -> (Duration, Duration) {
         let mut v: Vec<Duration> = (0..samples.max(1))
             .map(|_| {
                 let start = Instant::now();
-                let txn = store.database().begin_write().unwrap();
+                let txn = store.db().unwrap().begin_write().unwrap();
                 mailbox::store(&txn, &send, QUOTAS, 1).unwrap();
                 txn.commit().unwrap();
                 start.elapsed()

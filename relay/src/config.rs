@@ -90,6 +90,14 @@ options! {
     mailbox_max_envelopes: u64 = 50_000, "HUSH_MAILBOX_MAX_ENVELOPES";
     /// Most payload bytes waiting in one device mailbox.
     mailbox_max_bytes: u64 = 256 * 1024 * 1024, "HUSH_MAILBOX_MAX_BYTES";
+    /// Most payload bytes stored relay-wide (each shared payload counted once); 0: no budget
+    /// beyond `min_free_disk_bytes`.
+    max_stored_bytes: u64 = 0, "HUSH_MAX_STORED_BYTES";
+    /// Free space kept on the data volume: below it, new envelopes are refused `storage_full`.
+    min_free_disk_bytes: u64 = 256 * 1024 * 1024, "HUSH_MIN_FREE_DISK_BYTES";
+    /// The share of a device mailbox's envelope and byte quotas one sender account may hold
+    /// (its own account's devices are exempt), in percent.
+    mailbox_sender_share_percent: u8 = 25, "HUSH_MAILBOX_SENDER_SHARE_PERCENT";
     /// How long an envelope nobody acked is kept, in seconds (30 days).
     retention_secs: u64 = 30 * 24 * 3600, "HUSH_RETENTION_SECS";
     /// How often the retention sweeper runs, in milliseconds.
@@ -204,6 +212,9 @@ impl Config {
                 "max_buffered_bytes_per_ip must be at least max_request_bytes + 65536, and \
                  max_buffered_bytes at least max_buffered_bytes_per_ip",
             );
+        }
+        if self.mailbox_sender_share_percent == 0 || self.mailbox_sender_share_percent > 100 {
+            return bad("mailbox_sender_share_percent must be between 1 and 100");
         }
         if self.max_streams_per_connection == 0 {
             return bad("max_streams_per_connection must be positive");

@@ -28,6 +28,27 @@ pub enum StoreError {
     /// The writer thread is gone (shutdown).
     #[error("store writer stopped")]
     WriterStopped,
+    /// Storage is failing (an I/O error, a database being reopened): retry later.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// The disk is at its free-space floor, or stored payload at its budget.
+    #[error("storage full: {0}")]
+    Full(String),
+}
+
+impl StoreError {
+    /// Whether this is a failure of the disk or file rather than of the data: redb's I/O
+    /// errors, including "a previous I/O error occurred" (the handle must be reopened).
+    pub fn is_io(&self) -> bool {
+        match self {
+            Self::Db(e) => matches!(
+                e,
+                redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::DatabaseClosed
+            ),
+            Self::Unavailable(_) => true,
+            _ => false,
+        }
+    }
 }
 
 macro_rules! redb_errors {
@@ -157,6 +178,8 @@ impl RelayError {
             Self::MailboxFull { .. } => ErrorCode::MailboxFull,
             Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::ShuttingDown => ErrorCode::ShuttingDown,
+            Self::Store(StoreError::Unavailable(_)) => ErrorCode::StorageUnavailable,
+            Self::Store(StoreError::Full(_)) => ErrorCode::StorageFull,
             Self::Store(_) => ErrorCode::Internal,
         }
     }
@@ -164,6 +187,12 @@ impl RelayError {
     /// The error response sent to the client. Storage details stay in the log.
     pub fn to_response(&self) -> Response {
         let message = match self {
+            Self::Store(StoreError::Unavailable(_)) => {
+                "the relay's storage is failing; nothing was written, retry later".to_owned()
+            }
+            Self::Store(StoreError::Full(why)) => {
+                format!("the relay is full ({why}); nothing was written, retry later")
+            }
             Self::Store(_) => "internal storage error; nothing was written, retry".to_owned(),
             other => other.to_string(),
         };

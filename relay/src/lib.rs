@@ -13,7 +13,8 @@
 //! - [`mailbox`]: device-set checks, durable multi-recipient sends, acks and retention;
 //! - [`delivery`]: ordered drain, queue-empty marker, live and ephemeral pushes;
 //! - [`online`]: which devices are connected and subscribed;
-//! - [`writer`]: the single database writer with group commit;
+//! - [`writer`]: the single database writer with group commit and storage recovery;
+//! - [`health`]: whether storage can take writes (disk floor, I/O failures), for `/readyz`;
 //! - [`store`]: tables and versioned records;
 //! - [`limits`]: rate and connection limits;
 //! - [`budget`]: the memory budget for buffered requests (per connection, address, relay);
@@ -28,6 +29,7 @@ pub mod config;
 pub mod delivery;
 pub mod error;
 pub mod fds;
+pub mod health;
 pub mod limits;
 pub mod mailbox;
 pub mod metrics;
@@ -46,6 +48,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::health::StorageHealth;
 use crate::metrics::{HttpState, Metrics};
 use crate::server::Relay;
 use crate::store::Store;
@@ -110,15 +113,31 @@ pub async fn run(
     let quic_addr = endpoint.local_addr().map_err(io("QUIC local address"))?;
 
     let metrics = Arc::new(Metrics::new());
-    let (writer, writer_thread) = Writer::start(store.clone(), Arc::clone(&metrics));
+    let health = StorageHealth::new(config.min_free_disk_bytes, Arc::clone(&metrics));
+    let (writer, writer_thread) =
+        Writer::start(store.clone(), Arc::clone(&health), Arc::clone(&metrics));
+    let monitor_stop = tokio_util::sync::CancellationToken::new();
+    let monitor = tokio::spawn(health::monitor(
+        Arc::clone(&health),
+        config.data_dir.clone(),
+        store.clone(),
+        writer.clone(),
+        Arc::clone(&metrics),
+        monitor_stop.clone(),
+    ));
     let drain = Duration::from_secs(config.shutdown_drain_secs);
     let http_listen = config.http_listen;
-    let relay = Arc::new(Relay::new(config, store, writer, Arc::clone(&metrics)));
+    let relay =
+        Arc::new(Relay::new(config, store, writer, Arc::clone(&health), Arc::clone(&metrics)));
     let ready_flag = Arc::new(AtomicBool::new(false));
     let http_stop = tokio_util::sync::CancellationToken::new();
     let (http_addr, http) = metrics::serve_http(
         http_listen,
-        HttpState { metrics: Arc::clone(&metrics), ready: Arc::clone(&ready_flag) },
+        HttpState {
+            metrics: Arc::clone(&metrics),
+            ready: Arc::clone(&ready_flag),
+            health: Arc::clone(&health),
+        },
         http_stop.clone(),
     )
     .await
@@ -149,6 +168,8 @@ pub async fn run(
     accept.abort();
     let _ = sweeper.await;
     http_stop.cancel();
+    monitor_stop.cancel();
+    let _ = monitor.await;
     let _ = http_task.await;
     drop(relay);
     // Every request has been answered, so the writer has no job left; wait for it to release the

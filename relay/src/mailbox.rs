@@ -10,6 +10,13 @@
 //! - Each device mailbox numbers its envelopes 1, 2, 3, … without gaps, in commit order.
 //! - An envelope leaves a mailbox only by the device's ack, by expiry after the retention
 //!   period, or when the device is removed from its account.
+//! - Fairness: one sender account may hold at most its share of a device's mailbox
+//!   ([`Quotas::sender_envelopes`], [`Quotas::sender_bytes`]; a quarter by default), so one
+//!   sender filling a mailbox can't cut the device off from everyone else. A sender's own
+//!   account (its other devices' copies) is not held to a share.
+//! - The relay-wide count of stored payload bytes (`meta.stored_bytes`, each shared payload
+//!   once) is kept in the same transactions as the mailboxes, and a send that would take it
+//!   past [`Quotas::max_stored_bytes`] is refused `storage_full`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -18,8 +25,9 @@ use redb::{ReadableTable, Table, WriteTransaction};
 
 use crate::error::{RelayError, StoreError};
 use crate::store::{
-    AccountId, DEVICES, EXPIRY, INLINE, MAILBOX, MAILBOX_META, META, MailboxEntry, MailboxMeta,
-    PAYLOADS, decode_payload, encode_payload, read_devices, read_mailbox_meta,
+    AccountId, DEVICES, EXPIRY, INLINE, MAILBOX, MAILBOX_META, MAILBOX_SENDERS, META, MailboxEntry,
+    MailboxMeta, PAYLOADS, SenderUsage, decode_payload, encode_payload, read_devices,
+    read_mailbox_meta, stored_bytes,
 };
 
 /// One addressed device in a validated send.
@@ -54,8 +62,28 @@ pub struct Quotas {
     pub max_envelopes: u64,
     /// Most payload bytes one device mailbox holds.
     pub max_bytes: u64,
+    /// Most envelopes one sender account may hold in another account's device mailbox.
+    pub sender_envelopes: u64,
+    /// Most payload bytes one sender account may hold in another account's device mailbox.
+    pub sender_bytes: u64,
+    /// Most payload bytes stored relay-wide (0: no budget).
+    pub max_stored_bytes: u64,
     /// How long an unacked envelope is kept.
     pub retention_ms: u64,
+}
+
+impl Quotas {
+    /// Mailbox quotas with no per-sender share and no relay-wide budget (benchmarks, tests).
+    pub const fn mailbox_only(max_envelopes: u64, max_bytes: u64, retention_ms: u64) -> Self {
+        Self {
+            max_envelopes,
+            max_bytes,
+            sender_envelopes: max_envelopes,
+            sender_bytes: max_bytes,
+            max_stored_bytes: 0,
+            retention_ms,
+        }
+    }
 }
 
 impl Send {
@@ -196,8 +224,12 @@ pub fn store_batch(
     let mut payloads = txn.open_table(PAYLOADS)?;
     let mut mailbox = txn.open_table(MAILBOX)?;
     let mut expiry = txn.open_table(EXPIRY)?;
+    let mut senders_t = txn.open_table(MAILBOX_SENDERS)?;
     let mut next_payload = meta_table.get("next_payload_id")?.map_or(1, |v| v.value());
     let first_payload = next_payload;
+    let first_stored = stored_bytes(&meta_table)?;
+    let mut stored = first_stored;
+    let mut usages: HashMap<(AccountId, u32, AccountId), SenderUsage> = HashMap::new();
     let mut device_sets: HashMap<AccountId, Option<Vec<(u32, u32)>>> = HashMap::new();
     let mut metas: HashMap<(AccountId, u32), MailboxMeta> = HashMap::new();
     let mut outcomes = Vec::with_capacity(sends.len());
@@ -217,6 +249,15 @@ pub fn store_batch(
                 return Err(e);
             }
             outcomes.push(Err(e));
+            continue;
+        }
+        let new_bytes: u64 = send.payloads.iter().map(|p| p.len() as u64).sum();
+        if quotas.max_stored_bytes > 0 && stored.saturating_add(new_bytes) > quotas.max_stored_bytes
+        {
+            outcomes.push(Err(RelayError::Store(StoreError::Full(format!(
+                "stored payload is at the relay's budget of {} bytes",
+                quotas.max_stored_bytes
+            )))));
             continue;
         }
         let mut refused = None;
@@ -240,6 +281,26 @@ pub fn store_batch(
             if meta.bytes + len > quotas.max_bytes {
                 refused = Some(RelayError::MailboxFull { device: r.device, why: "too many bytes" });
                 break;
+            }
+            if r.account != send.sender.0 {
+                let key = (r.account, r.device, send.sender.0);
+                let usage = match usages.get(&key) {
+                    Some(u) => *u,
+                    None => {
+                        let u = read_sender_usage(&senders_t, &key)?;
+                        usages.insert(key, u);
+                        u
+                    }
+                };
+                if usage.count + 1 > quotas.sender_envelopes
+                    || usage.bytes + len > quotas.sender_bytes
+                {
+                    refused = Some(RelayError::MailboxFull {
+                        device: r.device,
+                        why: "this sender's share of it is used up",
+                    });
+                    break;
+                }
             }
             planned.push(meta);
         }
@@ -283,17 +344,39 @@ pub fn store_batch(
             meta.count += 1;
             meta.bytes += len as u64;
             metas.insert((r.account, r.device), meta);
+            if r.account != send.sender.0 {
+                let usage = usages.entry((r.account, r.device, send.sender.0)).or_default();
+                usage.count += 1;
+                usage.bytes += len as u64;
+            }
             touched.push((r.account, r.device));
         }
+        stored += new_bytes;
         outcomes.push(Ok(touched));
     }
     for ((account, device), meta) in &metas {
         meta_t.insert((*account, *device), meta.encode().as_slice())?;
     }
+    for (key, usage) in &usages {
+        senders_t.insert(key, usage.encode().as_slice())?;
+    }
     if next_payload != first_payload {
         meta_table.insert("next_payload_id", next_payload)?;
     }
+    if stored != first_stored {
+        meta_table.insert("stored_bytes", stored)?;
+    }
     Ok(outcomes)
+}
+
+fn read_sender_usage(
+    table: &impl ReadableTable<(AccountId, u32, AccountId), &'static [u8]>,
+    key: &(AccountId, u32, AccountId),
+) -> Result<SenderUsage, StoreError> {
+    match table.get(key)? {
+        Some(v) => SenderUsage::decode(v.value()),
+        None => Ok(SenderUsage::default()),
+    }
 }
 
 struct Tables<'t> {
@@ -301,6 +384,10 @@ struct Tables<'t> {
     meta: Table<'t, (AccountId, u32), &'static [u8]>,
     payloads: Table<'t, u64, &'static [u8]>,
     expiry: Table<'t, (u64, AccountId, u32, u64), ()>,
+    senders: Table<'t, (AccountId, u32, AccountId), &'static [u8]>,
+    counters: Table<'t, &'static str, u64>,
+    /// Payload bytes deleted so far (written to `meta.stored_bytes` by [`Tables::finish`]).
+    freed: u64,
 }
 
 impl<'t> Tables<'t> {
@@ -310,7 +397,19 @@ impl<'t> Tables<'t> {
             meta: txn.open_table(MAILBOX_META)?,
             payloads: txn.open_table(PAYLOADS)?,
             expiry: txn.open_table(EXPIRY)?,
+            senders: txn.open_table(MAILBOX_SENDERS)?,
+            counters: txn.open_table(META)?,
+            freed: 0,
         })
+    }
+
+    /// Writes the relay-wide payload count down by what was deleted.
+    fn finish(mut self) -> Result<(), StoreError> {
+        if self.freed > 0 {
+            let stored = stored_bytes(&self.counters)?.saturating_sub(self.freed);
+            self.counters.insert("stored_bytes", stored)?;
+        }
+        Ok(())
     }
 
     /// Deletes what a removed mailbox entry held besides itself: its expiry index row and its
@@ -330,6 +429,9 @@ impl<'t> Tables<'t> {
             let lowered = match self.payloads.remove(entry.payload_id)? {
                 Some(p) => {
                     let (rc, bytes) = decode_payload(p.value())?;
+                    if rc <= 1 {
+                        self.freed += bytes.len() as u64;
+                    }
                     (rc > 1).then(|| encode_payload(rc - 1, bytes))
                 }
                 None => None,
@@ -337,6 +439,8 @@ impl<'t> Tables<'t> {
             if let Some(v) = lowered {
                 self.payloads.insert(entry.payload_id, v.as_slice())?;
             }
+        } else {
+            self.freed += u64::from(entry.len);
         }
         meta.count = meta.count.saturating_sub(1);
         meta.bytes = meta.bytes.saturating_sub(u64::from(entry.len));
@@ -355,15 +459,33 @@ impl<'t> Tables<'t> {
         seqs.sort_unstable();
         let mut meta = read_mailbox_meta(&self.meta, account, device)?;
         let mut n = 0;
+        // What each other account's sender gave back, applied to its usage once.
+        let mut given_back: BTreeMap<AccountId, SenderUsage> = BTreeMap::new();
         for seq in seqs {
             let Some(v) = self.mailbox.remove((*account, device, seq))? else { continue };
             let (entry, _) = MailboxEntry::decode(v.value())?;
             drop(v);
             self.release(account, device, seq, &entry, &mut meta)?;
+            if entry.sender_account != *account {
+                let g = given_back.entry(entry.sender_account).or_default();
+                g.count += 1;
+                g.bytes += u64::from(entry.len);
+            }
             n += 1;
         }
         if n > 0 {
             self.meta.insert((*account, device), meta.encode().as_slice())?;
+        }
+        for (sender, g) in given_back {
+            let key = (*account, device, sender);
+            let mut usage = read_sender_usage(&self.senders, &key)?;
+            usage.count = usage.count.saturating_sub(g.count);
+            usage.bytes = usage.bytes.saturating_sub(g.bytes);
+            if usage.count == 0 {
+                self.senders.remove(key)?;
+            } else {
+                self.senders.insert(key, usage.encode().as_slice())?;
+            }
         }
         Ok(n)
     }
@@ -376,7 +498,10 @@ pub(crate) fn ack(
     device: u32,
     seqs: &[u64],
 ) -> Result<u64, StoreError> {
-    Tables::open(txn)?.remove_all(account, device, seqs.iter().copied())
+    let mut t = Tables::open(txn)?;
+    let n = t.remove_all(account, device, seqs.iter().copied())?;
+    t.finish()?;
+    Ok(n)
 }
 
 /// Deletes up to `max` envelopes whose retention ran out. Returns how many were deleted.
@@ -393,6 +518,7 @@ pub(crate) fn sweep(txn: &WriteTransaction, now_ms: u64, max: usize) -> Result<u
     for ((account, device), seqs) in due {
         n += t.remove_all(&account, device, seqs)?;
     }
+    t.finish()?;
     Ok(n)
 }
 
@@ -410,6 +536,39 @@ pub(crate) fn purge_device(
         .collect::<Result<_, _>>()?;
     t.remove_all(account, device, seqs)?;
     t.meta.remove((*account, device))?;
+    t.finish()
+}
+
+/// Derives `mailbox_senders` and `meta.stored_bytes` from the mailboxes (the migration of a
+/// schema-1 database, which had neither).
+pub(crate) fn derive_counters(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let mailbox = txn.open_table(MAILBOX)?;
+    let payloads = txn.open_table(PAYLOADS)?;
+    let mut usages: BTreeMap<(AccountId, u32, AccountId), SenderUsage> = BTreeMap::new();
+    let mut stored = 0u64;
+    for item in mailbox.iter()? {
+        let (k, v) = item?;
+        let (account, device, _) = k.value();
+        let (entry, _) = MailboxEntry::decode(v.value())?;
+        if entry.payload_id == INLINE {
+            stored += u64::from(entry.len);
+        }
+        if entry.sender_account != account {
+            let u = usages.entry((account, device, entry.sender_account)).or_default();
+            u.count += 1;
+            u.bytes += u64::from(entry.len);
+        }
+    }
+    for item in payloads.iter()? {
+        let (_, v) = item?;
+        stored += decode_payload(v.value())?.1.len() as u64;
+    }
+    let mut senders = txn.open_table(MAILBOX_SENDERS)?;
+    senders.retain(|_, _| false)?;
+    for (key, usage) in &usages {
+        senders.insert(key, usage.encode().as_slice())?;
+    }
+    txn.open_table(META)?.insert("stored_bytes", stored)?;
     Ok(())
 }
 
@@ -422,13 +581,13 @@ mod tests {
 
     const A: AccountId = [1; 32];
     const B: AccountId = [2; 32];
-    const QUOTAS: Quotas = Quotas { max_envelopes: 100, max_bytes: 1 << 20, retention_ms: 1_000 };
+    const QUOTAS: Quotas = Quotas::mailbox_only(100, 1 << 20, 1_000);
 
     /// A store where A has device 1 and B has devices 1 and 2.
     fn store() -> (tempfile::TempDir, crate::store::Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::Store::open(&dir.path().join("relay.redb")).unwrap();
-        let txn = store.db.begin_write().unwrap();
+        let txn = store.db().unwrap().begin_write().unwrap();
         {
             let mut devices = txn.open_table(DEVICES).unwrap();
             devices
@@ -460,14 +619,14 @@ mod tests {
     }
 
     fn write<R>(store: &crate::store::Store, f: impl FnOnce(&WriteTransaction) -> R) -> R {
-        let txn = store.db.begin_write().unwrap();
+        let txn = store.db().unwrap().begin_write().unwrap();
         let r = f(&txn);
         txn.commit().unwrap();
         r
     }
 
     fn rows(store: &crate::store::Store) -> (u64, u64, u64) {
-        let txn = store.db.begin_read().unwrap();
+        let txn = store.db().unwrap().begin_read().unwrap();
         (
             txn.open_table(MAILBOX).unwrap().len().unwrap(),
             txn.open_table(PAYLOADS).unwrap().len().unwrap(),
@@ -515,7 +674,7 @@ mod tests {
             11
         );
         assert_eq!(rows(&store), (0, 0, 0));
-        let txn = store.db.begin_read().unwrap();
+        let txn = store.db().unwrap().begin_read().unwrap();
         let meta = txn.open_table(MAILBOX_META).unwrap();
         for device in [1, 2] {
             let m = read_mailbox_meta(&meta, &B, device).unwrap();
@@ -534,6 +693,81 @@ mod tests {
         assert_eq!(write(&store, |txn| sweep(txn, 5_000, 100).unwrap()), 4);
         assert_eq!(rows(&store), (2, 0, 2));
         assert_eq!(store.read_mailbox(&B, 2, 0, 10).unwrap()[0].2, b"d");
+    }
+
+    /// A sender account holds at most its share of another account's device mailbox, while
+    /// other senders (and the recipient's own account) still get through; acks give the share
+    /// back; the relay-wide payload budget refuses `storage_full`.
+    #[test]
+    fn sender_shares_and_the_stored_payload_budget() {
+        let (_dir, store) = store();
+        let quotas = Quotas {
+            sender_envelopes: 2,
+            sender_bytes: 1000,
+            max_stored_bytes: 40,
+            ..Quotas::mailbox_only(10, 1 << 20, 1_000)
+        };
+        // From A to both of B's devices (one shared payload), or from B's device 2 to its 1.
+        let from = |sender: (AccountId, u32), body: &[u8]| Send {
+            sender,
+            payloads: vec![body.to_vec()],
+            recipients: (1..=2)
+                .filter(|d| (B, *d) != sender)
+                .map(|device| Recipient { account: B, device, registration_id: 7, payload: 0 })
+                .collect(),
+        };
+        let sends =
+            [from((A, 1), b"a1"), from((A, 1), b"a2"), from((A, 1), b"a3"), from((B, 2), b"own")];
+        let batch: Vec<(&Send, u64)> = sends.iter().map(|s| (s, 1)).collect();
+        let out = write(&store, |txn| store_batch(txn, &batch, quotas).unwrap());
+        assert!(out[0].is_ok() && out[1].is_ok());
+        let e = out[2].as_ref().unwrap_err();
+        assert_eq!(e.code(), hush_protocol::ErrorCode::MailboxFull);
+        assert!(e.to_string().contains("sender's share"), "{e}");
+        assert!(out[3].is_ok(), "the recipient's own account is held to no share");
+        // Acks give A's share back.
+        assert_eq!(write(&store, |txn| ack(txn, &B, 1, &[1]).unwrap()), 1);
+        assert_eq!(write(&store, |txn| ack(txn, &B, 2, &[1]).unwrap()), 1);
+        let out = write(&store, |txn| store_batch(txn, &[(&sends[2], 2)], quotas).unwrap());
+        assert!(out[0].is_ok());
+        // Stored: a2 (a1 was acked by both devices) + own + a3 = 7 bytes; 40 is the budget.
+        let big = from((B, 2), &[0; 34]);
+        let out = write(&store, |txn| store_batch(txn, &[(&big, 3)], quotas).unwrap());
+        assert_eq!(out[0].as_ref().unwrap_err().code(), hush_protocol::ErrorCode::StorageFull);
+    }
+
+    /// A schema-1 database (no sender usage, no stored-bytes count) gets both derived from its
+    /// mailboxes when it is opened, equal to what the sends themselves had counted.
+    #[test]
+    fn opening_a_schema_1_database_derives_the_counters() {
+        let (dir, store) = store();
+        let sends = [send_to_b(&[b"group"], [0, 0]), send_to_b(&[b"x", b"yy"], [0, 1])];
+        let batch: Vec<(&Send, u64)> = sends.iter().map(|s| (s, 1)).collect();
+        write(&store, |txn| store_batch(txn, &batch, QUOTAS).unwrap());
+        let snapshot = |store: &crate::store::Store| {
+            let txn = store.db().unwrap().begin_read().unwrap();
+            let senders = txn.open_table(MAILBOX_SENDERS).unwrap();
+            let rows: Vec<(u32, SenderUsage)> = senders
+                .iter()
+                .unwrap()
+                .map(|i| {
+                    let (k, v) = i.unwrap();
+                    (k.value().1, SenderUsage::decode(v.value()).unwrap())
+                })
+                .collect();
+            (rows, stored_bytes(&txn.open_table(META).unwrap()).unwrap())
+        };
+        let before = snapshot(&store);
+        assert_eq!(before.1, 5 + 1 + 2);
+        write(&store, |txn| {
+            txn.open_table(MAILBOX_SENDERS).unwrap().retain(|_, _| false).unwrap();
+            let mut meta = txn.open_table(META).unwrap();
+            meta.remove("stored_bytes").unwrap();
+            meta.insert("schema_version", 1).unwrap();
+        });
+        drop(store);
+        let store = crate::store::Store::open(&dir.path().join("relay.redb")).unwrap();
+        assert_eq!(snapshot(&store), before);
     }
 
     /// One step of the mailbox model test.
@@ -586,7 +820,7 @@ mod tests {
         }
     }
 
-    const MODEL_QUOTAS: Quotas = Quotas { max_envelopes: 6, max_bytes: 150, retention_ms: 1_000 };
+    const MODEL_QUOTAS: Quotas = Quotas::mailbox_only(6, 150, 1_000);
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
@@ -670,7 +904,7 @@ mod tests {
                     Op::Wait(ms) => now += ms,
                 }
                 // The store matches the model, row for row.
-                let txn = store.db.begin_read().unwrap();
+                let txn = store.db().unwrap().begin_read().unwrap();
                 let meta_t = txn.open_table(MAILBOX_META).unwrap();
                 for d in 0..2 {
                     let device = d as u32 + 1;
@@ -687,7 +921,19 @@ mod tests {
                     prop_assert_eq!(meta.count, want.len() as u64);
                     prop_assert_eq!(meta.bytes, want.iter().map(|e| e.1.len() as u64).sum::<u64>());
                     prop_assert_eq!(meta.next_seq.max(1), model.next_seq[d]);
+                    // Every envelope is A's: its usage row follows the mailbox exactly.
+                    let senders = txn.open_table(MAILBOX_SENDERS).unwrap();
+                    let usage = read_sender_usage(&senders, &(B, device, A)).unwrap();
+                    prop_assert_eq!((usage.count, usage.bytes), (meta.count, meta.bytes));
                 }
+                // Stored bytes: inline payloads per envelope, shared ones once.
+                let inline: u64 = model.boxes.iter().flat_map(|b| b.values())
+                    .filter(|e| e.2.is_none()).map(|e| e.0.len() as u64).sum();
+                let shared: u64 = model.boxes.iter().flat_map(|b| b.values())
+                    .filter_map(|e| e.2.map(|id| (id, e.0.len() as u64)))
+                    .collect::<BTreeMap<u64, u64>>().values().sum();
+                let counters = txn.open_table(META).unwrap();
+                prop_assert_eq!(stored_bytes(&counters).unwrap(), inline + shared);
                 let entries = (model.boxes[0].len() + model.boxes[1].len()) as u64;
                 prop_assert_eq!(rows(&store), (entries, model.shared_refs.len() as u64, entries));
                 let payloads = txn.open_table(PAYLOADS).unwrap();

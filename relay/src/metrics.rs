@@ -68,6 +68,16 @@ pub struct Metrics {
     pub commit_failures_total: Counter,
     /// Bytes of requests read but not yet answered ([`crate::budget`]).
     pub buffered_bytes: Gauge,
+    /// 1 while storage accepts writes, 0 while it is failing ([`crate::health`]).
+    pub storage_writable: Gauge,
+    /// Commits that failed with an I/O error.
+    pub storage_failures_total: Counter,
+    /// Free bytes on the data volume.
+    pub disk_free_bytes: Gauge,
+    /// Size of the database file.
+    pub database_bytes: Gauge,
+    /// Payload bytes stored (each shared payload once), against `max_stored_bytes`.
+    pub stored_payload_bytes: Gauge,
 }
 
 impl Metrics {
@@ -90,6 +100,11 @@ impl Metrics {
             commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             commit_failures_total: Counter::default(),
             buffered_bytes: Gauge::default(),
+            storage_writable: Gauge::default(),
+            storage_failures_total: Counter::default(),
+            disk_free_bytes: Gauge::default(),
+            database_bytes: Gauge::default(),
+            stored_payload_bytes: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -163,6 +178,27 @@ impl Metrics {
             "Bytes of requests read but not yet answered",
             m.buffered_bytes.clone(),
         );
+        registry.register(
+            "storage_writable",
+            "1 while storage accepts writes, 0 while it is failing",
+            m.storage_writable.clone(),
+        );
+        registry.register(
+            "storage_failures",
+            "Commits that failed with an I/O error",
+            m.storage_failures_total.clone(),
+        );
+        registry.register(
+            "disk_free_bytes",
+            "Free bytes on the data volume",
+            m.disk_free_bytes.clone(),
+        );
+        registry.register("database_bytes", "Size of the database file", m.database_bytes.clone());
+        registry.register(
+            "stored_payload_bytes",
+            "Payload bytes stored, each shared payload once",
+            m.stored_payload_bytes.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -208,6 +244,8 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     /// True while the relay accepts connections (false before start and during shutdown).
     pub ready: Arc<AtomicBool>,
+    /// Whether storage can take writes.
+    pub health: Arc<crate::health::StorageHealth>,
 }
 
 /// Operator connections served at once; more are closed as they arrive, so the listener
@@ -281,10 +319,14 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
     )
 }
 
+/// Ready while the relay accepts connections and its storage accepts new envelopes; the
+/// body says why not.
 async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
-    if s.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    if !s.ready.load(Ordering::Acquire) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned());
+    }
+    match s.health.why_not_ready() {
+        None => (StatusCode::OK, "ready\n".to_owned()),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
     }
 }

@@ -154,7 +154,7 @@ pub(crate) fn read_counts(
     account: &AccountId,
     device: u32,
 ) -> Result<PrekeyCounts, StoreError> {
-    let txn = store.db.begin_read()?;
+    let txn = store.db()?.begin_read()?;
     count_in(
         &txn.open_table(ONE_TIME_PREKEYS)?,
         &txn.open_table(KEM_PREKEYS)?,

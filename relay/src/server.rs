@@ -20,7 +20,8 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{self, Challenge};
 use crate::budget::{Budget, ConnBudget};
 use crate::config::Config;
-use crate::error::RelayError;
+use crate::error::{RelayError, StoreError};
+use crate::health::StorageHealth;
 use crate::limits::{ConnectionRate, Limiters, Rate};
 use crate::mailbox::{self, Quotas};
 use crate::metrics::Metrics;
@@ -53,6 +54,8 @@ pub struct Relay {
     pub limiters: Arc<Limiters>,
     /// Memory for buffered requests.
     pub budget: Arc<Budget>,
+    /// Whether storage can take writes.
+    pub health: Arc<StorageHealth>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Cancelled when shutdown begins.
@@ -84,7 +87,13 @@ pub struct Conn {
 
 impl Relay {
     /// Builds the shared state.
-    pub fn new(config: Config, store: Store, writer: Writer, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        config: Config,
+        store: Store,
+        writer: Writer,
+        health: Arc<StorageHealth>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let limiters = Arc::new(Limiters::new(
             Rate { per_second: config.account_sends_per_second, burst: config.account_send_burst },
             Rate { per_second: config.registrations_per_second, burst: config.registration_burst },
@@ -103,6 +112,7 @@ impl Relay {
             online: Online::default(),
             limiters,
             budget,
+            health,
             metrics,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -112,10 +122,16 @@ impl Relay {
 
     /// Retention and quota settings for mailbox writes.
     pub fn quotas(&self) -> Quotas {
+        let c = &self.config;
+        let share =
+            |quota: u64| quota.saturating_mul(u64::from(c.mailbox_sender_share_percent)) / 100;
         Quotas {
-            max_envelopes: self.config.mailbox_max_envelopes,
-            max_bytes: self.config.mailbox_max_bytes,
-            retention_ms: self.config.retention_secs.saturating_mul(1000),
+            max_envelopes: c.mailbox_max_envelopes,
+            max_bytes: c.mailbox_max_bytes,
+            sender_envelopes: share(c.mailbox_max_envelopes).max(1),
+            sender_bytes: share(c.mailbox_max_bytes),
+            max_stored_bytes: c.max_stored_bytes,
+            retention_ms: c.retention_secs.saturating_mul(1000),
         }
     }
 
@@ -269,7 +285,11 @@ impl Relay {
             Ok(body) => Response { body: Some(body) },
             Err(e) => {
                 self.metrics.error(e.code());
-                if let RelayError::Store(inner) = &e {
+                // A full or failing store is reported once, by the storage health; here only
+                // the unexpected storage errors are.
+                if let RelayError::Store(inner) = &e
+                    && !matches!(inner, StoreError::Full(_) | StoreError::Unavailable(_))
+                {
                     tracing::error!(error = %inner, "storage error");
                 } else {
                     tracing::debug!(code = %e.code(), "request refused");
@@ -432,6 +452,10 @@ impl Relay {
                 }
             }
             return Ok(response::Body::Sent(wire::Sent { server_time_ms: now }));
+        }
+        // Refused before it is queued: a full disk or failing storage takes no new envelopes.
+        if let Some(e) = self.health.refuse_growth() {
+            return Err(e.into());
         }
         let quotas = self.quotas();
         let touched = self.writer.send(send, quotas, now).await?;

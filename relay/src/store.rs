@@ -8,8 +8,8 @@
 //! Writes happen only on the writer thread ([`crate::writer`]); reads open their own read
 //! transactions from any thread (redb's MVCC readers never block the writer).
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use hush_protocol::{AccountKey, DeviceList};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -47,25 +47,43 @@ pub(crate) const MAILBOX_META: TableDefinition<(AccountId, u32), &[u8]> =
 /// payload id → v1 ‖ refcount u32 ‖ bytes: a payload with several recipients (a group message),
 /// shared by every mailbox entry that references it.
 pub(crate) const PAYLOADS: TableDefinition<u64, &[u8]> = TableDefinition::new("payloads");
+/// (recipient account, device, sender account) → [`SenderUsage`]: what one sender holds of
+/// one device's mailbox, for the per-sender share (a sender's own account is not counted).
+pub(crate) const MAILBOX_SENDERS: TableDefinition<(AccountId, u32, AccountId), &[u8]> =
+    TableDefinition::new("mailbox_senders");
 /// (expires at ms, account, device, seq) → (). The retention sweeper walks this in order.
 pub(crate) const EXPIRY: TableDefinition<(u64, AccountId, u32, u64), ()> =
     TableDefinition::new("expiry");
 
 /// Version of the table layout this build writes.
-pub const SCHEMA_VERSION: u64 = 1;
+///
+/// - 1: the first layout.
+/// - 2: adds `mailbox_senders` and the `meta` counter `stored_bytes`, both derived from the
+///   mailboxes; a version-1 database is migrated when it is opened (one pass over them).
+pub const SCHEMA_VERSION: u64 = 2;
 const RECORD_V1: u8 = 1;
 
 /// The open database, shared by readers and the writer thread.
+///
+/// After an I/O error redb refuses every further transaction until the database is closed
+/// and opened again, so the handle can be swapped: [`Store::reopen`] (on the writer thread)
+/// takes it out, waits for readers to let go, and opens the file again, which repairs it to
+/// its last commit. Meanwhile [`Store::db`] answers `storage_unavailable`.
 #[derive(Clone)]
 pub struct Store {
-    pub(crate) db: Arc<Database>,
+    inner: Arc<Handle>,
+}
+
+struct Handle {
+    path: PathBuf,
+    db: RwLock<Option<Arc<Database>>>,
 }
 
 impl Store {
     /// Opens (or creates) the database at `path`, creating every table and checking the schema
     /// version.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path)?;
+        let db = Self::open_file(path)?;
         let txn = db.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;
@@ -74,10 +92,17 @@ impl Store {
                 Some(v) if v > SCHEMA_VERSION => {
                     return Err(StoreError::SchemaTooNew { found: v, supported: SCHEMA_VERSION });
                 }
-                Some(_) => {}
+                Some(SCHEMA_VERSION) => {}
+                Some(_) => {
+                    drop(meta);
+                    crate::mailbox::derive_counters(&txn)?;
+                    txn.open_table(META)?.insert("schema_version", SCHEMA_VERSION)?;
+                    tracing::info!(from = found, to = SCHEMA_VERSION, "database schema migrated");
+                }
                 None => {
                     meta.insert("schema_version", SCHEMA_VERSION)?;
                     meta.insert("next_payload_id", 1)?;
+                    meta.insert("stored_bytes", 0)?;
                 }
             }
             txn.open_table(ACCOUNTS)?;
@@ -88,21 +113,54 @@ impl Store {
             txn.open_table(LAST_RESORT_KEM)?;
             txn.open_table(MAILBOX)?;
             txn.open_table(MAILBOX_META)?;
+            txn.open_table(MAILBOX_SENDERS)?;
             txn.open_table(PAYLOADS)?;
             txn.open_table(EXPIRY)?;
         }
         txn.commit()?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self {
+            inner: Arc::new(Handle { path: path.to_owned(), db: RwLock::new(Some(Arc::new(db))) }),
+        })
     }
 
-    /// The database itself (benchmarks drive the same writes without the network).
-    pub fn database(&self) -> &Database {
-        &self.db
+    fn open_file(path: &Path) -> Result<Database, StoreError> {
+        Ok(Database::create(path)?)
+    }
+
+    /// The database, or `storage_unavailable` while it is being reopened (or could not be).
+    pub fn db(&self) -> Result<Arc<Database>, StoreError> {
+        self.inner.db.read().unwrap_or_else(|p| p.into_inner()).clone().ok_or_else(|| {
+            StoreError::Unavailable("the database is being reopened after an I/O error".into())
+        })
+    }
+
+    /// Closes the database and opens it again (after an I/O error), waiting up to `wait` for
+    /// readers to finish with it. The schema was checked when it was first opened; opening
+    /// repairs the file to its last commit. Until it succeeds, [`Store::db`] fails.
+    pub fn reopen(&self, wait: std::time::Duration) -> Result<(), StoreError> {
+        let old = self.inner.db.write().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(old) = old {
+            let until = std::time::Instant::now() + wait;
+            while Arc::strong_count(&old) > 1 && std::time::Instant::now() < until {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            // A reader still holding it keeps the file locked: opening then fails with
+            // "already open", and the next attempt tries again.
+            drop(old);
+        }
+        let db = Self::open_file(&self.inner.path)?;
+        *self.inner.db.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(db));
+        Ok(())
+    }
+
+    /// The database file's path.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
     }
 
     /// The stored device list of `account`.
     pub fn device_list(&self, account: &AccountKey) -> Result<Option<DeviceList>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(ACCOUNTS)?;
         read_device_list(&table, account.as_bytes())
     }
@@ -116,7 +174,7 @@ impl Store {
         after: u64,
         limit: usize,
     ) -> Result<Vec<(u64, MailboxEntry, Vec<u8>)>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let mailbox = txn.open_table(MAILBOX)?;
         let payloads = txn.open_table(PAYLOADS)?;
         let mut out = Vec::new();
@@ -147,9 +205,15 @@ impl Store {
         &self,
         send: &crate::mailbox::Send,
     ) -> Result<(), crate::error::RelayError> {
-        let txn = self.db.begin_read().map_err(StoreError::from)?;
+        let txn = self.db()?.begin_read().map_err(StoreError::from)?;
         let table = txn.open_table(DEVICES).map_err(StoreError::from)?;
         crate::mailbox::check_devices(&table, send)
+    }
+
+    /// Payload bytes stored relay-wide (each shared payload once).
+    pub fn stored_bytes(&self) -> Result<u64, StoreError> {
+        let txn = self.db()?.begin_read()?;
+        stored_bytes(&txn.open_table(META)?)
     }
 
     /// Whether `device` is in the account's current device list with `registration_id` (a
@@ -160,7 +224,7 @@ impl Store {
         device: u32,
         registration_id: u32,
     ) -> Result<bool, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(DEVICES)?;
         Ok(read_devices(&table, account)?.is_some_and(|d| d.contains(&(device, registration_id))))
     }
@@ -333,6 +397,43 @@ impl MailboxEntry {
     }
 }
 
+/// What one sender holds of one device's mailbox: `v1 ‖ count u64 ‖ bytes u64`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SenderUsage {
+    /// Envelopes.
+    pub count: u64,
+    /// Payload bytes (each envelope counts its payload, as the mailbox quota does).
+    pub bytes: u64,
+}
+
+impl SenderUsage {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(17);
+        out.push(RECORD_V1);
+        out.extend_from_slice(&self.count.to_be_bytes());
+        out.extend_from_slice(&self.bytes.to_be_bytes());
+        out
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        let corrupt = || StoreError::Corrupt("mailbox sender usage");
+        let mut r = Fields(strip_version(bytes, "mailbox sender usage")?);
+        let usage =
+            Self { count: r.u64().ok_or_else(corrupt)?, bytes: r.u64().ok_or_else(corrupt)? };
+        if !r.0.is_empty() {
+            return Err(corrupt());
+        }
+        Ok(usage)
+    }
+}
+
+/// The relay-wide count of stored payload bytes (`meta.stored_bytes`).
+pub(crate) fn stored_bytes(
+    meta: &impl ReadableTable<&'static str, u64>,
+) -> Result<u64, StoreError> {
+    Ok(meta.get("stored_bytes")?.map_or(0, |v| v.value()))
+}
+
 /// Per-device mailbox counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MailboxMeta {
@@ -441,6 +542,9 @@ mod tests {
         );
         assert_eq!(MailboxMeta::decode(&m.encode()).unwrap(), m);
         assert_eq!(encode_payload(2, b"xy"), vec![1, 0, 0, 0, 2, b'x', b'y']);
+        let u = SenderUsage { count: 3, bytes: 9 };
+        assert_eq!(u.encode(), [&[1u8][..], &3u64.to_be_bytes(), &9u64.to_be_bytes()].concat());
+        assert_eq!(SenderUsage::decode(&u.encode()).unwrap(), u);
     }
 
     #[test]
@@ -453,6 +557,7 @@ mod tests {
         assert!(MailboxEntry::decode(&v1).is_err());
         assert!(MailboxMeta::decode(&[]).is_err());
         assert!(decode_payload(&[1, 0]).is_err());
+        assert!(SenderUsage::decode(&[1, 0, 0]).is_err());
     }
 
     #[test]
@@ -461,7 +566,7 @@ mod tests {
         let path = dir.path().join("relay.redb");
         let store = Store::open(&path).unwrap();
         {
-            let txn = store.db.begin_write().unwrap();
+            let txn = store.db().unwrap().begin_write().unwrap();
             txn.open_table(META).unwrap().insert("schema_version", SCHEMA_VERSION + 1).unwrap();
             txn.commit().unwrap();
         }

@@ -46,8 +46,15 @@ async fn request_frame_limit() {
 #[tokio::test(flavor = "multi_thread")]
 async fn mailbox_depth_and_byte_quotas() {
     let dir = tempfile::tempdir().unwrap();
-    let relay =
-        Relay::start(dir.path(), &[("mailbox-max-envelopes", "10"), ("mailbox-max-bytes", "1000")]);
+    // One sender fills the mailbox here: its share is the whole of it.
+    let relay = Relay::start(
+        dir.path(),
+        &[
+            ("mailbox-max-envelopes", "10"),
+            ("mailbox-max-bytes", "1000"),
+            ("mailbox-sender-share-percent", "100"),
+        ],
+    );
     let (_alice, bob, a) = pair(&relay, 2).await;
     for _ in 0..10 {
         a.send(send_to(&bob, b"x")).await.unwrap();

@@ -11,4 +11,5 @@ mod memory;
 mod operations;
 mod prekeys;
 mod robustness;
+mod storage;
 mod websocket;

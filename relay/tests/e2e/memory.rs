@@ -3,7 +3,7 @@
 //! part, before and after authentication. The relay holds what arrived, within its per
 //! connection, per address and total budgets, and gives it all back when the connections go.
 
-#![allow(clippy::unwrap_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::time::Duration;
 
