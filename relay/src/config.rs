@@ -72,6 +72,9 @@ options! {
     /// Serve WebSocket over TLS with the relay's certificate; `false` serves plain WebSocket,
     /// only for a TLS-terminating reverse proxy in front or a loopback-only development relay.
     ws_tls: bool = true, "HUSH_WS_TLS";
+    /// UDP socket buffer asked for, each way, in bytes (the kernel caps it at
+    /// net.core.rmem_max / wmem_max unless the relay has CAP_NET_ADMIN); 0 keeps the default.
+    udp_buffer_bytes: usize = 8 * 1024 * 1024, "HUSH_UDP_BUFFER_BYTES";
     /// Operator HTTP listen address (/metrics, /healthz, /readyz).
     http_listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 9433)), "HUSH_HTTP_LISTEN";
     /// Data directory: the database and the generated certificate live here.

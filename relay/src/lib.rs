@@ -19,6 +19,7 @@
 //! - [`limits`]: rate and connection limits;
 //! - [`budget`]: the memory budget for buffered requests (per connection, address, relay);
 //! - [`metrics`]: Prometheus metrics and the operator HTTP listener;
+//! - [`endpoint`]: the QUIC endpoint's socket buffers and restart-surviving reset keys;
 //! - [`fds`]: the open-file limit and the WebSocket connections it allows;
 //! - [`config`], [`tls`]: configuration and certificates.
 
@@ -27,6 +28,7 @@ pub mod auth;
 pub mod budget;
 pub mod config;
 pub mod delivery;
+pub mod endpoint;
 pub mod error;
 pub mod fds;
 pub mod health;
@@ -48,6 +50,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::endpoint::RelaySecret;
 use crate::health::StorageHealth;
 use crate::metrics::{HttpState, Metrics};
 use crate::server::Relay;
@@ -108,8 +111,16 @@ pub async fn run(
     let ws_tls = if config.ws_tls { Some(tls::websocket_tls_config(&identity)?) } else { None };
     let ws_listen = config.ws_listen;
     let server_config = tls::server_config(identity, &config)?;
-    let endpoint =
-        quinn::Endpoint::server(server_config, config.listen).map_err(io("bind QUIC listener"))?;
+    let secret = RelaySecret::load_or_create(&config.data_dir).map_err(io("relay secret"))?;
+    let (socket, _buffers) = endpoint::bind_udp(config.listen, config.udp_buffer_bytes)
+        .map_err(io("bind QUIC listener"))?;
+    let endpoint = quinn::Endpoint::new(
+        secret.endpoint_config(),
+        Some(server_config),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(io("start QUIC endpoint"))?;
     let quic_addr = endpoint.local_addr().map_err(io("QUIC local address"))?;
 
     let metrics = Arc::new(Metrics::new());

@@ -49,23 +49,19 @@ impl Relay {
     pub fn start(data_dir: &Path, extra: &[(&str, &str)]) -> Self {
         let args: Vec<String> =
             extra.iter().flat_map(|(k, v)| [format!("--{k}"), (*v).to_owned()]).collect();
-        Self::spawn(data_dir, args)
+        Self::spawn(data_dir, args, None)
     }
 
-    fn spawn(data_dir: &Path, args: Vec<String>) -> Self {
+    fn spawn(data_dir: &Path, args: Vec<String>, ports: Option<[SocketAddr; 3]>) -> Self {
+        let [quic, ws, http] = ports.map_or_else(
+            || ["127.0.0.1:0".to_owned(), "127.0.0.1:0".to_owned(), "127.0.0.1:0".to_owned()],
+            |p| p.map(|a| a.to_string()),
+        );
         let mut child = Command::new(relay_binary())
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-                "--ws-listen",
-                "127.0.0.1:0",
-                "--log-level",
-            ])
+            .args(["--listen", &quic, "--http-listen", &http, "--ws-listen", &ws, "--log-level"])
             // HUSH_TEST_LOG=debug shows the relay's own debug log while a test runs.
             .arg(std::env::var("HUSH_TEST_LOG").unwrap_or_else(|_| "warn".to_owned()))
             .args(&args)
@@ -126,8 +122,17 @@ impl Relay {
     /// Starts a new process on the same data directory and flags (new ports).
     pub fn restart(&mut self) {
         self.kill();
-        let next = Self::spawn(&self.data_dir.clone(), self.args.clone());
+        let next = Self::spawn(&self.data_dir.clone(), self.args.clone(), None);
         // The old process is dead already; dropping it only reaps it again.
+        drop(std::mem::replace(self, next));
+    }
+
+    /// SIGKILL, then a new process on the same data directory, flags and ports, as a
+    /// supervisor restarts a crashed relay.
+    pub fn restart_in_place(&mut self) {
+        self.kill();
+        let ports = [self.quic, self.ws, self.http];
+        let next = Self::spawn(&self.data_dir.clone(), self.args.clone(), Some(ports));
         drop(std::mem::replace(self, next));
     }
 
