@@ -109,6 +109,14 @@ options! {
     max_prekeys_per_upload: usize = 100, "HUSH_MAX_PREKEYS_PER_UPLOAD";
     /// Most one-time prekeys (of each kind) stored per device.
     max_stored_prekeys: u64 = 1_000, "HUSH_MAX_STORED_PREKEYS";
+    /// Prekey bundles an account may fetch per second (sustained), one per device asked for.
+    account_bundles_per_second: u32 = 10, "HUSH_ACCOUNT_BUNDLES_PER_SECOND";
+    /// Bundle burst per account (enough to start sessions with a 1,000-member group).
+    account_bundle_burst: u32 = 6000, "HUSH_ACCOUNT_BUNDLE_BURST";
+    /// One-time keys a device hands out in a burst; past it, bundles come without one.
+    device_one_time_claim_burst: u32 = 50, "HUSH_DEVICE_ONE_TIME_CLAIM_BURST";
+    /// Seconds per one-time key a device hands out once its burst is used (sustained rate).
+    device_one_time_claim_every_secs: u64 = 60, "HUSH_DEVICE_ONE_TIME_CLAIM_EVERY_SECS";
     /// Sends per second per account (sustained); a multi-recipient send counts once.
     account_sends_per_second: u32 = 50, "HUSH_ACCOUNT_SENDS_PER_SECOND";
     /// Send burst per account.
@@ -234,6 +242,10 @@ impl Config {
         let rates = [
             self.account_sends_per_second,
             self.account_send_burst,
+            self.account_bundles_per_second,
+            self.account_bundle_burst,
+            self.device_one_time_claim_burst,
+            u32::from(self.device_one_time_claim_every_secs > 0),
             self.connection_requests_per_second,
             self.connection_request_burst,
             self.registrations_per_second,

@@ -4,6 +4,11 @@
 //! - Per-connection request rate and per-account send rate: token buckets (governor's GCRA),
 //!   answered with `rate_limited` and the time until the next token (`retry_after_ms`).
 //! - Registrations per source IP: a keyed token bucket, so nobody can mint accounts in bulk.
+//! - Prekey bundles: per requesting account, each bundle asked for takes a token
+//!   (`rate_limited` when none is left); per target device, each one-time key handed out takes
+//!   a token, and a bundle asked for when none is left comes without one-time keys (the
+//!   signed prekey and the last-resort KEM key still make a session, as when a device's stock
+//!   runs out). So one account can no longer drain a device's one-time keys.
 //! - Connections per source IP and in total: counted on accept and released on close; an
 //!   address over its limit is closed with application code `TOO_MANY_CONNECTIONS`.
 
@@ -58,10 +63,21 @@ impl ConnectionRate {
     }
 }
 
+/// How many one-time keys a device hands out: a burst, then one per `every`.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimRate {
+    /// Bucket size.
+    pub burst: u32,
+    /// One more token per this long.
+    pub every: std::time::Duration,
+}
+
 /// Relay-wide keyed limiters.
 pub struct Limiters {
     sends: DefaultKeyedRateLimiter<AccountId>,
     registrations: DefaultKeyedRateLimiter<IpAddr>,
+    bundles: DefaultKeyedRateLimiter<AccountId>,
+    claims: DefaultKeyedRateLimiter<(AccountId, u32)>,
     /// Open connections per address, and their total (kept alongside so admission is O(1)).
     connections: Mutex<(HashMap<IpAddr, u32>, u32)>,
     per_ip: u32,
@@ -73,12 +89,19 @@ impl Limiters {
     pub fn new(
         sends: Rate,
         registrations: Rate,
+        bundles: Rate,
+        claims: ClaimRate,
         connections_per_ip: u32,
         max_connections: u32,
     ) -> Self {
+        let claim_quota = Quota::with_period(claims.every.max(std::time::Duration::from_millis(1)))
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(NonZeroU32::new(claims.burst.max(1)).unwrap_or(NonZeroU32::MIN));
         Self {
             sends: DefaultKeyedRateLimiter::keyed(sends.quota()),
             registrations: DefaultKeyedRateLimiter::keyed(registrations.quota()),
+            bundles: DefaultKeyedRateLimiter::keyed(bundles.quota()),
+            claims: DefaultKeyedRateLimiter::keyed(claim_quota),
             connections: Mutex::new((HashMap::new(), 0)),
             per_ip: connections_per_ip,
             total: max_connections,
@@ -101,10 +124,35 @@ impl Limiters {
         })
     }
 
+    /// Takes `n` bundle tokens for the requesting `account` (one per device asked for).
+    pub fn check_bundles(&self, account: &AccountId, n: u32) -> Result<(), RelayError> {
+        let n = NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN);
+        match self.bundles.check_key_n(account, n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(RelayError::RateLimited {
+                scope: "prekey bundles per account",
+                retry_after_ms: retry_after(&not_until),
+            }),
+            // More than the whole burst at once: never admitted; the request must ask for
+            // fewer devices.
+            Err(_) => Err(RelayError::RateLimited {
+                scope: "prekey bundles per account",
+                retry_after_ms: 60_000,
+            }),
+        }
+    }
+
+    /// Whether device `device` may hand out a one-time key now (takes the token if so).
+    pub fn allow_one_time_claim(&self, device: &(AccountId, u32)) -> bool {
+        self.claims.check_key(device).is_ok()
+    }
+
     /// Forgets idle keys (called by the sweeper so the maps don't grow without bound).
     pub fn shrink(&self) {
         self.sends.retain_recent();
         self.registrations.retain_recent();
+        self.bundles.retain_recent();
+        self.claims.retain_recent();
     }
 
     /// Counts a new connection from `ip`; `None` if a limit is reached. The returned guard
@@ -167,6 +215,8 @@ mod tests {
         let l = Arc::new(Limiters::new(
             Rate { per_second: 1, burst: 1 },
             Rate { per_second: 1, burst: 1 },
+            Rate { per_second: 1, burst: 1 },
+            ClaimRate { burst: 1, every: std::time::Duration::from_secs(60) },
             2,
             100,
         ));
@@ -176,6 +226,26 @@ mod tests {
         assert!(l.admit(ip).is_none());
         drop(a);
         assert!(l.admit(ip).is_some());
+    }
+
+    #[test]
+    fn bundle_and_claim_buckets() {
+        let l = Limiters::new(
+            Rate { per_second: 1, burst: 1 },
+            Rate { per_second: 1, burst: 1 },
+            Rate { per_second: 1, burst: 6 },
+            ClaimRate { burst: 2, every: std::time::Duration::from_secs(60) },
+            2,
+            100,
+        );
+        l.check_bundles(&[1; 32], 6).unwrap();
+        assert!(matches!(l.check_bundles(&[1; 32], 1), Err(RelayError::RateLimited { .. })));
+        assert!(matches!(l.check_bundles(&[2; 32], 7), Err(RelayError::RateLimited { .. })));
+        l.check_bundles(&[2; 32], 1).unwrap();
+        let d = ([3; 32], 1);
+        assert!(l.allow_one_time_claim(&d) && l.allow_one_time_claim(&d));
+        assert!(!l.allow_one_time_claim(&d), "the third claim within a minute is refused");
+        assert!(l.allow_one_time_claim(&([3; 32], 2)), "another device has its own bucket");
     }
 
     #[test]

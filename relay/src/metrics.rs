@@ -78,6 +78,8 @@ pub struct Metrics {
     pub database_bytes: Gauge,
     /// Payload bytes stored (each shared payload once), against `max_stored_bytes`.
     pub stored_payload_bytes: Gauge,
+    /// Bundles handed out without one-time keys because the device's claim limit was used up.
+    pub one_time_claims_limited_total: Counter,
 }
 
 impl Metrics {
@@ -105,6 +107,7 @@ impl Metrics {
             disk_free_bytes: Gauge::default(),
             database_bytes: Gauge::default(),
             stored_payload_bytes: Gauge::default(),
+            one_time_claims_limited_total: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -198,6 +201,11 @@ impl Metrics {
             "stored_payload_bytes",
             "Payload bytes stored, each shared payload once",
             m.stored_payload_bytes.clone(),
+        );
+        registry.register(
+            "one_time_claims_limited",
+            "Bundles handed out without one-time keys: the device's claim limit was used up",
+            m.one_time_claims_limited_total.clone(),
         );
         Self { registry, ..m }
     }

@@ -188,12 +188,15 @@ fn count_in(
 }
 
 /// Builds one bundle per requested device (every device if `device_ids` is empty), claiming and
-/// deleting one one-time key and one one-time KEM key per device. Devices that have not
-/// uploaded a signed prekey and a KEM key yet are left out.
+/// deleting one one-time key and one one-time KEM key per device when `may_claim(device)`
+/// allows it (the per-device claim limit); otherwise the bundle carries the signed prekey and
+/// the last-resort KEM key only. Devices that have not uploaded a signed prekey and a KEM key
+/// yet are left out.
 pub(crate) fn claim_bundles(
     txn: &WriteTransaction,
     account: &AccountId,
     device_ids: &[u32],
+    mut may_claim: impl FnMut(u32) -> bool,
 ) -> Result<Vec<DeviceBundle>, RelayError> {
     let list =
         read_device_list(&txn.open_table(ACCOUNTS)?, account)?.ok_or(RelayError::UnknownAccount)?;
@@ -217,7 +220,9 @@ pub(crate) fn claim_bundles(
         };
         let signed = SignedPreKey::decode(strip_version(&signed, "signed prekey")?)
             .map_err(|_| StoreError::Corrupt("signed prekey"))?;
-        let kem = match first_key(&kem_t, account, d)? {
+        let claim = may_claim(d);
+        let one_time_kem = if claim { first_key(&kem_t, account, d)? } else { None };
+        let kem = match one_time_kem {
             Some((id, bytes)) => {
                 kem_t.remove((*account, d, id))?;
                 Some(bytes)
@@ -227,7 +232,8 @@ pub(crate) fn claim_bundles(
         let Some(kem) = kem else { continue };
         let kem_prekey = KemPreKey::decode(strip_version(&kem, "kem prekey")?)
             .map_err(|_| StoreError::Corrupt("kem prekey"))?;
-        let one_time_prekey = match first_key(&otk_t, account, d)? {
+        let one_time = if claim { first_key(&otk_t, account, d)? } else { None };
+        let one_time_prekey = match one_time {
             Some((id, bytes)) => {
                 otk_t.remove((*account, d, id))?;
                 Some(

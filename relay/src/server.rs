@@ -22,7 +22,7 @@ use crate::budget::{Budget, ConnBudget};
 use crate::config::Config;
 use crate::error::{RelayError, StoreError};
 use crate::health::StorageHealth;
-use crate::limits::{ConnectionRate, Limiters, Rate};
+use crate::limits::{ClaimRate, ConnectionRate, Limiters, Rate};
 use crate::mailbox::{self, Quotas};
 use crate::metrics::Metrics;
 use crate::online::Online;
@@ -97,6 +97,14 @@ impl Relay {
         let limiters = Arc::new(Limiters::new(
             Rate { per_second: config.account_sends_per_second, burst: config.account_send_burst },
             Rate { per_second: config.registrations_per_second, burst: config.registration_burst },
+            Rate {
+                per_second: config.account_bundles_per_second,
+                burst: config.account_bundle_burst,
+            },
+            ClaimRate {
+                burst: config.device_one_time_claim_burst,
+                every: Duration::from_secs(config.device_one_time_claim_every_secs),
+            },
             config.connections_per_ip,
             config.max_connections,
         ));
@@ -396,7 +404,7 @@ impl Relay {
                 )?))
             }
             request::Body::FetchBundles(f) => {
-                authed(conn)?;
+                let (requester, _) = authed(conn)?;
                 let account = *AccountKey::from_bytes(&f.account)
                     .map_err(|_| RelayError::UnknownAccount)?
                     .as_bytes();
@@ -404,8 +412,24 @@ impl Relay {
                 let mut ids = f.device_ids;
                 ids.sort_unstable();
                 ids.dedup();
-                let bundles =
-                    self.writer.run(move |txn| prekeys::claim_bundles(txn, &account, &ids)).await?;
+                // Every device counts; "all devices" counts as the most an account may have.
+                let asked = if ids.is_empty() { self.config.max_devices } else { ids.len() };
+                self.limiters
+                    .check_bundles(&requester, u32::try_from(asked).unwrap_or(u32::MAX))?;
+                let limiters = Arc::clone(&self.limiters);
+                let metrics = Arc::clone(&self.metrics);
+                let bundles = self
+                    .writer
+                    .run(move |txn| {
+                        prekeys::claim_bundles(txn, &account, &ids, |device| {
+                            let allowed = limiters.allow_one_time_claim(&(account, device));
+                            if !allowed {
+                                metrics.one_time_claims_limited_total.inc();
+                            }
+                            allowed
+                        })
+                    })
+                    .await?;
                 Ok(response::Body::Bundles(wire::Bundles { bundles }))
             }
             request::Body::Send(s) => self.send(conn, s).await,

@@ -51,7 +51,10 @@ async fn uploads_are_verified_and_counted() {
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_fetches_never_share_a_one_time_key() {
     let dir = tempfile::tempdir().unwrap();
-    let relay = Relay::start(dir.path(), &[("connection-request-burst", "1000")]);
+    let relay = Relay::start(
+        dir.path(),
+        &[("connection-request-burst", "1000"), ("device-one-time-claim-burst", "1000")],
+    );
     let mut bob = User::new(1);
     let c = relay.connect().await;
     bob.register(&c).await;
@@ -102,4 +105,63 @@ async fn concurrent_fetches_never_share_a_one_time_key() {
     assert_eq!(kems.len(), 20);
     assert_eq!(last_resort, 60);
     assert_eq!(bob_conn.prekey_counts().await.unwrap().one_time, 0);
+}
+
+/// One account spreading bundle fetches over 8 connections (the attack that drained 2,000
+/// keys in 0.9 s) gets at most the device's claim burst of one-time keys; after that its
+/// bundles still start sessions (signed prekey and last-resort KEM key) but claim nothing,
+/// and past its own bundle burst it is told `rate_limited`.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_account_cannot_drain_a_devices_one_time_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(
+        dir.path(),
+        &[
+            ("connection-request-burst", "10000"),
+            ("device-one-time-claim-burst", "10"),
+            ("account-bundle-burst", "60"),
+            ("account-bundles-per-second", "1"),
+        ],
+    );
+    let mut bob = User::new(1);
+    let mut mallory = User::new(1);
+    let c = relay.connect().await;
+    bob.register(&c).await;
+    mallory.register(&c).await;
+    let b = bob.login(&relay, 1).await;
+    b.upload_prekeys(bob.devices[0].upload(100, 50)).await.unwrap();
+    let bob_key = bob.key();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let conn = mallory.login(&relay, 1).await;
+        tasks.push(tokio::spawn(async move {
+            let (mut with_key, mut without, mut limited) = (0, 0, 0);
+            for _ in 0..10 {
+                match conn.fetch_bundles(&bob_key, &[1]).await {
+                    Ok(bundles) => {
+                        let bundle =
+                            hush_prekeys::PreKeyBundle::decode(&bundles[0].bundle).unwrap();
+                        if bundle.one_time_prekey.is_some() { with_key += 1 } else { without += 1 }
+                    }
+                    Err(e) if e.code() == Some(hush_protocol::ErrorCode::RateLimited) => {
+                        limited += 1
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            (with_key, without, limited)
+        }));
+    }
+    let (mut with_key, mut without, mut limited) = (0, 0, 0);
+    for t in tasks {
+        let (a, b, c) = t.await.unwrap();
+        (with_key, without, limited) = (with_key + a, without + b, limited + c);
+    }
+    assert_eq!(with_key, 10, "the claim burst, and no more");
+    // The requester's burst of 60, plus a token a second while the test runs.
+    assert!((60..=63).contains(&(with_key + without)), "{with_key} + {without}");
+    assert_eq!(with_key + without + limited, 80);
+    let counts = b.prekey_counts().await.unwrap();
+    assert_eq!((counts.one_time, counts.kem_one_time), (90, 40));
+    wait_for_metric(&relay, "hush_relay_one_time_claims_limited_total", 50).await;
 }
