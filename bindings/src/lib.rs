@@ -10,13 +10,12 @@
 //!   event from then on, until the returned [`ListenerHandle`] is stopped or dropped.
 //! - **Plain types.** Ids are hex strings; records and enums mirror hush-core's views.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use hush_core::store::{RedbStore, StoreError};
-use hush_core::transport::QuicConnector;
+use hush_core::transport::{QuicConnector, RelayAddress, trust_from};
 use hush_core::{Client, ClientConfig, ClientError, ClientOptions, StoreKey};
 
 uniffi::setup_scaffolding!();
@@ -69,7 +68,7 @@ pub enum HushError {
 
 impl From<ClientError> for HushError {
     fn from(e: ClientError) -> Self {
-        Self::Failed { code: e.code().to_owned(), detail: e.to_string() }
+        Self::Failed { code: e.code().to_owned(), detail: e.message() }
     }
 }
 
@@ -83,10 +82,18 @@ pub struct ClientSetup {
     pub data_dir: String,
     /// 32 bytes that encrypt the store: keep them in the Android Keystore / iOS Keychain.
     pub store_key: Vec<u8>,
-    /// The relay's QUIC address, `host:port` with a literal IP (`127.0.0.1:4433`).
+    /// The relay's QUIC address: `relay.example.com:4433`, or an IP literal
+    /// (`203.0.113.7:4433`, `[2001:db8::7]:4433`).
     pub relay_address: String,
-    /// SHA-256 of the relay's certificate, 64 hex digits (printed by `hush-relay serve`).
-    pub relay_pin: String,
+    /// For a self-signed relay: the pin printed by `hush-relay serve` (64 hex digits, the
+    /// SHA-256 of its public key). Without it the relay's certificate is verified against the
+    /// platform's trust roots and must name the host.
+    #[uniffi(default = None)]
+    pub relay_pin: Option<String>,
+    /// A private CA's certificates (PEM) to trust besides the platform's roots. With a pin
+    /// too, the certificate must pass both.
+    #[uniffi(default = None)]
+    pub relay_ca_pem: Option<String>,
 }
 
 /// 32 random bytes for [`ClientSetup::store_key`], for apps without a keystore-generated key.
@@ -99,21 +106,15 @@ fn config(setup: &ClientSetup) -> Result<ClientConfig, ClientError> {
     let bad = |m: &str| ClientError::InvalidArgument(m.into());
     let key: [u8; 32] =
         setup.store_key.as_slice().try_into().map_err(|_| bad("the store key is 32 bytes"))?;
-    let addr: SocketAddr =
-        setup.relay_address.parse().map_err(|_| bad("the relay address is ip:port"))?;
-    let pin: [u8; 32] = hex::decode(setup.relay_pin.trim())
-        .ok()
-        .and_then(|p| p.try_into().ok())
-        .ok_or_else(|| bad("the relay pin is 64 hex digits"))?;
+    let address: RelayAddress = setup.relay_address.parse().map_err(|e: String| bad(&e))?;
+    let trust = trust_from(setup.relay_pin.as_deref(), setup.relay_ca_pem.as_deref())?;
     let dir = PathBuf::from(&setup.data_dir);
     std::fs::create_dir_all(&dir)
         .map_err(|e| StoreError::Backend(format!("cannot create the data directory: {e}")))?;
     Ok(ClientConfig {
         store: Arc::new(RedbStore::open(&dir.join("hush.redb"))?),
         store_key: StoreKey::from_bytes(key),
-        connector: Arc::new(
-            QuicConnector::new(addr, pin).map_err(|e| ClientError::Network(e.to_string()))?,
-        ),
+        connector: Arc::new(QuicConnector::new(address, trust)),
         options: ClientOptions::default(),
     })
 }
@@ -213,6 +214,17 @@ pub struct Message {
     pub sent_at_ms: u64,
     /// Delivery state.
     pub status: MessageStatus,
+    /// Pending: why the last attempt did not go through (it is retried); failed: why.
+    pub problem: Option<SendProblem>,
+}
+
+/// Why an outgoing message is not sent yet, or will not be.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct SendProblem {
+    /// Stable code (`mailbox_full`, `network`, `too_large`, `canceled`…).
+    pub code: String,
+    /// Readable detail.
+    pub detail: String,
 }
 
 impl From<hush_core::MessageView> for Message {
@@ -227,6 +239,7 @@ impl From<hush_core::MessageView> for Message {
             clock: m.clock,
             sent_at_ms: m.sent_at_ms,
             status: m.status.into(),
+            problem: m.problem.map(|p| SendProblem { code: p.code, detail: p.message }),
         }
     }
 }
@@ -389,6 +402,20 @@ pub enum HushEvent {
     },
     /// Everything the relay held for us has been received.
     CaughtUp,
+    /// One of our messages could not go out yet, for a reason that may pass; it stays
+    /// pending and is retried in `retry_in_ms` (or call `cancel_send`).
+    SendDelayed {
+        /// Its conversation.
+        conversation: String,
+        /// Its id.
+        message_id: String,
+        /// Why: stable code.
+        code: String,
+        /// Why: readable detail.
+        detail: String,
+        /// When the next attempt is made, in ms.
+        retry_in_ms: u64,
+    },
     /// Something failed in the background (an undecryptable message, say).
     Error {
         /// Stable code.
@@ -414,6 +441,9 @@ impl From<hush_core::Event> for HushEvent {
             E::DevicesChanged => Self::DevicesChanged,
             E::ConnectionChanged { state } => Self::ConnectionChanged { state: state.into() },
             E::CaughtUp => Self::CaughtUp,
+            E::SendDelayed { conversation, message_id, code, message, retry_in_ms } => {
+                Self::SendDelayed { conversation, message_id, code, detail: message, retry_in_ms }
+            }
             E::Error { code, message } => Self::Error { code, detail: message },
         }
     }
@@ -554,6 +584,12 @@ impl HushClient {
     pub async fn send_text(&self, conversation: String, text: String) -> Result<String, HushError> {
         let c = self.client.clone();
         run(async move { c.send_text(&conversation, &text).await }).await
+    }
+
+    /// Gives up on an outgoing message that is still pending: marked failed (`canceled`).
+    pub async fn cancel_send(&self, message_id: String) -> Result<(), HushError> {
+        let c = self.client.clone();
+        run(async move { c.cancel_send(&message_id).await }).await
     }
 
     /// Marks a conversation read here, on our other devices, and for the peer.

@@ -1,12 +1,12 @@
 //! `hush`: a small command-line chat demo on top of the Hush SDK (`hush-core`).
 //!
 //! Each data directory holds one device: its encrypted redb store (`hush.redb`) and the key
-//! that encrypts it (`store.key`). Commands that talk to the relay need its address and
-//! certificate pin (from the relay's `hush-relay ready … pin=…` line).
+//! that encrypts it (`store.key`). Commands that talk to the relay need its address and, for a
+//! self-signed relay, its pin (from the relay's `hush-relay ready … pin=…` line); a relay with a
+//! CA-issued certificate is reached by host name without one.
 
 use std::error::Error;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use hush_core::store::RedbStore;
-use hush_core::transport::QuicConnector;
+use hush_core::transport::{QuicConnector, RelayAddress, trust_from};
 use hush_core::{
     Client, ClientConfig, ClientError, ClientOptions, ConnectionState, Event, MessageStatus,
     MessageView, StoreKey,
@@ -31,12 +31,16 @@ struct Cli {
     /// Data directory of this device (store and store key).
     #[arg(long, env = "HUSH_DIR", default_value = "./hush-data")]
     dir: PathBuf,
-    /// The relay's QUIC address.
+    /// The relay's QUIC address: `relay.example.com:4433`, or `ip:port`.
     #[arg(long, env = "HUSH_RELAY", default_value = "127.0.0.1:4433")]
-    relay: SocketAddr,
-    /// The relay's certificate pin (64 hex digits, from its ready line).
+    relay: RelayAddress,
+    /// The relay's pin, for a self-signed relay (64 hex digits, from its ready line). Without
+    /// it the relay's certificate must be valid for its host name (WebPKI).
     #[arg(long, env = "HUSH_PIN")]
     pin: Option<String>,
+    /// A private CA's certificate (PEM file) to trust besides the system's roots.
+    #[arg(long, env = "HUSH_CA")]
+    ca: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -54,8 +58,12 @@ enum Cmd {
         /// A name for the contact.
         name: String,
     },
-    /// Sends a message and waits until the relay has it.
+    /// Sends a message and waits until the relay has it. Exit status: 0 sent, 1 refused
+    /// for good, 75 still pending (it stays queued and goes out on a later run).
     Send {
+        /// Seconds to wait for the relay to take it.
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
         /// The contact's account id.
         account_id: String,
         /// The text.
@@ -100,8 +108,12 @@ async fn main() -> ExitCode {
     match run(Cli::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            if let Some(exit) = e.downcast_ref::<Exit>() {
+                eprintln!("error [{}]: {}", exit.code, exit.message);
+                return ExitCode::from(exit.status);
+            }
             match e.downcast_ref::<ClientError>() {
-                Some(c) => eprintln!("error: {c} ({})", c.code()),
+                Some(c) => eprintln!("error [{}]: {}", c.code(), c.message()),
                 None => eprintln!("error: {e}"),
             }
             ExitCode::FAILURE
@@ -129,21 +141,18 @@ fn store_key(dir: &Path) -> Res<StoreKey> {
     Ok(StoreKey::from_bytes(bytes))
 }
 
-/// The client configuration; `online` commands need the pin.
-fn config(cli: &Cli, online: bool) -> Res<ClientConfig> {
-    let pin: [u8; 32] = match &cli.pin {
-        Some(p) => {
-            hex::decode(p.trim())?.try_into().map_err(|_| "the pin is 64 hex digits (32 bytes)")?
-        }
-        None if online => return Err("this command needs --pin (or HUSH_PIN)".into()),
-        // Offline: local reads only; the background connection just fails to verify.
-        None => [0; 32],
+/// The client configuration: how to reach the relay (a pin, a CA, or the system's roots).
+fn config(cli: &Cli) -> Res<ClientConfig> {
+    let ca = match &cli.ca {
+        Some(path) => Some(std::fs::read_to_string(path)?),
+        None => None,
     };
+    let trust = trust_from(cli.pin.as_deref(), ca.as_deref())?;
     std::fs::create_dir_all(&cli.dir)?;
     Ok(ClientConfig {
         store: Arc::new(RedbStore::open(&cli.dir.join("hush.redb"))?),
         store_key: store_key(&cli.dir)?,
-        connector: Arc::new(QuicConnector::new(cli.relay, pin)?),
+        connector: Arc::new(QuicConnector::new(cli.relay.clone(), trust)),
         options: ClientOptions::default(),
     })
 }
@@ -169,6 +178,86 @@ fn short(id: &str) -> &str {
     id.get(..8).unwrap_or(id)
 }
 
+/// A command that ends with a code a script can act on (`failed`: exit 1; still pending:
+/// exit 75, EX_TEMPFAIL, since the message stays queued and goes out on a later run).
+#[derive(Debug)]
+struct Exit {
+    status: u8,
+    code: String,
+    message: String,
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.message)
+    }
+}
+
+impl Error for Exit {}
+
+/// Waits until the message is sent (prints it, exit 0), fails (exit 1 with its code), or is
+/// still pending after `wait` (exit 75 with the last reason); prints each delay.
+async fn send_outcome(
+    client: &Client,
+    events: &mut hush_core::EventStream,
+    conversation: &str,
+    id: &str,
+    wait: Duration,
+) -> Res {
+    let mut last_delay: Option<(String, String)> = None;
+    let waited = tokio::time::timeout(wait, async {
+        while let Some(e) = events.next().await {
+            match e {
+                Event::StatusChanged { message_id, status, .. }
+                    if message_id == id && status != MessageStatus::Pending =>
+                {
+                    return Some(status);
+                }
+                Event::SendDelayed { message_id, code, message, retry_in_ms, .. }
+                    if message_id == id =>
+                {
+                    eprintln!(
+                        "… pending: {message} ({code}); retrying in {} s",
+                        retry_in_ms / 1000
+                    );
+                    last_delay = Some((code, message));
+                }
+                _ => {}
+            }
+        }
+        None
+    })
+    .await;
+    match waited {
+        Ok(Some(MessageStatus::Failed)) => {
+            let m = client.messages(conversation, None, 100).await?;
+            let problem = m.into_iter().find(|m| m.id == id).and_then(|m| m.problem);
+            let (code, message) =
+                problem.map_or(("failed".into(), "refused".into()), |p| (p.code, p.message));
+            println!("{id} {}", receipt(MessageStatus::Failed));
+            Err(Box::new(Exit { status: 1, code, message }))
+        }
+        Ok(Some(status)) => {
+            println!("{id} {}", receipt(status));
+            Ok(())
+        }
+        Ok(None) | Err(_) => {
+            let (code, why) = last_delay
+                .unwrap_or_else(|| ("network".into(), "the relay did not take it in time".into()));
+            println!("{id} {}", receipt(MessageStatus::Pending));
+            Err(Box::new(Exit {
+                status: 75,
+                code,
+                message: format!(
+                    "still pending after {} s ({why}); it stays queued and goes out the next \
+                     time hush runs",
+                    wait.as_secs()
+                ),
+            }))
+        }
+    }
+}
+
 /// Waits until the relay's queue for this device is drained (or `wait` passes).
 async fn catch_up(client: &Client, wait: Duration) {
     let mut events = client.events();
@@ -185,13 +274,13 @@ async fn catch_up(client: &Client, wait: Duration) {
 async fn run(cli: Cli) -> Res {
     match &cli.cmd {
         Cmd::Create => {
-            let client = Client::create_account(config(&cli, true)?).await?;
+            let client = Client::create_account(config(&cli)?).await?;
             println!("{}", client.account_id().await);
             client.shutdown().await;
         }
-        Cmd::LinkBegin => println!("{}", Client::begin_link(&config(&cli, false)?).await?),
+        Cmd::LinkBegin => println!("{}", Client::begin_link(&config(&cli)?).await?),
         Cmd::LinkFinish { grant } => {
-            let client = Client::finish_link(config(&cli, true)?, grant).await?;
+            let client = Client::finish_link(config(&cli)?, grant).await?;
             println!(
                 "linked: account {} device {}",
                 client.account_id().await,
@@ -201,9 +290,11 @@ async fn run(cli: Cli) -> Res {
             client.shutdown().await;
         }
         cmd => {
+            // Local reads don't wait for the relay unless told how to reach it.
             let online = !matches!(cmd, Cmd::Id | Cmd::History { .. } | Cmd::Search { .. })
-                || cli.pin.is_some();
-            let client = Client::open(config(&cli, online)?).await?;
+                || cli.pin.is_some()
+                || cli.ca.is_some();
+            let client = Client::open(config(&cli)?).await?;
             let result = command(&client, cmd, online).await;
             client.shutdown().await;
             result?;
@@ -223,12 +314,10 @@ async fn command(client: &Client, cmd: &Cmd, online: bool) -> Res {
             println!("added {} ({} device(s))", c.name, c.devices.len());
             println!("safety number: {}", client.safety_number(account_id).await?);
         }
-        Cmd::Send { account_id, text } => {
+        Cmd::Send { account_id, text, wait } => {
+            let mut events = client.events();
             let id = client.send_text(account_id, &text.join(" ")).await?;
-            client.flush(Duration::from_secs(30)).await?;
-            let msgs = client.messages(account_id, None, 100).await?;
-            let status = msgs.iter().find(|m| m.id == id).map_or(MessageStatus::Sent, |m| m.status);
-            println!("{id} {}", receipt(status));
+            send_outcome(client, &mut events, account_id, &id, Duration::from_secs(*wait)).await?;
         }
         Cmd::History { account_id, limit } => {
             if online {
@@ -286,6 +375,11 @@ async fn chat(client: &Client, peer: &str) -> Res {
                         && !matches!(status, MessageStatus::Received | MessageStatus::Seen) =>
                 {
                     println!("  {} ({})", receipt(status), short(&message_id));
+                }
+                Some(Event::SendDelayed { conversation, message_id, code, message, .. })
+                    if conversation == peer =>
+                {
+                    println!("  … pending ({}): {message} [{code}]", short(&message_id));
                 }
                 Some(Event::Typing { conversation, started }) if conversation == peer => {
                     println!("{name} {}", if started { "is typing…" } else { "stopped typing" });

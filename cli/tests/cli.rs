@@ -9,6 +9,13 @@ use std::time::{Duration, Instant};
 use hush_e2e::Relay;
 
 fn hush(relay: &Relay, dir: &Path, args: &[&str]) -> String {
+    let (code, stdout, stderr) = hush_status(relay, dir, args);
+    assert!(code == Some(0), "hush {args:?} failed: {stdout}{stderr}");
+    stdout
+}
+
+/// Runs `hush`; returns its exit status, stdout and stderr.
+fn hush_status(relay: &Relay, dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_hush"))
         .args(["--dir", dir.to_str().unwrap(), "--relay", &relay.addr.to_string()])
         .args(["--pin", &hex::encode(relay.pin)])
@@ -19,9 +26,8 @@ fn hush(relay: &Relay, dir: &Path, args: &[&str]) -> String {
         .output()
         .expect("run hush");
     let stdout = String::from_utf8(out.stdout).unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "hush {args:?} failed: {stdout}{stderr}");
-    stdout
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code(), stdout, stderr)
 }
 
 #[test]
@@ -61,4 +67,40 @@ fn two_accounts_exchange_a_message() {
     assert!(mine.contains("me: hello from the cli"), "{mine}");
     let found = hush(&relay, b.path(), &["search", "hello"]);
     assert!(found.contains("hello from the cli"), "{found}");
+}
+
+/// A send the relay refuses for good exits 1 with the code; one it refuses for now (a full
+/// relay) exits 75 with the code and stays queued, and goes out on a later run once there is
+/// room. (`send` used to print "✗ failed" and exit 0.)
+#[test]
+fn a_send_that_does_not_go_out_exits_non_zero_with_its_code() {
+    let relay = Relay::start_with(&[("max-payload-bytes", "2048"), ("max-stored-bytes", "6000")]);
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let alice = hush(&relay, a.path(), &["create"]).trim().to_owned();
+    let bob = hush(&relay, b.path(), &["create"]).trim().to_owned();
+    hush(&relay, a.path(), &["add", &bob, "Bob"]);
+
+    let long = "x".repeat(3000);
+    let (code, out, err) = hush_status(&relay, a.path(), &["send", &bob, &long]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.contains("✗ failed") && err.contains("[too_large]"), "{out}{err}");
+
+    // Fill the relay's payload budget (Bob is offline), then one more.
+    let mid = "y".repeat(500);
+    let mut pending = None;
+    for _ in 0..12 {
+        let (code, out, err) = hush_status(&relay, a.path(), &["send", "--wait", "3", &bob, &mid]);
+        if code == Some(75) {
+            pending = Some(err);
+            break;
+        }
+        assert_eq!(code, Some(0), "{out}{err}");
+    }
+    let err = pending.expect("the relay never filled up");
+    assert!(err.contains("[storage_full]") && err.contains("stays queued"), "{err}");
+
+    // Bob drains; Alice's next run sends what was queued.
+    hush(&relay, b.path(), &["history", &alice]);
+    let sent = hush(&relay, a.path(), &["send", &bob, "after"]);
+    assert!(sent.contains('✓'), "{sent}");
 }

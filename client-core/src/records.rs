@@ -187,6 +187,13 @@ pub struct MessageRecord {
     /// Status.
     #[prost(enumeration = "Status", tag = "10")]
     pub status: i32,
+    /// Outgoing, pending or failed: the code of the last refusal (why it is still pending,
+    /// or why it failed); empty otherwise.
+    #[prost(string, tag = "11")]
+    pub problem_code: String,
+    /// The message that came with `problem_code`.
+    #[prost(string, tag = "12")]
+    pub problem: String,
 }
 
 /// One row of the search index: the messages of one commit that contain one token.
@@ -434,6 +441,8 @@ mod tests {
             sent_at_ms: 5,
             outgoing: true,
             status: Status::Sent as i32,
+            problem_code: String::new(),
+            problem: String::new(),
         };
         let expected = format!(
             "0801{}{}{}{}{}{}{}{}{}",

@@ -29,9 +29,14 @@ pub enum TransportError {
         /// For `device_mismatch`.
         mismatches: Vec<DeviceMismatch>,
     },
-    /// No connection, or it broke; retry after reconnecting.
-    #[error("disconnected: {0}")]
+    /// No connection, or it broke; retry after reconnecting. The message says which address
+    /// was tried and what happened.
+    #[error("{0}")]
     Disconnected(String),
+    /// The relay presented a certificate this client does not trust (a pin or WebPKI
+    /// mismatch); the message names the address and the reason.
+    #[error("{0}")]
+    Certificate(String),
     /// The relay sent something the protocol does not allow.
     #[error("protocol violation by the relay: {0}")]
     Protocol(String),
@@ -84,7 +89,28 @@ pub trait Deliveries: MaybeSend {
 }
 
 #[cfg(feature = "native")]
+pub use hush_net::{RelayAddress, Trust};
+#[cfg(feature = "native")]
 pub use native::QuicConnector;
+
+/// How to trust the relay, from what an app configures as text: a pin (64 hex digits) for a
+/// self-signed relay, a private CA's certificates (PEM), both (WebPKI with that CA, and the
+/// key pinned too), or neither (WebPKI with the platform's roots).
+#[cfg(feature = "native")]
+pub fn trust_from(pin: Option<&str>, ca_pem: Option<&str>) -> Result<Trust, crate::ClientError> {
+    let bad = |m: String| crate::ClientError::InvalidArgument(m);
+    let pin =
+        pin.filter(|p| !p.trim().is_empty()).map(Trust::parse_pin).transpose().map_err(bad)?;
+    let roots = ca_pem
+        .filter(|p| !p.trim().is_empty())
+        .map(Trust::parse_roots_pem)
+        .transpose()
+        .map_err(bad)?;
+    Ok(match (pin, roots) {
+        (Some(pin), None) => Trust::Pin(pin),
+        (pin, roots) => Trust::WebPki { extra_roots: roots.unwrap_or_default(), pin },
+    })
+}
 
 #[cfg(feature = "native")]
 mod native {
@@ -92,7 +118,7 @@ mod native {
     use std::sync::Arc;
 
     use async_trait::async_trait;
-    use hush_net::{AckWriter, Connection, Endpoint, NetError, Subscription};
+    use hush_net::{AckWriter, Connection, Endpoint, NetError, RelayAddress, Subscription, Trust};
     use hush_protocol::AUTH_EXPORTER_LABEL;
     use hush_protocol::wire::{request, response, server_push};
 
@@ -105,45 +131,63 @@ mod native {
                     Self::Relay { code, message, retry_after_ms, mismatches }
                 }
                 NetError::Unexpected(m) => Self::Protocol(m.to_string()),
+                e @ NetError::Certificate { .. } => Self::Certificate(e.to_string()),
                 other => Self::Disconnected(other.to_string()),
             }
         }
     }
 
-    /// How long a QUIC handshake may take before the attempt counts as failed.
+    /// How long a QUIC handshake may take before the attempt counts as failed: a relay that
+    /// is down never answers (UDP has no refusal), so this is well below the idle timeout and
+    /// the backoff loop retries.
     pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
-    /// QUIC to a relay trusted by its certificate pin.
+    /// QUIC to a relay at a host name or address, trusted by WebPKI, a key pin, or both.
     pub struct QuicConnector {
-        endpoint: Endpoint,
-        addr: SocketAddr,
-        pin: [u8; 32],
+        address: RelayAddress,
+        trust: Trust,
+        /// One UDP socket per address family, made on first use (a name may resolve to
+        /// either).
+        v4: std::sync::OnceLock<Endpoint>,
+        v6: std::sync::OnceLock<Endpoint>,
     }
 
     impl QuicConnector {
-        /// A connector for the relay at `addr` whose certificate hashes to `pin`.
-        pub fn new(addr: SocketAddr, pin: [u8; 32]) -> Result<Self, TransportError> {
-            let bind: SocketAddr = if addr.is_ipv4() {
-                SocketAddr::from(([0, 0, 0, 0], 0))
+        /// A connector for the relay at `address` (`relay.example.com:4433`, `ip:port`),
+        /// trusted as `trust` says.
+        pub fn new(address: RelayAddress, trust: Trust) -> Self {
+            Self { address, trust, v4: std::sync::OnceLock::new(), v6: std::sync::OnceLock::new() }
+        }
+
+        /// A connector for a self-signed relay at `addr` whose public key (or certificate)
+        /// hashes to `pin`.
+        pub fn pinned(addr: SocketAddr, pin: [u8; 32]) -> Self {
+            Self::new(RelayAddress::from(addr), Trust::Pin(pin))
+        }
+
+        /// The endpoint for an address of this family.
+        fn endpoint(&self, ipv6: bool) -> Result<&Endpoint, TransportError> {
+            let (cell, bind) = if ipv6 {
+                (&self.v6, SocketAddr::from(([0u16; 8], 0)))
             } else {
-                SocketAddr::from(([0u16; 8], 0))
+                (&self.v4, SocketAddr::from(([0, 0, 0, 0], 0)))
             };
-            let endpoint = Endpoint::new(bind)?;
-            Ok(Self { endpoint, addr, pin })
+            if let Some(e) = cell.get() {
+                return Ok(e);
+            }
+            let e = Endpoint::new(bind)?;
+            Ok(cell.get_or_init(|| e))
         }
     }
 
     #[async_trait]
     impl Connector for QuicConnector {
         async fn connect(&self) -> Result<Arc<dyn Link>, TransportError> {
-            // A relay that is down never answers the QUIC handshake (UDP has no refusal), so
-            // bound it well below the idle timeout and let the backoff loop retry.
-            let conn = tokio::time::timeout(
-                CONNECT_TIMEOUT,
-                self.endpoint.connect_pinned(self.addr, self.pin),
-            )
-            .await
-            .map_err(|_| TransportError::Disconnected("connect timed out".into()))??;
+            let addrs = self.address.resolve(CONNECT_TIMEOUT).await?;
+            // IPv6 first when the name has both (the IPv6 socket reaches IPv4 too, mapped).
+            let ipv6 = addrs.iter().any(SocketAddr::is_ipv6);
+            let conn =
+                self.endpoint(ipv6)?.connect(&self.address, &self.trust, CONNECT_TIMEOUT).await?;
             Ok(Arc::new(QuicLink { conn }))
         }
     }

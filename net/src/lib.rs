@@ -1,15 +1,17 @@
 //! Native QUIC transport to a Hush relay.
 //!
 //! - [`Endpoint`]: one UDP socket that can open many connections (a bench opens thousands).
-//! - [`Connection`]: one connection to the relay, trusting it by a SHA-256 certificate pin or
-//!   by the system's usual WebPKI roots supplied by the caller; requests as typed calls.
+//! - [`RelayAddress`]: where the relay is, by host name (`relay.example.com:4433`) or address.
+//! - [`Trust`]: how its certificate is trusted: WebPKI (the platform's roots, for a
+//!   CA-issued certificate), a pin of its public key (a self-signed relay), or both.
+//! - [`Connection`]: one connection to the relay; requests as typed calls.
 //! - [`Subscription`]: the delivery stream of an authenticated device, with acks.
 //!
 //! Every relay error arrives as [`NetError::Relay`] with its stable code, so callers switch on
 //! [`hush_protocol::ErrorCode`]. This crate holds no keys beyond borrowing the device identity
 //! to sign the auth challenge.
 
-mod pin;
+mod trust;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -37,9 +39,27 @@ pub enum NetError {
         /// For `device_mismatch`.
         mismatches: Vec<wire::DeviceMismatch>,
     },
-    /// Connecting failed (address, TLS, pin mismatch).
-    #[error("connect: {0}")]
+    /// Setting up the client failed (binding a socket, a TLS configuration).
+    #[error("{0}")]
     Connect(String),
+    /// The relay could not be reached: its name does not resolve, or nothing answered.
+    #[error("could not reach the relay at {address}: {reason}")]
+    Unreachable {
+        /// The address tried (the host as given, and the IP address it resolved to).
+        address: String,
+        /// What happened.
+        reason: String,
+    },
+    /// The relay answered with a certificate this client does not trust (a pin or WebPKI
+    /// mismatch): retrying will not help until the pin, the trust roots or the relay's
+    /// certificate change.
+    #[error("the relay at {address} presented a certificate that is not trusted: {reason}")]
+    Certificate {
+        /// The address tried.
+        address: String,
+        /// Why the certificate was refused.
+        reason: String,
+    },
     /// The connection was closed; carries the relay's close code and reason when it sent one.
     #[error("connection closed: {0}")]
     Closed(#[from] quinn::ConnectionError),
@@ -52,6 +72,85 @@ pub enum NetError {
     /// No response within [`REQUEST_TIMEOUT`].
     #[error("no response from the relay within {0:?}")]
     Timeout(Duration),
+}
+
+/// How long [`Endpoint::connect_pinned`] waits for each address to answer.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Where a relay is: a host name or an IP address, and a port. Parsed from
+/// `relay.example.com:4433`, `203.0.113.7:4433` or `[2001:db8::7]:4433`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayAddress {
+    /// Host name, or IP address (without brackets).
+    pub host: String,
+    /// UDP port.
+    pub port: u16,
+}
+
+impl RelayAddress {
+    /// The address, if the host is an IP literal.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        self.host.parse().ok()
+    }
+
+    /// The socket addresses to try: the literal, or what the name resolves to (within
+    /// `timeout`).
+    pub async fn resolve(&self, timeout: Duration) -> Result<Vec<SocketAddr>, NetError> {
+        if let Some(ip) = self.ip() {
+            return Ok(vec![SocketAddr::new(ip, self.port)]);
+        }
+        let unreachable =
+            |reason: String| NetError::Unreachable { address: self.to_string(), reason };
+        match tokio::time::timeout(
+            timeout,
+            tokio::net::lookup_host((self.host.as_str(), self.port)),
+        )
+        .await
+        {
+            Ok(Ok(addrs)) => Ok(addrs.collect()),
+            Ok(Err(e)) => Err(unreachable(format!("the name does not resolve: {e}"))),
+            Err(_) => Err(unreachable(format!("the name did not resolve within {timeout:?}"))),
+        }
+    }
+}
+
+impl std::str::FromStr for RelayAddress {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let bad =
+            || format!("{s:?} is not a relay address (host:port, e.g. relay.example.com:4433)");
+        let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(v6) if v6.parse::<std::net::Ipv6Addr>().is_ok() => v6,
+            Some(_) => return Err(bad()),
+            // An IPv6 address must be bracketed, so a port can follow it.
+            None if host.contains(':') => return Err(bad()),
+            None => host,
+        };
+        if host.is_empty() || port == 0 {
+            return Err(bad());
+        }
+        Ok(Self { host: host.to_owned(), port })
+    }
+}
+
+impl std::fmt::Display for RelayAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl From<SocketAddr> for RelayAddress {
+    fn from(a: SocketAddr) -> Self {
+        Self { host: a.ip().to_string(), port: a.port() }
+    }
 }
 
 /// How long a request waits for its response before giving up. Keep-alives keep an idle
@@ -103,22 +202,76 @@ impl Endpoint {
         Ok(Self { inner })
     }
 
-    /// Connects to a relay whose certificate has SHA-256 `pin` (as printed by `hush-relay`).
+    /// Connects to a relay whose public key (or certificate) has SHA-256 `pin`, as printed by
+    /// `hush-relay`.
     pub async fn connect_pinned(
         &self,
         addr: SocketAddr,
         pin: [u8; 32],
     ) -> Result<Connection, NetError> {
-        let config = pin::client_config(pin).map_err(NetError::Connect)?;
-        let connecting = self
-            .inner
-            .connect_with(config, addr, "hush-relay")
-            .map_err(|e| NetError::Connect(e.to_string()))?;
-        let conn = connecting.await.map_err(|e| match e {
-            quinn::ConnectionError::TransportError(t) => NetError::Connect(t.to_string()),
-            other => NetError::Closed(other),
-        })?;
-        Ok(Connection { conn, limit: MAX_FRAME_LEN })
+        self.connect(&RelayAddress::from(addr), &Trust::Pin(pin), CONNECT_TIMEOUT).await
+    }
+
+    /// Connects to the relay at `address`, trusting its certificate as `trust` says. A host
+    /// name is resolved now, and each of its addresses of this endpoint's family is tried in
+    /// turn, each for up to `timeout` (a relay that is down never answers: UDP has no
+    /// refusal). A certificate that is not trusted ends the attempt at once.
+    pub async fn connect(
+        &self,
+        address: &RelayAddress,
+        trust: &Trust,
+        timeout: Duration,
+    ) -> Result<Connection, NetError> {
+        let local = self.inner.local_addr().map_err(|e| NetError::Connect(e.to_string()))?;
+        let addrs: Vec<SocketAddr> = address
+            .resolve(timeout)
+            .await?
+            .into_iter()
+            // An IPv6 socket reaches IPv4 addresses too (mapped); an IPv4 socket only those.
+            .filter(|a| local.is_ipv6() || a.is_ipv4())
+            .collect();
+        let server_name = match (trust, address.ip()) {
+            // A pin ignores the name; a self-signed certificate names `hush-relay`.
+            (Trust::Pin(_), Some(_)) => "hush-relay".to_owned(),
+            _ => address.host.clone(),
+        };
+        let mut last = NetError::Unreachable {
+            address: address.to_string(),
+            reason: "it resolved to no address this client can reach".into(),
+        };
+        for addr in addrs {
+            let tried = if address.ip().is_some() {
+                address.to_string()
+            } else {
+                format!("{address} ({addr})")
+            };
+            let (config, verdict) = trust::client_config(trust).map_err(NetError::Connect)?;
+            let connecting = self
+                .inner
+                .connect_with(config, addr, &server_name)
+                .map_err(|e| NetError::Connect(format!("{tried}: {e}")))?;
+            match tokio::time::timeout(timeout, connecting).await {
+                Ok(Ok(conn)) => return Ok(Connection { conn, limit: MAX_FRAME_LEN }),
+                Ok(Err(e)) => {
+                    if let Some(reason) = verdict.refused() {
+                        return Err(NetError::Certificate { address: tried, reason });
+                    }
+                    last = match e {
+                        quinn::ConnectionError::TransportError(t) => {
+                            NetError::Unreachable { address: tried, reason: t.to_string() }
+                        }
+                        other => NetError::Closed(other),
+                    };
+                }
+                Err(_) => {
+                    last = NetError::Unreachable {
+                        address: tried,
+                        reason: format!("no answer within {timeout:?}"),
+                    };
+                }
+            }
+        }
+        Err(last)
     }
 
     /// Waits until every connection of this endpoint is closed.
@@ -414,4 +567,28 @@ impl AckWriter {
 
 /// Re-exported for callers that build requests by hand.
 pub use hush_protocol::wire as protocol;
-pub use pin::pinned_tls_config;
+pub use trust::{Trust, Verdict, pinned_tls_config, spki_sha256, tls_config};
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn relay_addresses_parse_and_print() {
+        let a: RelayAddress = "relay.example.com:4433".parse().unwrap();
+        assert_eq!((a.host.as_str(), a.port, a.ip()), ("relay.example.com", 4433, None));
+        let b: RelayAddress = "[2001:db8::7]:443".parse().unwrap();
+        assert_eq!(b.to_string(), "[2001:db8::7]:443");
+        assert!(b.ip().is_some());
+        assert_eq!(
+            "203.0.113.7:4433".parse::<RelayAddress>().unwrap().to_string(),
+            "203.0.113.7:4433"
+        );
+        for bad in
+            ["relay.example.com", ":4433", "host:0", "host:99999", "2001:db8::7:443", "[x]:1"]
+        {
+            assert!(bad.parse::<RelayAddress>().is_err(), "{bad}");
+        }
+    }
+}

@@ -440,7 +440,8 @@ fn bare_server() {
             Config { data_dir: dir.path().to_owned(), idle_timeout_secs: 600, ..Config::default() };
         let identity = hush_relay::tls::load_identity(&config).unwrap();
         let pin = hex::encode(identity.pin);
-        let server = hush_relay::tls::server_config(identity, &config).unwrap();
+        let certs = hush_relay::tls::Certificates::new(&identity).unwrap();
+        let server = hush_relay::tls::server_config(&certs, &config).unwrap();
         let endpoint = quinn::Endpoint::server(server, "127.0.0.1:0".parse().unwrap()).unwrap();
         println!("bare ready {} {pin}", endpoint.local_addr().unwrap());
         while let Some(incoming) = endpoint.accept().await {

@@ -143,6 +143,9 @@ options! {
     max_buffered_bytes: usize = 256 * 1024 * 1024, "HUSH_MAX_BUFFERED_BYTES";
     /// Most bytes of requests the relay buffers for one source address (IPv4, or IPv6 /64).
     max_buffered_bytes_per_ip: usize = 32 * 1024 * 1024, "HUSH_MAX_BUFFERED_BYTES_PER_IP";
+    /// Seconds between checks of `tls_cert`/`tls_key` for a renewed certificate (reloaded
+    /// without a restart; SIGHUP reloads at once); 0 disables the checks.
+    tls_reload_secs: u64 = 60, "HUSH_TLS_RELOAD_SECS";
     /// Seconds to let in-flight requests finish on SIGTERM before closing connections.
     shutdown_drain_secs: u64 = 10, "HUSH_SHUTDOWN_DRAIN_SECS";
 }

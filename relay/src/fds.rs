@@ -56,7 +56,17 @@ pub fn report(limits: &FileLimits, max_connections: u32) {
     if let Some(from) = limits.raised_from {
         tracing::info!(from, to = limits.soft, "raised the open-file limit to its hard limit");
     }
-    if (ws as u64) < u64::from(max_connections) {
+    if (ws as u64) >= u64::from(max_connections) {
+        return;
+    }
+    if max_connections == crate::config::Config::default().max_connections {
+        // The default allows more than any open-file limit: the limit decides, as intended.
+        tracing::info!(
+            open_files = limits.soft,
+            websocket_connections = ws,
+            "WebSocket connections are limited by the open-file limit"
+        );
+    } else {
         tracing::warn!(
             open_files = limits.soft,
             websocket_connections = ws,

@@ -66,8 +66,52 @@ pub struct Ready {
     pub ws: SocketAddr,
     /// The bound operator HTTP address.
     pub http: SocketAddr,
-    /// SHA-256 of the relay's certificate (DER), for clients to pin.
+    /// SHA-256 of the relay's public key (SubjectPublicKeyInfo), for clients to pin.
     pub pin: [u8; 32],
+    /// SHA-256 of the relay's certificate (DER): the pin form of earlier relays.
+    pub cert_sha256: [u8; 32],
+}
+
+/// Reloads the certificate on SIGHUP, and when the operator's files change (checked every
+/// `tls_reload_secs`), until shutdown.
+async fn reload_certificates(
+    certs: Arc<tls::Certificates>,
+    config: Config,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let every = Duration::from_secs(config.tls_reload_secs.max(1));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        #[cfg(unix)]
+        let hup = async {
+            match hangup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hup = std::future::pending::<Option<()>>();
+        tokio::select! {
+            _ = hup => {
+                tracing::info!("SIGHUP: reloading the certificate");
+                let c = Arc::clone(&certs);
+                let cfg = config.clone();
+                let r = tokio::task::spawn_blocking(move || c.reload(&cfg).map(|_| ())).await;
+                if let Ok(Err(e)) = r {
+                    tracing::error!(error = %e, "certificate reload failed; still serving the old one");
+                }
+            }
+            _ = tick.tick(), if config.tls_reload_secs > 0 => {
+                let c = Arc::clone(&certs);
+                let cfg = config.clone();
+                let _ = tokio::task::spawn_blocking(move || c.reload_if_changed(&cfg)).await;
+            }
+            () = stop.cancelled() => return,
+        }
+    }
 }
 
 /// Why the relay could not start.
@@ -107,10 +151,12 @@ pub async fn run(
     let ws_connections = files.websocket_connections(config.max_connections);
     let store = Store::open(&config.data_dir.join("relay.redb"))?;
     let identity = tls::load_identity(&config)?;
-    let pin = identity.pin;
-    let ws_tls = if config.ws_tls { Some(tls::websocket_tls_config(&identity)?) } else { None };
+    let (pin, cert_sha256) = (identity.pin, identity.cert_sha256);
+    let certs = tls::Certificates::new(&identity)?;
+    drop(identity);
+    let ws_tls = if config.ws_tls { Some(tls::websocket_tls_config(&certs)?) } else { None };
     let ws_listen = config.ws_listen;
-    let server_config = tls::server_config(identity, &config)?;
+    let server_config = tls::server_config(&certs, &config)?;
     let secret = RelaySecret::load_or_create(&config.data_dir).map_err(io("relay secret"))?;
     let (socket, _buffers) = endpoint::bind_udp(config.listen, config.udp_buffer_bytes)
         .map_err(io("bind QUIC listener"))?;
@@ -162,8 +208,14 @@ pub async fn run(
     let accept = tokio::spawn(Arc::clone(&relay).accept_loop(endpoint.clone()));
     let sweeper = tokio::spawn(Arc::clone(&relay).sweeper());
 
+    let reloads = tokio::spawn(reload_certificates(
+        Arc::clone(&certs),
+        relay.config.clone(),
+        relay.shutdown.clone(),
+    ));
+
     ready_flag.store(true, Ordering::Release);
-    on_ready(&Ready { quic: quic_addr, ws: ws_addr, http: http_addr, pin });
+    on_ready(&Ready { quic: quic_addr, ws: ws_addr, http: http_addr, pin, cert_sha256 });
 
     stop.await;
     tracing::info!("shutting down: refusing new connections, draining in-flight requests");
@@ -177,6 +229,7 @@ pub async fn run(
     websocket.close().await;
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     accept.abort();
+    let _ = reloads.await;
     let _ = sweeper.await;
     http_stop.cancel();
     monitor_stop.cancel();

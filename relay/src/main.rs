@@ -81,12 +81,13 @@ fn main() -> std::process::ExitCode {
 /// sleeping), plus the pin for humans.
 fn announce(ready: &hush_relay::Ready) {
     let pin = hex::encode(ready.pin);
+    let cert = hex::encode(ready.cert_sha256);
     tracing::info!(quic = %ready.quic, ws = %ready.ws, http = %ready.http, pin = %pin, "relay ready");
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "hush-relay ready quic={} ws={} http={} pin={}",
-        ready.quic, ready.ws, ready.http, pin
+        "hush-relay ready quic={} ws={} http={} pin={} cert_sha256={}",
+        ready.quic, ready.ws, ready.http, pin, cert
     );
     let _ = out.flush();
 }

@@ -106,6 +106,8 @@ async fn floor(n: usize) -> (Duration, Duration, Duration) {
                 sent_at_ms: t.sent_at_ms,
                 outgoing: false,
                 status: Status::Received as i32,
+                problem_code: String::new(),
+                problem: String::new(),
             }
             .to_bytes();
             let key = keys::message(&vault, &conversation, i, &id);

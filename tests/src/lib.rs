@@ -148,7 +148,7 @@ pub struct Device {
     pub events: EventStream,
 }
 
-fn options() -> ClientOptions {
+pub fn options() -> ClientOptions {
     ClientOptions {
         reconnect_min: Duration::from_millis(50),
         reconnect_max: Duration::from_millis(500),
@@ -160,7 +160,7 @@ fn config(dir: &Path, key: [u8; 32], relay: (SocketAddr, [u8; 32])) -> ClientCon
     ClientConfig {
         store: Arc::new(RedbStore::open(&dir.join("hush.redb")).unwrap()),
         store_key: StoreKey::from_bytes(key),
-        connector: Arc::new(QuicConnector::new(relay.0, relay.1).unwrap()),
+        connector: Arc::new(QuicConnector::pinned(relay.0, relay.1)),
         options: options(),
     }
 }
@@ -241,13 +241,24 @@ impl Device {
 
     /// Opens the same store again, as a restarted app process would.
     pub async fn restart(&mut self) {
+        let connector = Arc::new(QuicConnector::pinned(self.relay.0, self.relay.1));
+        self.restart_with(connector, options()).await;
+    }
+
+    /// Opens the same store again with another connector and options (a wrong pin, a
+    /// relay address where nothing listens, production backoff…).
+    pub async fn restart_with(
+        &mut self,
+        connector: Arc<dyn hush_core::transport::Connector>,
+        options: ClientOptions,
+    ) {
         self.stop().await;
         let store = self.reopen_store().await;
         let cfg = ClientConfig {
             store: Arc::new(store),
             store_key: StoreKey::from_bytes(self.key),
-            connector: Arc::new(QuicConnector::new(self.relay.0, self.relay.1).unwrap()),
-            options: options(),
+            connector,
+            options,
         };
         let client = Client::open(cfg).await.unwrap();
         self.events = client.events();

@@ -38,9 +38,12 @@ export type MessageStatus =
   "pending" | "sent" | "delivered" | "read" | "failed" | "received" | "seen";
 export type TrustState = "unverified" | "verified" | "changed";
 export type ConnectionState = "disconnected" | "connecting" | "connected" | "removed";
+/** Why an outgoing message is not sent yet (it is retried), or why it failed. */
+export interface SendProblem { code: string; message: string; }
 export interface Message {
   id: string; conversation: string; sender: string; senderDevice: number; outgoing: boolean;
   body: string; clock: number; sentAtMs: number; status: MessageStatus;
+  problem: SendProblem | null;
 }
 export interface Conversation {
   /** The peer's account id. */
@@ -58,6 +61,8 @@ export type HushEvent =
   | { type: "devicesChanged" }
   | { type: "connectionChanged"; state: ConnectionState }
   | { type: "caughtUp" }
+  | { type: "sendDelayed"; conversation: string; messageId: string; code: string;
+      message: string; retryInMs: number }
   | { type: "error"; code: string; message: string };
 /** What every rejected Promise of the SDK holds. */
 export interface HushError extends Error { name: "HushError"; code: string; }
@@ -75,7 +80,7 @@ fn hush_error(code: &str, detail: &str) -> JsValue {
 }
 
 fn fail(e: ClientError) -> JsValue {
-    hush_error(e.code(), &e.to_string())
+    hush_error(e.code(), &e.message())
 }
 
 fn invalid(detail: &str) -> JsValue {
@@ -261,6 +266,13 @@ impl HushClient {
     #[wasm_bindgen(js_name = sendText)]
     pub async fn send_text(&self, conversation: String, text: String) -> Result<String, JsValue> {
         self.inner.send_text(&conversation, &text).await.map_err(fail)
+    }
+
+    /// Gives up on an outgoing message that is still pending: it is marked failed
+    /// (`canceled`).
+    #[wasm_bindgen(js_name = cancelSend)]
+    pub async fn cancel_send(&self, message_id: String) -> Result<(), JsValue> {
+        self.inner.cancel_send(&message_id).await.map_err(fail)
     }
 
     /// Marks a conversation read (sends read receipts).

@@ -108,8 +108,9 @@ impl Drop for WsLink {
 #[async_trait(?Send)]
 impl Connector for WebSocketConnector {
     async fn connect(&self) -> Result<Arc<dyn Link>, TransportError> {
-        let socket = WebSocket::new_with_str(&self.url, ws::SUBPROTOCOL)
-            .map_err(|e| TransportError::Disconnected(js_error(&e)))?;
+        let socket = WebSocket::new_with_str(&self.url, ws::SUBPROTOCOL).map_err(|e| {
+            TransportError::Disconnected(format!("cannot open {}: {}", self.url, js_error(&e)))
+        })?;
         socket.set_binary_type(BinaryType::Arraybuffer);
         let (closed, _) = watch::channel(None);
         let shared = Rc::new(Shared { routes: RefCell::new(HashMap::new()), closed });
@@ -155,10 +156,20 @@ impl Connector for WebSocketConnector {
         let result = crate::runtime::timeout(CONNECT_TIMEOUT, open).await;
         link.socket.set_onopen(None);
         drop(on_open);
+        // Browsers do not say why a WebSocket failed to open: the relay may be down, or its
+        // certificate not trusted by this browser; the message names the address either way.
+        let unreachable = |why: String| {
+            TransportError::Disconnected(format!(
+                "could not reach the relay at {}: {why} (it is down or unreachable, or this \
+                 browser does not trust its certificate)",
+                self.url
+            ))
+        };
         match result {
             Some(Ok(())) => Ok(Arc::new(link)),
+            Some(Err(TransportError::Disconnected(why))) => Err(unreachable(why)),
             Some(Err(e)) => Err(e),
-            None => Err(TransportError::Disconnected("connect timed out".into())),
+            None => Err(unreachable(format!("no answer within {CONNECT_TIMEOUT:?}"))),
         }
     }
 }

@@ -6,9 +6,11 @@
 //! transport's 15 s idle timeout and surfaces here as a closed link.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use hush_prekeys::KemPreKeyKind;
 use hush_protocol::DeviceList;
+use hush_protocol::ErrorCode;
 use hush_protocol::auth::transcript;
 use hush_protocol::wire::{self, request, response};
 use rand::RngExt;
@@ -17,10 +19,37 @@ use super::core::{AccountId, Tx};
 use super::{ClientError, ConnectionState, Event, Inner, unexpected};
 use crate::transport::{Link, TransportError};
 
+/// Reconnect delays: exponential with full jitter between half and all of the current delay,
+/// from `min` doubling to `max`, and back to `min` once a connection got through.
+#[derive(Debug)]
+pub(crate) struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new(min: Duration, max: Duration) -> Self {
+        Self { min, max, next: min }
+    }
+
+    /// The wait before the next attempt (with jitter), doubling the one after it.
+    pub(crate) fn next_wait(&mut self) -> Duration {
+        let wait = self.next.mul_f64(rand::rng().random_range(0.5..=1.0));
+        self.next = (self.next * 2).min(self.max);
+        wait
+    }
+
+    /// A connection got through: the next failure waits the least again.
+    pub(crate) fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
 /// Runs until shutdown.
 pub(crate) async fn run(inner: Arc<Inner>) {
     let mut shutdown = inner.shutdown.subscribe();
-    let mut delay = inner.options.reconnect_min;
+    let mut backoff = Backoff::new(inner.options.reconnect_min, inner.options.reconnect_max);
     while !inner.is_shut_down() {
         inner.set_state(ConnectionState::Connecting);
         let outcome = tokio::select! {
@@ -32,9 +61,20 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         {
             link.close();
         }
+        // Read before the state changes below: a session that got as far as `Connected`
+        // resets the backoff, so a relay restart costs the least wait, however many came
+        // before it.
+        let got_through = matches!(*inner.state.borrow(), ConnectionState::Connected);
+        if got_through {
+            backoff.reset();
+            inner.set_failure(None);
+        }
         match outcome {
             Err(ClientError::Relay { code, .. })
-                if code == "unknown_device" || code == "unknown_account" =>
+                if matches!(
+                    ErrorCode::parse(&code),
+                    Some(ErrorCode::UnknownDevice | ErrorCode::UnknownAccount)
+                ) =>
             {
                 inner.set_state(ConnectionState::Removed);
                 inner.events.emit(vec![Event::Error {
@@ -45,28 +85,36 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                 }]);
                 return;
             }
-            Err(ClientError::Network(_)) | Ok(()) => {}
+            Ok(()) => {}
             Err(e) => {
-                tracing::warn!(code = e.code(), "connection ended with an error");
-                inner
-                    .events
-                    .emit(vec![Event::Error { code: e.code().to_owned(), message: e.to_string() }]);
+                if !got_through {
+                    // Reported once per kind of failure, not on every retry.
+                    let new = inner.last_failure().is_none_or(|f| f.code() != e.code());
+                    if new && !matches!(e, ClientError::Network(_)) {
+                        tracing::warn!(code = e.code(), "cannot connect to the relay");
+                        inner.events.emit(vec![Event::Error {
+                            code: e.code().to_owned(),
+                            message: e.message(),
+                        }]);
+                    }
+                    inner.set_failure(Some(e));
+                } else if !matches!(e, ClientError::Network(_)) {
+                    tracing::warn!(code = e.code(), "connection ended with an error");
+                    inner.events.emit(vec![Event::Error {
+                        code: e.code().to_owned(),
+                        message: e.message(),
+                    }]);
+                }
             }
         }
         inner.set_state(ConnectionState::Disconnected);
         if inner.is_shut_down() {
             break;
         }
-        // Full jitter between half and all of the current delay.
-        let jitter = rand::rng().random_range(0.5..=1.0);
-        let wait = delay.mul_f64(jitter);
+        let wait = backoff.next_wait();
         tokio::select! {
             _ = crate::runtime::sleep(wait) => {}
             _ = shutdown.wait_for(|s| *s) => break,
-        }
-        delay = (delay * 2).min(inner.options.reconnect_max);
-        if matches!(*inner.state.borrow(), ConnectionState::Connected) {
-            delay = inner.options.reconnect_min;
         }
     }
     inner.set_state(ConnectionState::Disconnected);
@@ -117,7 +165,8 @@ pub(crate) async fn ensure_registered(inner: &Inner, link: &dyn Link) -> Result<
     {
         Ok(_) => {}
         // Registered before a crash: the relay keeps the (same) list.
-        Err(TransportError::Relay { code, .. }) if code == "stale_device_list" => {}
+        Err(TransportError::Relay { code, .. })
+            if ErrorCode::parse(&code) == Some(ErrorCode::StaleDeviceList) => {}
         Err(e) => return Err(e.into()),
     }
     core.account.registered = true;
@@ -259,5 +308,21 @@ pub(crate) async fn maintain_prekeys(inner: &Inner, link: &dyn Link) -> Result<(
     match link.request(request::Body::UploadPrekeys(upload)).await? {
         response::Body::PrekeyCounts(_) => Ok(()),
         _ => Err(unexpected("PrekeyCounts")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_resets_after_a_connection() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
+        let waits: Vec<Duration> = (0..6).map(|_| b.next_wait()).collect();
+        for (w, full) in waits.iter().zip([100u64, 200, 400, 800, 800, 800]) {
+            assert!(*w >= Duration::from_millis(full / 2) && *w <= Duration::from_millis(full));
+        }
+        b.reset();
+        assert!(b.next_wait() <= Duration::from_millis(100));
     }
 }

@@ -1,6 +1,8 @@
 //! The client's typed errors. Every variant has a stable code ([`ClientError::code`]) that the
 //! bindings carry to Kotlin, Swift and JavaScript; apps switch on the code.
 
+use hush_protocol::ErrorCode;
+
 use crate::records::RecordError;
 use crate::store::StoreError;
 use crate::transport::TransportError;
@@ -52,10 +54,19 @@ pub enum ClientError {
         code: String,
         /// Its message.
         message: String,
+        /// For `rate_limited`: when to try again, in milliseconds.
+        retry_after_ms: u64,
     },
     /// The relay is unreachable; the operation can be retried (sends are kept in the outbox).
+    /// The message says which address was tried and what happened.
     #[error("network: {0}")]
     Network(String),
+    /// The relay presented a certificate this client does not trust: a pin that does not
+    /// match, or a WebPKI failure (unknown issuer, wrong name, expired). Retrying will not
+    /// help until the pin, the trust roots or the relay's certificate change; the message
+    /// names the address and the reason.
+    #[error("certificate rejected: {0}")]
+    CertificateRejected(String),
     /// The relay or a peer broke the protocol.
     #[error("protocol: {0}")]
     Protocol(String),
@@ -81,8 +92,45 @@ impl ClientError {
             Self::Store(_) => "storage",
             Self::Relay { code, .. } => code,
             Self::Network(_) => "network",
+            Self::CertificateRejected(_) => "certificate_rejected",
             Self::Protocol(_) => "protocol",
             Self::ShutDown => "shut_down",
+        }
+    }
+}
+
+impl ClientError {
+    /// The human message, without the code (the bindings carry the two apart, so a message
+    /// never repeats its code).
+    pub fn message(&self) -> String {
+        match self {
+            Self::Relay { message, .. } => message.clone(),
+            Self::Network(m)
+            | Self::CertificateRejected(m)
+            | Self::Protocol(m)
+            | Self::InvalidArgument(m)
+            | Self::CorruptStore(m) => m.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The relay's code, typed, if the relay refused (`None` for a code this build does not
+    /// know, which callers treat like `internal`).
+    pub fn relay_code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Relay { code, .. } => ErrorCode::parse(code),
+            _ => None,
+        }
+    }
+
+    /// Whether the same request may succeed later: the relay is unreachable or refused it for
+    /// a reason of its own (its load, its storage, a mailbox), including codes this build does
+    /// not know. A send refused this way stays queued and is retried with backoff.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Network(_) | Self::Store(_) => true,
+            Self::Relay { .. } => self.relay_code().is_none_or(ErrorCode::is_retryable),
+            _ => false,
         }
     }
 }
@@ -90,8 +138,11 @@ impl ClientError {
 impl From<TransportError> for ClientError {
     fn from(e: TransportError) -> Self {
         match e {
-            TransportError::Relay { code, message, .. } => Self::Relay { code, message },
+            TransportError::Relay { code, message, retry_after_ms, .. } => {
+                Self::Relay { code, message, retry_after_ms }
+            }
             TransportError::Disconnected(m) => Self::Network(m),
+            TransportError::Certificate(m) => Self::CertificateRejected(m),
             TransportError::Protocol(m) => Self::Protocol(m),
         }
     }

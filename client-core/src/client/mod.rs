@@ -37,7 +37,7 @@ pub use self::error::ClientError;
 pub use self::receive::MAX_BATCH;
 pub use self::types::{
     ConnectionState, ContactView, ConversationView, DeviceView, Event, MessageStatus, MessageView,
-    SearchHit, TrustState,
+    SearchHit, SendProblem, TrustState,
 };
 use crate::content::{self, Content, MAX_TEXT_CHARS, MESSAGE_ID_LEN};
 use crate::records::{
@@ -63,6 +63,10 @@ pub struct ClientOptions {
     pub reconnect_min: Duration,
     /// Longest reconnect delay.
     pub reconnect_max: Duration,
+    /// How long a call that needs the relay (adding a contact, linking) waits for a
+    /// connection before it fails with what the last attempt met. A certificate the client
+    /// does not trust fails it at once.
+    pub relay_wait: Duration,
 }
 
 impl Default for ClientOptions {
@@ -74,6 +78,7 @@ impl Default for ClientOptions {
             signed_prekey_rotation: Duration::from_secs(7 * 24 * 3600),
             reconnect_min: Duration::from_millis(250),
             reconnect_max: Duration::from_secs(30),
+            relay_wait: Duration::from_secs(10),
         }
     }
 }
@@ -160,6 +165,8 @@ pub(crate) struct Inner {
     app_waiting: std::sync::atomic::AtomicUsize,
     events: EventHub,
     link: StdMutex<Option<Arc<dyn Link>>>,
+    /// Why the last connection attempt failed, until one succeeds.
+    failure: StdMutex<Option<ClientError>>,
     outbox_ready: Notify,
     state: watch::Sender<ConnectionState>,
     shutdown: watch::Sender<bool>,
@@ -370,6 +377,7 @@ impl Client {
             app_waiting: std::sync::atomic::AtomicUsize::new(0),
             events: EventHub { listeners: StdMutex::new(Vec::new()) },
             link: StdMutex::new(None),
+            failure: StdMutex::new(None),
             outbox_ready: Notify::new(),
             state,
             shutdown,
@@ -528,7 +536,9 @@ impl Client {
         connection::ensure_registered(&self.inner, link.as_ref()).await
     }
 
-    /// The current connection, waiting up to 10 s for one.
+    /// The current connection, waiting up to `relay_wait` for one. A certificate the client
+    /// does not trust fails at once; otherwise, after the wait, the error says what the last
+    /// connection attempt met (which address, and what happened).
     async fn link(&self) -> Result<Arc<dyn Link>, ClientError> {
         let mut state = self.inner.state.subscribe();
         let wait = async {
@@ -536,10 +546,14 @@ impl Client {
                 if let Some(l) = self.inner.current_link() {
                     return Ok(l);
                 }
+                if let Some(e @ ClientError::CertificateRejected(_)) = self.inner.last_failure() {
+                    return Err(e);
+                }
                 if *state.borrow() == ConnectionState::Removed {
                     return Err(ClientError::Relay {
                         code: "unknown_device".into(),
                         message: "this device was removed".into(),
+                        retry_after_ms: 0,
                     });
                 }
                 if state.changed().await.is_err() {
@@ -547,9 +561,12 @@ impl Client {
                 }
             }
         };
-        crate::runtime::timeout(Duration::from_secs(10), wait)
-            .await
-            .unwrap_or_else(|| Err(ClientError::Network("not connected to the relay".into())))
+        let limit = self.inner.options.relay_wait;
+        crate::runtime::timeout(limit, wait).await.unwrap_or_else(|| {
+            Err(self.inner.last_failure().unwrap_or_else(|| {
+                ClientError::Network(format!("not connected to the relay after {limit:?}"))
+            }))
+        })
     }
 
     async fn account_id_bytes(&self) -> AccountId {
@@ -709,6 +726,8 @@ impl Client {
             sent_at_ms: text.sent_at_ms,
             outgoing: true,
             status: Status::Pending as i32,
+            problem_code: String::new(),
+            problem: String::new(),
         };
         let outbox = OutboxRecord {
             version: RECORD_VERSION,
@@ -732,6 +751,16 @@ impl Client {
         self.inner.events.emit(events);
         self.inner.outbox_ready.notify_one();
         Ok(hex::encode(id))
+    }
+
+    /// Gives up on an outgoing message that is still pending (a relay that stays full, a
+    /// recipient whose mailbox stays full…): it is taken out of the outbox and marked
+    /// [`MessageStatus::Failed`] with the problem `canceled`. If an attempt is on the wire at
+    /// that moment and the relay accepts it, the message ends up sent after all.
+    pub async fn cancel_send(&self, message_id: &str) -> Result<(), ClientError> {
+        let id = hex::decode(message_id.trim())
+            .map_err(|_| ClientError::InvalidArgument("a message id is 32 hex digits".into()))?;
+        send::cancel(&self.inner, &id).await
     }
 
     /// Marks every incoming message of a conversation read: sends read receipts to the peer and
@@ -777,10 +806,11 @@ impl Client {
         if !self.inner.lock_for_app().await.contacts.contains_key(&peer) {
             return Err(ClientError::UnknownContact);
         }
-        let link = self
-            .inner
-            .current_link()
-            .ok_or_else(|| ClientError::Network("not connected".into()))?;
+        let link = self.inner.current_link().ok_or_else(|| {
+            self.inner
+                .last_failure()
+                .unwrap_or_else(|| ClientError::Network("not connected to the relay".into()))
+        })?;
         let mut record = OutboxRecord {
             version: RECORD_VERSION,
             peer_content: Content::new(content::content::Body::Typing(content::Typing { started }))
@@ -965,6 +995,16 @@ impl Inner {
     /// Whether a call from the app is waiting for the state lock.
     fn app_waiting(&self) -> bool {
         self.app_waiting.load(std::sync::atomic::Ordering::Acquire) > 0
+    }
+
+    fn last_failure(&self) -> Option<ClientError> {
+        self.failure.lock().ok().and_then(|f| f.clone())
+    }
+
+    fn set_failure(&self, failure: Option<ClientError>) {
+        if let Ok(mut f) = self.failure.lock() {
+            *f = failure;
+        }
     }
 
     fn current_link(&self) -> Option<Arc<dyn Link>> {

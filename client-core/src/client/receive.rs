@@ -483,6 +483,8 @@ async fn apply(
                 sent_at_ms: t.sent_at_ms,
                 outgoing: false,
                 status: Status::Received as i32,
+                problem_code: String::new(),
+                problem: String::new(),
             };
             let id = record.id.clone();
             if store_message(tx, record, true).await? {
@@ -513,6 +515,8 @@ async fn apply(
                 sent_at_ms: t.sent_at_ms,
                 outgoing: true,
                 status: Status::Sent as i32,
+                problem_code: String::new(),
+                problem: String::new(),
             };
             store_message(tx, record, false).await?;
         }

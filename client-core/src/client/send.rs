@@ -7,19 +7,42 @@
 //! device fails its ratchet's duplicate check and is dropped. On the relay's
 //! `device_mismatch`, the device lists are refreshed, envelopes for removed or reinstalled
 //! devices dropped, new devices encrypted to, and the send retried, with no error for the user.
+//!
+//! A send the relay refuses for a reason that may pass (it is unreachable, busy, full or
+//! failing, or a recipient's mailbox is full: [`ClientError::is_retryable`]) is never dropped:
+//! the message stays pending with the reason on it ([`MessageView::problem`], and an
+//! [`Event::SendDelayed`]), and is retried with backoff (1 s doubling to 5 min, or the relay's
+//! `retry_after_ms` when longer; at once after a reconnect) until it goes out or the user gives
+//! up ([`Client::cancel_send`]). Only a refusal of the request itself (`too_large`,
+//! `bad_request`, an unknown account…) fails it. Entries wait per peer: a message held for one
+//! peer holds the later ones for that peer, in order, and no others.
+//!
+//! [`MessageView::problem`]: super::MessageView::problem
+//! [`Client::cancel_send`]: super::Client::cancel_send
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use hush_prekeys::PreKeyBundle;
+use hush_protocol::ErrorCode;
 use hush_protocol::wire::{self, request, response};
 
 use super::core::{AccountId, Core, Tx};
+use super::types::to_hex;
 use super::{ClientError, Event, Inner, unexpected};
 use crate::Session;
 use crate::records::{OutboxRecord, PreparedEnvelope, Record, Status, keys};
 use crate::store::{Scan, Table};
 use crate::transport::{Link, TransportError};
 
-/// Most rounds of device-list refresh before a send is reported failed.
+/// Most rounds of device-list refresh before a send is retried later.
 const MAX_MISMATCH_ROUNDS: usize = 5;
+/// First retry of a refused send; doubles per attempt up to [`RETRY_MAX`].
+const RETRY_MIN: Duration = Duration::from_secs(1);
+/// Longest wait between two attempts.
+const RETRY_MAX: Duration = Duration::from_secs(300);
+/// Outbox entries read per page of a pass.
+const PAGE: usize = 64;
 
 /// Queues a record in the outbox (within the caller's transaction).
 pub(crate) fn enqueue(core: &mut Core, tx: &mut Tx<'_>, record: &OutboxRecord) {
@@ -28,44 +51,149 @@ pub(crate) fn enqueue(core: &mut Core, tx: &mut Tx<'_>, record: &OutboxRecord) {
     tx.put(Table::Outbox, &keys::outbox(seq), &record.to_bytes());
 }
 
-/// Works through the outbox in order while the link is up.
+/// When an entry that was refused may be tried again.
+struct Retry {
+    attempts: u32,
+    at_ms: u64,
+}
+
+/// The wait before attempt `attempts + 1`: doubling from [`RETRY_MIN`], at most
+/// [`RETRY_MAX`], and at least what the relay asked for.
+fn retry_delay(attempts: u32, retry_after_ms: u64) -> Duration {
+    let doubled = RETRY_MIN.saturating_mul(1u32 << attempts.saturating_sub(1).min(16));
+    doubled.min(RETRY_MAX).max(Duration::from_millis(retry_after_ms))
+}
+
+/// Works through the outbox while the link is up: every entry in order per peer, in passes
+/// over the whole outbox; between passes it waits for new entries or the next retry.
 pub(crate) async fn run(inner: &Inner, link: &dyn Link) -> Result<(), ClientError> {
+    // Waits of refused entries, by outbox key. They live as long as the connection: a new
+    // connection tries everything at once.
+    let mut retries: HashMap<Vec<u8>, Retry> = HashMap::new();
     loop {
-        let rows = inner.store.scan(Scan { limit: 64, ..Scan::prefix(Table::Outbox, b"") }).await?;
-        if rows.is_empty() {
+        // Peers with an earlier entry not sent in this pass: their later entries wait too.
+        let mut held: HashSet<Vec<u8>> = HashSet::new();
+        let mut next_retry: Option<u64> = None;
+        let mut start = Vec::new();
+        let mut seen = 0usize;
+        loop {
+            let scan =
+                Scan { start: start.clone(), limit: PAGE, ..Scan::prefix(Table::Outbox, b"") };
+            let rows = inner.store.scan(scan).await?;
+            let last_page = rows.len() < PAGE;
+            for (key, sealed) in rows {
+                seen += 1;
+                start.clone_from(&key);
+                start.push(0);
+                let mut record =
+                    OutboxRecord::from_bytes(&inner.vault.open(Table::Outbox, &key, &sealed)?)?;
+                if held.contains(&record.peer) {
+                    continue;
+                }
+                let now = crate::runtime::now_ms();
+                if let Some(r) = retries.get(&key).filter(|r| r.at_ms > now) {
+                    next_retry = Some(next_retry.map_or(r.at_ms, |t| t.min(r.at_ms)));
+                    held.insert(record.peer.clone());
+                    continue;
+                }
+                match deliver(inner, link, Some(&key), &mut record).await {
+                    Ok(()) => {
+                        retries.remove(&key);
+                    }
+                    // Held until the user accepts the change; `set_verified` and
+                    // `accept_identity_change` wake the loop.
+                    Err(ClientError::IdentityChanged) => {
+                        held.insert(record.peer.clone());
+                    }
+                    // The connection is gone or the store failed: this connection's loop ends,
+                    // the entry stays, and the next connection tries it again.
+                    Err(
+                        e @ (ClientError::Network(_)
+                        | ClientError::Store(_)
+                        | ClientError::ShutDown),
+                    ) => {
+                        if matches!(e, ClientError::Network(_)) {
+                            // Shown on the message until the reconnect sends it.
+                            let _ = delayed(inner, &record, &e, Duration::ZERO).await;
+                        }
+                        return Err(e);
+                    }
+                    Err(e) if e.is_retryable() => {
+                        let r =
+                            retries.entry(key.clone()).or_insert(Retry { attempts: 0, at_ms: 0 });
+                        r.attempts += 1;
+                        let retry_after = match &e {
+                            ClientError::Relay { retry_after_ms, .. } => *retry_after_ms,
+                            _ => 0,
+                        };
+                        let wait = retry_delay(r.attempts, retry_after);
+                        r.at_ms =
+                            now.saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
+                        next_retry = Some(next_retry.map_or(r.at_ms, |t| t.min(r.at_ms)));
+                        held.insert(record.peer.clone());
+                        delayed(inner, &record, &e, wait).await?;
+                    }
+                    Err(e) => {
+                        // Refused for good: report, mark the message failed, move on.
+                        retries.remove(&key);
+                        fail(inner, &key, &record, &e).await?;
+                    }
+                }
+            }
+            if last_page {
+                break;
+            }
+        }
+        if seen == 0 {
+            retries.clear();
             inner.outbox_ready.notified().await;
             continue;
         }
-        for (key, sealed) in rows {
-            let mut record =
-                OutboxRecord::from_bytes(&inner.vault.open(Table::Outbox, &key, &sealed)?)?;
-            match deliver(inner, link, Some(&key), &mut record).await {
-                Ok(()) => {}
-                Err(ClientError::IdentityChanged) => {
-                    // Held until the user accepts the change; later entries wait behind it to
-                    // keep order. `set_verified`/`accept_identity_change` wake us.
-                    inner.outbox_ready.notified().await;
-                    break;
-                }
-                Err(
-                    e @ (ClientError::Network(_) | ClientError::Store(_) | ClientError::ShutDown),
-                ) => return Err(e),
-                // Transient: a rate limit, or a device set still settling (a device linked a
-                // moment ago has not uploaded its prekeys yet). Wait and rescan; the entry and
-                // everything behind it stay queued in order.
-                Err(ClientError::Relay { code, .. })
-                    if code == "rate_limited" || code == "device_mismatch" =>
-                {
-                    crate::runtime::sleep(std::time::Duration::from_millis(1000)).await;
-                    break;
-                }
-                Err(e) => {
-                    // Refused for good: report, mark the message failed, move on.
-                    fail(inner, &key, &record, &e).await?;
+        match next_retry {
+            Some(at) => {
+                let wait = Duration::from_millis(at.saturating_sub(crate::runtime::now_ms()));
+                tokio::select! {
+                    _ = crate::runtime::sleep(wait) => {}
+                    _ = inner.outbox_ready.notified() => {}
                 }
             }
+            // Everything left is held for an identity change, or was just sent: wait for
+            // news (a permit is kept for a notification that came during the pass).
+            None if !held.is_empty() => inner.outbox_ready.notified().await,
+            None => {}
         }
     }
+}
+
+/// Keeps a refused message pending, with the reason on it and an event for the app.
+async fn delayed(
+    inner: &Inner,
+    record: &OutboxRecord,
+    e: &ClientError,
+    wait: Duration,
+) -> Result<(), ClientError> {
+    if record.message_id.is_empty() {
+        return Ok(());
+    }
+    let _core = inner.core.lock().await;
+    let mut tx = Tx::new(inner.store.as_ref(), &inner.vault);
+    let Some((k, mut m)) = tx.message(&record.message_id).await? else { return Ok(()) };
+    tx.events.push(Event::SendDelayed {
+        conversation: to_hex(&m.conversation),
+        message_id: to_hex(&m.id),
+        code: e.code().to_owned(),
+        message: e.message(),
+        retry_in_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+    });
+    // The record is written only when the reason changes (a rate limit can repeat often).
+    if m.problem_code != e.code() || m.problem != e.message() {
+        m.problem_code = e.code().to_owned();
+        m.problem = e.message();
+        tx.put_message(k, m, false);
+    }
+    let events = tx.commit().await?;
+    inner.events.emit(events);
+    Ok(())
 }
 
 async fn fail(
@@ -77,12 +205,41 @@ async fn fail(
     let _core = inner.core.lock().await;
     let mut tx = Tx::new(inner.store.as_ref(), &inner.vault);
     tx.batch.delete(Table::Outbox, key.to_vec());
-    tx.events.push(Event::Error { code: e.code().to_owned(), message: e.to_string() });
+    tx.events.push(Event::Error { code: e.code().to_owned(), message: e.message() });
     if !record.message_id.is_empty()
-        && let Some((k, m)) = tx.message(&record.message_id).await?
+        && let Some((k, mut m)) = tx.message(&record.message_id).await?
     {
+        m.problem_code = e.code().to_owned();
+        m.problem = e.message();
         tx.set_status(k, m, Status::Failed);
     }
+    let events = tx.commit().await?;
+    inner.events.emit(events);
+    Ok(())
+}
+
+/// Gives up on an outgoing message that is still pending: its outbox entry is removed and the
+/// message marked failed (`canceled`). If an attempt is on the wire at that moment and the
+/// relay accepts it, the message is shown sent after all.
+pub(crate) async fn cancel(inner: &Inner, message_id: &[u8]) -> Result<(), ClientError> {
+    let _core = inner.core.lock().await;
+    let mut tx = Tx::new(inner.store.as_ref(), &inner.vault);
+    let (k, mut m) = tx
+        .message(message_id)
+        .await?
+        .ok_or_else(|| ClientError::InvalidArgument("unknown message".into()))?;
+    if !m.outgoing || m.status != Status::Pending as i32 {
+        return Err(ClientError::InvalidArgument("the message is not pending".into()));
+    }
+    for (key, sealed) in inner.store.scan(Scan::prefix(Table::Outbox, b"")).await? {
+        let record = OutboxRecord::from_bytes(&inner.vault.open(Table::Outbox, &key, &sealed)?)?;
+        if record.message_id == message_id {
+            tx.batch.delete(Table::Outbox, key);
+        }
+    }
+    m.problem_code = "canceled".into();
+    m.problem = "the user gave up sending it".into();
+    tx.set_status(k, m, Status::Failed);
     let events = tx.commit().await?;
     inner.events.emit(events);
     Ok(())
@@ -114,15 +271,18 @@ pub(crate) async fn deliver(
         match link.request(request::Body::Send(send)).await {
             Ok(response::Body::Sent(_)) => return finish(inner, key, record).await,
             Ok(_) => return Err(unexpected("Sent")),
-            Err(TransportError::Relay { code, mismatches, .. }) if code == "device_mismatch" => {
+            Err(TransportError::Relay { code, mismatches, .. })
+                if ErrorCode::parse(&code) == Some(ErrorCode::DeviceMismatch) =>
+            {
                 reconcile(inner, link, key, record, &mismatches).await?;
             }
             Err(e) => return Err(e.into()),
         }
     }
     Err(ClientError::Relay {
-        code: "device_mismatch".into(),
+        code: ErrorCode::DeviceMismatch.as_str().into(),
         message: "the recipients' device set is still changing; retrying shortly".into(),
+        retry_after_ms: 0,
     })
 }
 
@@ -136,10 +296,14 @@ async fn finish(
     let _core = inner.core.lock().await;
     let mut tx = Tx::new(inner.store.as_ref(), &inner.vault);
     tx.batch.delete(Table::Outbox, key.to_vec());
+    // The relay has it: sent, even if the user gave up on it while this attempt was on the
+    // wire (`cancel` marked it failed).
     if !record.message_id.is_empty()
-        && let Some((k, m)) = tx.message(&record.message_id).await?
-        && m.status < Status::Sent as i32
+        && let Some((k, mut m)) = tx.message(&record.message_id).await?
+        && (m.status < Status::Sent as i32 || m.status == Status::Failed as i32)
     {
+        m.problem_code.clear();
+        m.problem.clear();
         tx.set_status(k, m, Status::Sent);
     }
     let events = tx.commit().await?;
@@ -353,4 +517,18 @@ async fn prepare(
     drop(core);
     inner.events.emit(events);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_and_honour_the_relays_wait() {
+        assert_eq!(retry_delay(1, 0), Duration::from_secs(1));
+        assert_eq!(retry_delay(2, 0), Duration::from_secs(2));
+        assert_eq!(retry_delay(5, 0), Duration::from_secs(16));
+        assert_eq!(retry_delay(30, 0), RETRY_MAX);
+        assert_eq!(retry_delay(1, 7_500), Duration::from_millis(7_500));
+    }
 }

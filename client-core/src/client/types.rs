@@ -18,7 +18,8 @@ pub enum MessageStatus {
     Delivered,
     /// Outgoing, read by the recipient.
     Read,
-    /// Outgoing, refused by the relay for good (see the error event).
+    /// Outgoing, not sent and not to be: refused by the relay for good, or given up by the
+    /// user ([`Client::cancel_send`](crate::Client::cancel_send)); see `problem`.
     Failed,
     /// Incoming, not yet read.
     Received,
@@ -72,6 +73,21 @@ pub struct MessageView {
     pub sent_at_ms: u64,
     /// Status.
     pub status: MessageStatus,
+    /// Outgoing and still pending: why the last attempt did not go through (it is retried);
+    /// failed: why. `None` otherwise.
+    pub problem: Option<SendProblem>,
+}
+
+/// Why an outgoing message is not sent yet, or will not be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "camelCase"))]
+pub struct SendProblem {
+    /// The stable code (docs/PROTOCOL.md §14.12, §15.11), e.g. `mailbox_full`, `network`,
+    /// `too_large`, `canceled`.
+    pub code: String,
+    /// A human message.
+    pub message: String,
 }
 
 impl MessageView {
@@ -86,6 +102,8 @@ impl MessageView {
             clock: r.clock,
             sent_at_ms: r.sent_at_ms,
             status: MessageStatus::from_record(r.status),
+            problem: (!r.problem_code.is_empty())
+                .then(|| SendProblem { code: r.problem_code.clone(), message: r.problem.clone() }),
         }
     }
 }
@@ -227,6 +245,23 @@ pub enum Event {
     },
     /// The relay's queue for this device is drained: everything sent while offline is in.
     CaughtUp,
+    /// An outgoing message could not go out yet, for a reason that may pass (the relay is
+    /// unreachable, busy or full, a recipient's mailbox is full): it stays pending and is
+    /// retried in `retry_in_ms`, until it is sent or the user gives up
+    /// ([`Client::cancel_send`](crate::Client::cancel_send)).
+    SendDelayed {
+        /// Conversation.
+        conversation: String,
+        /// Message id.
+        message_id: String,
+        /// Why: the stable code.
+        code: String,
+        /// Why: a human message.
+        message: String,
+        /// When the next attempt is made, in milliseconds (an earlier reconnect retries at
+        /// once).
+        retry_in_ms: u64,
+    },
     /// Something went wrong in the background (a send refused for good, an undecryptable
     /// envelope). The code is stable.
     Error {

@@ -12,4 +12,5 @@ mod operations;
 mod prekeys;
 mod robustness;
 mod storage;
+mod tls;
 mod websocket;
