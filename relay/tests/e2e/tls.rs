@@ -2,7 +2,7 @@
 //! CA made here), or by a pin of its key; the certificate renewed without a restart, on SIGHUP
 //! and when its files change.
 
-#![allow(clippy::unwrap_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::path::Path;
 use std::time::{Duration, Instant};
