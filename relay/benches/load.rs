@@ -195,6 +195,7 @@ async fn throughput(relay: &Relay, scale: &Scale) {
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let bare = start_bare();
     let mut cpu_rows = Vec::new();
+    let mut latency_rows = Vec::new();
     let setup = relay.connect().await;
     let mut alice = User::new(1);
     alice.register(&setup).await;
@@ -211,6 +212,7 @@ async fn throughput(relay: &Relay, scale: &Scale) {
         let cnt0 = metric(relay, "hush_relay_commit_batch_size_count").await;
         let cpu0 = cpu_us(relay.pid());
         let me0 = cpu_us(std::process::id());
+        let drops0 = udp_receive_drops();
         let start = Instant::now();
         let mut tasks = Vec::new();
         // The load generator sends one pre-encoded frame per request (as the echo client does),
@@ -221,18 +223,32 @@ async fn throughput(relay: &Relay, scale: &Scale) {
         for conn in conns {
             let frame = frame.clone();
             tasks.push(tokio::spawn(async move {
+                let mut took = Vec::with_capacity(per);
                 for _ in 0..per {
+                    let sent = Instant::now();
                     match conn.request_raw(&frame).await.unwrap() {
                         hush_protocol::wire::response::Body::Sent(_) => {}
                         other => panic!("unexpected {other:?}"),
                     }
+                    took.push(sent.elapsed());
                 }
+                took
             }));
         }
+        let mut took = Vec::new();
         for t in tasks {
-            t.await.unwrap();
+            took.extend(t.await.unwrap());
         }
         let elapsed = start.elapsed();
+        let drops = udp_receive_drops().saturating_sub(drops0);
+        took.sort();
+        latency_rows.push(format!(
+            "| {n} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {drops} |",
+            took.len(),
+            ms(percentile(&took, 0.5)),
+            ms(percentile(&took, 0.99)),
+            ms(took.last().copied().unwrap_or_default()),
+        ));
         let total = n * per;
         let relay_cpu = (cpu_us(relay.pid()) - cpu0) / total as f64;
         let client_cpu = (cpu_us(std::process::id()) - me0) / total as f64;
@@ -273,6 +289,12 @@ async fn throughput(relay: &Relay, scale: &Scale) {
         let got = common::drain(&mut sub).await;
         assert_eq!(got.len(), total);
         sub.ack(got.iter().map(|(s, _)| *s).collect()).await.unwrap();
+    }
+    println!("\nSend → `Sent` latency under that load (each sender waits for its answer before the next), and UDP datagrams the kernel dropped for full receive buffers (all sockets, from /proc/net/snmp), same runs:\n");
+    println!("| senders | sends | p50 | p99 | max | UDP receive-buffer drops |");
+    println!("|---|---|---|---|---|---|");
+    for r in latency_rows {
+        println!("{r}");
     }
     println!("\nServer CPU (user + system) per request, same runs:\n");
     println!(
@@ -389,6 +411,19 @@ async fn commit_latency(samples: usize) -> (Duration, Duration) {
     })
     .await
     .unwrap()
+}
+
+/// UDP datagrams dropped so far because a socket's receive buffer was full (RcvbufErrors).
+fn udp_receive_drops() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else { return 0 };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// CPU time (user + system) a process has used so far, in microseconds.

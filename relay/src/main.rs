@@ -28,6 +28,15 @@ enum Command {
         #[command(flatten)]
         overrides: Overrides,
     },
+    /// Shrink the database file to what it holds (the relay must be stopped): after a large
+    /// backlog drains, redb reuses the freed space but keeps the file's size.
+    Compact {
+        /// TOML configuration file.
+        #[arg(long, short, env = "HUSH_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
     /// Print the effective configuration as TOML and exit.
     Config {
         /// TOML configuration file.
@@ -40,9 +49,10 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let (file, overrides, print_only) = match cli.command {
-        Command::Serve { config, overrides } => (config, overrides, false),
-        Command::Config { config, overrides } => (config, overrides, true),
+    let (file, overrides, action) = match cli.command {
+        Command::Serve { config, overrides } => (config, overrides, Action::Serve),
+        Command::Config { config, overrides } => (config, overrides, Action::Print),
+        Command::Compact { config, overrides } => (config, overrides, Action::Compact),
     };
     let config = match Config::load(file.as_deref(), overrides) {
         Ok(c) => c,
@@ -51,12 +61,16 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    if print_only {
-        match toml::to_string(&config) {
-            Ok(t) => print!("{t}"),
-            Err(e) => eprintln!("hush-relay: {e}"),
+    match action {
+        Action::Print => {
+            match toml::to_string(&config) {
+                Ok(t) => print!("{t}"),
+                Err(e) => eprintln!("hush-relay: {e}"),
+            }
+            return std::process::ExitCode::SUCCESS;
         }
-        return std::process::ExitCode::SUCCESS;
+        Action::Compact => return compact(&config),
+        Action::Serve => {}
     }
     init_logging(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -72,6 +86,33 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "relay failed to start");
             eprintln!("hush-relay: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+enum Action {
+    Serve,
+    Print,
+    Compact,
+}
+
+fn compact(config: &Config) -> std::process::ExitCode {
+    let path = config.data_dir.join("relay.redb");
+    let started = std::time::Instant::now();
+    match hush_relay::store::Store::compact(&path) {
+        Ok((before, after)) => {
+            println!(
+                "compacted {}: {} bytes -> {} bytes in {:.1} s",
+                path.display(),
+                before,
+                after,
+                started.elapsed().as_secs_f64()
+            );
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hush-relay: cannot compact {} (is the relay running?): {e}", path.display());
             std::process::ExitCode::FAILURE
         }
     }

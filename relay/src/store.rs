@@ -127,6 +127,19 @@ impl Store {
         Ok(Database::create(path)?)
     }
 
+    /// Compacts the database file at `path` offline (a running relay holds its lock, and
+    /// this fails with "already open"): redb reuses freed pages but never shrinks its file,
+    /// so after a large backlog has drained this gives the space back. Returns the file size
+    /// before and after.
+    pub fn compact(path: &Path) -> Result<(u64, u64), StoreError> {
+        let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let before = len(path);
+        let mut db = Database::open(path)?;
+        while db.compact().map_err(|e| StoreError::Db(e.into()))? {}
+        drop(db);
+        Ok((before, len(path)))
+    }
+
     /// The database, or `storage_unavailable` while it is being reopened (or could not be).
     pub fn db(&self) -> Result<Arc<Database>, StoreError> {
         self.inner.db.read().unwrap_or_else(|p| p.into_inner()).clone().ok_or_else(|| {

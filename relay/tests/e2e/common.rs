@@ -33,9 +33,19 @@ pub fn rss_bytes(pid: u32) -> u64 {
         * 1024
 }
 
+/// How to start a relay beyond its flags.
+#[derive(Debug, Clone, Default)]
+pub struct Launch {
+    /// Run it under this open-file limit (soft and hard), as `ulimit -n` would.
+    pub nofile: Option<u64>,
+    /// Write its standard error (its log) to this file instead of the test's.
+    pub log: Option<PathBuf>,
+}
+
 /// A running relay process.
 pub struct Relay {
     child: Child,
+    launch: Launch,
     pub quic: SocketAddr,
     pub ws: SocketAddr,
     pub http: SocketAddr,
@@ -49,15 +59,40 @@ impl Relay {
     pub fn start(data_dir: &Path, extra: &[(&str, &str)]) -> Self {
         let args: Vec<String> =
             extra.iter().flat_map(|(k, v)| [format!("--{k}"), (*v).to_owned()]).collect();
-        Self::spawn(data_dir, args, None)
+        Self::spawn(data_dir, args, None, Launch::default())
     }
 
-    fn spawn(data_dir: &Path, args: Vec<String>, ports: Option<[SocketAddr; 3]>) -> Self {
+    /// Starts the relay with `launch` (a file limit, a log file).
+    pub fn launch(data_dir: &Path, extra: &[(&str, &str)], launch: Launch) -> Self {
+        let args: Vec<String> =
+            extra.iter().flat_map(|(k, v)| [format!("--{k}"), (*v).to_owned()]).collect();
+        Self::spawn(data_dir, args, None, launch)
+    }
+
+    fn spawn(
+        data_dir: &Path,
+        args: Vec<String>,
+        ports: Option<[SocketAddr; 3]>,
+        launch: Launch,
+    ) -> Self {
         let [quic, ws, http] = ports.map_or_else(
             || ["127.0.0.1:0".to_owned(), "127.0.0.1:0".to_owned(), "127.0.0.1:0".to_owned()],
             |p| p.map(|a| a.to_string()),
         );
-        let mut child = Command::new(relay_binary())
+        // A file limit is set by a shell that then becomes the relay (`exec`).
+        let mut command = match launch.nofile {
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c").arg(format!("ulimit -n {n} && exec \"$0\" \"$@\"")).arg(relay_binary());
+                c
+            }
+            None => Command::new(relay_binary()),
+        };
+        let stderr = match &launch.log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("relay log file")),
+            None => Stdio::inherit(),
+        };
+        let mut child = command
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
@@ -67,7 +102,7 @@ impl Relay {
             .args(&args)
             .env_remove("HUSH_CONFIG")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn hush-relay");
         let stdout = child.stdout.take().expect("stdout");
@@ -90,6 +125,7 @@ impl Relay {
         let pin: [u8; 32] = hex::decode(field("pin")).unwrap().try_into().unwrap();
         Self {
             child,
+            launch,
             quic: field("quic").parse().unwrap(),
             ws: field("ws").parse().unwrap(),
             http: field("http").parse().unwrap(),
@@ -122,7 +158,8 @@ impl Relay {
     /// Starts a new process on the same data directory and flags (new ports).
     pub fn restart(&mut self) {
         self.kill();
-        let next = Self::spawn(&self.data_dir.clone(), self.args.clone(), None);
+        let next =
+            Self::spawn(&self.data_dir.clone(), self.args.clone(), None, self.launch.clone());
         // The old process is dead already; dropping it only reaps it again.
         drop(std::mem::replace(self, next));
     }
@@ -132,7 +169,12 @@ impl Relay {
     pub fn restart_in_place(&mut self) {
         self.kill();
         let ports = [self.quic, self.ws, self.http];
-        let next = Self::spawn(&self.data_dir.clone(), self.args.clone(), Some(ports));
+        let next = Self::spawn(
+            &self.data_dir.clone(),
+            self.args.clone(),
+            Some(ports),
+            self.launch.clone(),
+        );
         drop(std::mem::replace(self, next));
     }
 
