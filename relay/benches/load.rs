@@ -290,7 +290,9 @@ async fn throughput(relay: &Relay, scale: &Scale) {
         assert_eq!(got.len(), total);
         sub.ack(got.iter().map(|(s, _)| *s).collect()).await.unwrap();
     }
-    println!("\nSend → `Sent` latency under that load (each sender waits for its answer before the next), and UDP datagrams the kernel dropped for full receive buffers (all sockets, from /proc/net/snmp), same runs:\n");
+    println!(
+        "\nSend → `Sent` latency under that load (each sender waits for its answer before the next), and UDP datagrams the kernel dropped for full receive buffers (all sockets, from /proc/net/snmp), same runs:\n"
+    );
     println!("| senders | sends | p50 | p99 | max | UDP receive-buffer drops |");
     println!("|---|---|---|---|---|---|");
     for r in latency_rows {

@@ -99,17 +99,8 @@ fn generous() -> Vec<(&'static str, &'static str)> {
         ("registration-burst", "100000"),
         ("account-sends-per-second", "100000"),
         ("account-send-burst", "100000"),
+        ("auth-timeout-secs", "600"),
     ]
-}
-
-async fn peak_rss(pid: u32, over: Duration) -> u64 {
-    let mut peak = rss_bytes(pid);
-    let end = Instant::now() + over;
-    while Instant::now() < end {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        peak = peak.max(rss_bytes(pid));
-    }
-    peak
 }
 
 fn mib(b: u64) -> String {
@@ -237,30 +228,9 @@ async fn fds(scale: &Scale) {
         &[("ws-tls", "false")],
         Launch { nofile: Some(1024), log: Some(log.clone()) },
     );
-    let n = scale.n(1024, 64);
-    let mut held = Vec::new();
-    for i in 0..n {
-        let source = std::net::SocketAddr::from(([127, 0, 0, 2 + (i % 8) as u8], 0));
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind(source).unwrap();
-        if let Ok(Ok(s)) =
-            tokio::time::timeout(Duration::from_secs(2), socket.connect(relay.ws)).await
-        {
-            held.push(s);
-        }
-    }
+    let held = half_open(relay.ws, scale.n(1024, 64)).await;
     let started = Instant::now();
-    let tcp = tokio::net::TcpStream::connect(relay.ws).await.unwrap();
-    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
-        format!("ws://{}/", relay.ws),
-    )
-    .unwrap();
-    req.headers_mut()
-        .insert("sec-websocket-protocol", hush_protocol::websocket::SUBPROTOCOL.parse().unwrap());
-    let ok =
-        tokio::time::timeout(Duration::from_secs(30), tokio_tungstenite::client_async(req, tcp))
-            .await
-            .is_ok_and(|r| r.is_ok());
+    let ok = websocket_handshake(relay.ws, Duration::from_secs(30)).await;
     let took = started.elapsed();
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     let warnings = text.matches("websocket accept failed").count();

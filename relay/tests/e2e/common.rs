@@ -415,3 +415,57 @@ pub async fn half_sent_frames(
     }
     out
 }
+
+/// Alice (one device, logged in) and Bob (`bob_devices` devices), both registered.
+pub async fn pair(relay: &Relay, bob_devices: u32) -> (User, User, Connection) {
+    let mut alice = User::new(1);
+    let mut bob = User::new(bob_devices);
+    let c = relay.connect().await;
+    alice.register(&c).await;
+    bob.register(&c).await;
+    let a = alice.login(relay, 1).await;
+    (alice, bob, a)
+}
+
+/// The highest RSS of `pid` seen over `over`, sampled every 50 ms (a measurement window, not
+/// a wait for readiness: nothing tells when quinn has processed every packet sent).
+pub async fn peak_rss(pid: u32, over: Duration) -> u64 {
+    let mut peak = rss_bytes(pid);
+    let end = std::time::Instant::now() + over;
+    while std::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        peak = peak.max(rss_bytes(pid));
+    }
+    peak
+}
+
+/// Opens `n` TCP connections to `addr` that never send a byte, from 127.0.0.2 to 127.0.0.9 in
+/// turn (8 source addresses); returns those that connected.
+pub async fn half_open(addr: SocketAddr, n: usize) -> Vec<tokio::net::TcpStream> {
+    let mut held = Vec::new();
+    for i in 0..n {
+        let source = SocketAddr::from(([127, 0, 0, 2 + (i % 8) as u8], 0));
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(source).unwrap();
+        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(2), socket.connect(addr)).await
+        {
+            held.push(s);
+        }
+    }
+    held
+}
+
+/// A plain (`ws://`) WebSocket handshake with the relay's listener, as a browser makes it;
+/// whether it completed within `within`.
+pub async fn websocket_handshake(addr: SocketAddr, within: Duration) -> bool {
+    let Ok(tcp) = tokio::net::TcpStream::connect(addr).await else { return false };
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("ws://{addr}/"),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert("sec-websocket-protocol", hush_protocol::websocket::SUBPROTOCOL.parse().unwrap());
+    tokio::time::timeout(within, tokio_tungstenite::client_async(req, tcp))
+        .await
+        .is_ok_and(|r| r.is_ok())
+}

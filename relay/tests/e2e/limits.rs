@@ -7,16 +7,6 @@ use hush_protocol::{ErrorCode, close};
 
 use crate::common::*;
 
-async fn pair(relay: &Relay, bob_devices: u32) -> (User, User, hush_net::Connection) {
-    let mut alice = User::new(1);
-    let mut bob = User::new(bob_devices);
-    let c = relay.connect().await;
-    alice.register(&c).await;
-    bob.register(&c).await;
-    let a = alice.login(relay, 1).await;
-    (alice, bob, a)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn payload_size_limit() {
     let dir = tempfile::tempdir().unwrap();

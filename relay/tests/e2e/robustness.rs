@@ -107,30 +107,10 @@ async fn half_open_connections_do_not_lock_clients_out() {
         &[("ws-tls", "false")],
         Launch { nofile: Some(1024), log: Some(log.clone()) },
     );
-    let mut held = Vec::new();
-    for i in 0..1024u32 {
-        let source = std::net::SocketAddr::from(([127, 0, 0, 2 + (i % 8) as u8], 0));
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind(source).unwrap();
-        if let Ok(Ok(s)) =
-            tokio::time::timeout(Duration::from_secs(2), socket.connect(relay.ws)).await
-        {
-            held.push(s);
-        }
-    }
+    let held = half_open(relay.ws, 1024).await;
     assert!(held.len() > 900, "only {} connections opened", held.len());
     let started = std::time::Instant::now();
-    let tcp = tokio::net::TcpStream::connect(relay.ws).await.unwrap();
-    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
-        format!("ws://{}/", relay.ws),
-    )
-    .unwrap();
-    req.headers_mut()
-        .insert("sec-websocket-protocol", hush_protocol::websocket::SUBPROTOCOL.parse().unwrap());
-    tokio::time::timeout(Duration::from_secs(2), tokio_tungstenite::client_async(req, tcp))
-        .await
-        .expect("a client was locked out")
-        .unwrap();
+    assert!(websocket_handshake(relay.ws, Duration::from_secs(2)).await, "a client was locked out");
     assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
     // QUIC, which holds no descriptor per connection, is not affected at all.
     relay.connect().await.challenge().await.unwrap();

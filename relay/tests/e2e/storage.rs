@@ -91,12 +91,7 @@ async fn a_full_disk_refuses_writes_serves_reads_and_recovers_when_space_returns
     let mut flags = generous();
     flags.push(("min-free-disk-bytes", "0"));
     let relay = Relay::start(&fs.path().join("data"), &flags);
-    let mut alice = User::new(1);
-    let mut bob = User::new(1);
-    let c = relay.connect().await;
-    alice.register(&c).await;
-    bob.register(&c).await;
-    let a = alice.login(&relay, 1).await;
+    let (_alice, bob, a) = pair(&relay, 1).await;
     for i in 0..3u8 {
         a.send(send_to(&bob, &[i; 100])).await.unwrap();
     }
@@ -139,12 +134,7 @@ async fn below_the_free_space_floor_new_envelopes_are_refused_and_acks_go_on() {
     let mut flags = generous();
     flags.push(("min-free-disk-bytes", "16777216"));
     let relay = Relay::start(&fs.path().join("data"), &flags);
-    let mut alice = User::new(1);
-    let mut bob = User::new(1);
-    let c = relay.connect().await;
-    alice.register(&c).await;
-    bob.register(&c).await;
-    let a = alice.login(&relay, 1).await;
+    let (_alice, bob, a) = pair(&relay, 1).await;
     a.send(send_to(&bob, b"before")).await.unwrap();
 
     let filler = fs.fill(8 << 20);
@@ -171,12 +161,7 @@ async fn the_stored_payload_budget_refuses_storage_full_until_devices_drain() {
     let mut flags = generous();
     flags.push(("max-stored-bytes", "3000"));
     let relay = Relay::start(dir.path(), &flags);
-    let mut alice = User::new(1);
-    let mut bob = User::new(1);
-    let c = relay.connect().await;
-    alice.register(&c).await;
-    bob.register(&c).await;
-    let a = alice.login(&relay, 1).await;
+    let (_alice, bob, a) = pair(&relay, 1).await;
     a.send(send_to(&bob, &[1; 1000])).await.unwrap();
     a.send(send_to(&bob, &[2; 1000])).await.unwrap();
     let e = assert_code(a.send(send_to(&bob, &[3; 1001])).await, ErrorCode::StorageFull);
