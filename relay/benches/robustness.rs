@@ -365,7 +365,7 @@ async fn disk(scale: &Scale) {
     let mut relay = Relay::start(d.path(), &generous());
     let (mut bob, c) = (User::new(1), relay.connect().await);
     bob.register(&c).await;
-    let per = scale.n(256, 4);
+    let per = scale.n(1024, 4);
     // The largest payload the relay takes by default, as in the attack run.
     let payload = vec![0x5a; 256 * 1024];
     let started = Instant::now();

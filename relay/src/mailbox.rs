@@ -5,8 +5,9 @@
 //! - A send is all or nothing: every check (device sets, sizes, quotas) runs before the first
 //!   write, and the whole send commits in one transaction with the rest of its group-commit batch.
 //! - Each payload is stored once, whatever the number of recipients: inside the mailbox entry
-//!   when it has one recipient, else in the payload table with a reference count, where the
-//!   last ack (or expiry) of a reference deletes it.
+//!   when it has one recipient and is small, else in the payload table with a reference count
+//!   (in chunks when it is over 16 KiB, so it takes about its size in file, not up to twice),
+//!   where the last ack (or expiry) of a reference deletes it.
 //! - Each device mailbox numbers its envelopes 1, 2, 3, … without gaps, in commit order.
 //! - An envelope leaves a mailbox only by the device's ack, by expiry after the retention
 //!   period, or when the device is removed from its account.
@@ -25,9 +26,10 @@ use redb::{ReadableTable, Table, WriteTransaction};
 
 use crate::error::{RelayError, StoreError};
 use crate::store::{
-    AccountId, DEVICES, EXPIRY, INLINE, MAILBOX, MAILBOX_META, MAILBOX_SENDERS, META, MailboxEntry,
-    MailboxMeta, PAYLOADS, SenderUsage, decode_payload, encode_payload, read_devices,
-    read_mailbox_meta, stored_bytes,
+    AccountId, CHUNKED_ABOVE, DEVICES, EXPIRY, INLINE, MAILBOX, MAILBOX_META, MAILBOX_SENDERS,
+    META, MailboxEntry, MailboxMeta, PAYLOAD_CHUNKS, PAYLOADS, SenderUsage, StoredPayload,
+    decode_payload, encode_chunked_payload, encode_payload, read_devices, read_mailbox_meta,
+    stored_bytes, write_chunks,
 };
 
 /// One addressed device in a validated send.
@@ -225,6 +227,7 @@ pub fn store_batch(
     let mut mailbox = txn.open_table(MAILBOX)?;
     let mut expiry = txn.open_table(EXPIRY)?;
     let mut senders_t = txn.open_table(MAILBOX_SENDERS)?;
+    let mut chunks_t = txn.open_table(PAYLOAD_CHUNKS)?;
     let mut next_payload = meta_table.get("next_payload_id")?.map_or(1, |v| v.value());
     let first_payload = next_payload;
     let first_stored = stored_bytes(&meta_table)?;
@@ -317,6 +320,14 @@ pub fn store_batch(
         }
         let mut ids = Vec::with_capacity(send.payloads.len());
         for (p, &rc) in send.payloads.iter().zip(&refcounts) {
+            if p.len() > CHUNKED_ABOVE {
+                let chunks = write_chunks(&mut chunks_t, next_payload, p)?;
+                let row = encode_chunked_payload(rc, p.len() as u64, chunks);
+                payloads.insert(next_payload, row.as_slice())?;
+                ids.push(next_payload);
+                next_payload += 1;
+                continue;
+            }
             if rc == 1 {
                 ids.push(INLINE);
                 continue;
@@ -383,6 +394,7 @@ struct Tables<'t> {
     mailbox: Table<'t, (AccountId, u32, u64), &'static [u8]>,
     meta: Table<'t, (AccountId, u32), &'static [u8]>,
     payloads: Table<'t, u64, &'static [u8]>,
+    chunks: Table<'t, (u64, u32), &'static [u8]>,
     expiry: Table<'t, (u64, AccountId, u32, u64), ()>,
     senders: Table<'t, (AccountId, u32, AccountId), &'static [u8]>,
     counters: Table<'t, &'static str, u64>,
@@ -396,6 +408,7 @@ impl<'t> Tables<'t> {
             mailbox: txn.open_table(MAILBOX)?,
             meta: txn.open_table(MAILBOX_META)?,
             payloads: txn.open_table(PAYLOADS)?,
+            chunks: txn.open_table(PAYLOAD_CHUNKS)?,
             expiry: txn.open_table(EXPIRY)?,
             senders: txn.open_table(MAILBOX_SENDERS)?,
             counters: txn.open_table(META)?,
@@ -426,18 +439,26 @@ impl<'t> Tables<'t> {
         if entry.payload_id != INLINE {
             // Removed first and put back only when other recipients still hold a reference.
             // (The removed value borrows the table, so the put-back waits until it is dropped.)
-            let lowered = match self.payloads.remove(entry.payload_id)? {
+            let (lowered, chunks) = match self.payloads.remove(entry.payload_id)? {
                 Some(p) => {
-                    let (rc, bytes) = decode_payload(p.value())?;
+                    let stored = decode_payload(p.value())?;
+                    let rc = stored.refcount();
+                    let chunks = match stored {
+                        StoredPayload::Chunked { chunks, .. } if rc <= 1 => chunks,
+                        _ => 0,
+                    };
                     if rc <= 1 {
-                        self.freed += bytes.len() as u64;
+                        self.freed += stored.len();
                     }
-                    (rc > 1).then(|| encode_payload(rc - 1, bytes))
+                    ((rc > 1).then(|| stored.with_refcount(rc - 1)), chunks)
                 }
-                None => None,
+                None => (None, 0),
             };
             if let Some(v) = lowered {
                 self.payloads.insert(entry.payload_id, v.as_slice())?;
+            }
+            for index in 0..chunks {
+                self.chunks.remove((entry.payload_id, index))?;
             }
         } else {
             self.freed += u64::from(entry.len);
@@ -561,7 +582,7 @@ pub(crate) fn derive_counters(txn: &WriteTransaction) -> Result<(), StoreError> 
     }
     for item in payloads.iter()? {
         let (_, v) = item?;
-        stored += decode_payload(v.value())?.1.len() as u64;
+        stored += decode_payload(v.value())?.len();
     }
     let mut senders = txn.open_table(MAILBOX_SENDERS)?;
     senders.retain(|_, _| false)?;
@@ -680,6 +701,32 @@ mod tests {
             let m = read_mailbox_meta(&meta, &B, device).unwrap();
             assert_eq!((m.count, m.bytes, m.next_seq), (0, 0, 12));
         }
+    }
+
+    /// Payloads over 16 KiB, one recipient's or shared, are stored in chunks, read back whole,
+    /// and leave no chunk behind once every reference is acked.
+    #[test]
+    fn large_payloads_are_stored_in_chunks_and_deleted_with_their_last_reference() {
+        let (_dir, store) = store();
+        let own: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let shared: Vec<u8> = (0..40_000u32).map(|i| (i * 7) as u8).collect();
+        let sends = [send_to_b(&[&own, b"small"], [0, 1]), send_to_b(&[&shared], [0, 0])];
+        let batch: Vec<(&Send, u64)> = sends.iter().map(|s| (s, 5)).collect();
+        write(&store, |txn| store_batch(txn, &batch, QUOTAS).unwrap());
+        let chunk_rows = |store: &crate::store::Store| {
+            let txn = store.db().unwrap().begin_read().unwrap();
+            txn.open_table(PAYLOAD_CHUNKS).unwrap().len().unwrap()
+        };
+        assert_eq!(chunk_rows(&store), 7 + 3, "100,000 bytes in 7 chunks, 40,000 in 3");
+        let d1 = store.read_mailbox(&B, 1, 0, 10).unwrap();
+        assert_eq!((d1[0].2.as_slice(), d1[1].2.as_slice()), (own.as_slice(), shared.as_slice()));
+        assert_eq!(store.read_mailbox(&B, 2, 0, 10).unwrap()[1].2, shared);
+        assert_eq!(store.stored_bytes().unwrap(), 100_000 + 5 + 40_000);
+        assert_eq!(write(&store, |txn| ack(txn, &B, 1, &[1, 2]).unwrap()), 2);
+        assert_eq!(chunk_rows(&store), 3, "the shared payload is still referenced");
+        assert_eq!(write(&store, |txn| ack(txn, &B, 2, &[1, 2]).unwrap()), 2);
+        assert_eq!((chunk_rows(&store), rows(&store)), (0, (0, 0, 0)));
+        assert_eq!(store.stored_bytes().unwrap(), 0);
     }
 
     /// The sweeper deletes expired envelopes of both kinds, and only those.
@@ -940,7 +987,7 @@ mod tests {
                 let mut refs: Vec<u32> = Vec::new();
                 for item in payloads.iter().unwrap() {
                     let (_, v) = item.unwrap();
-                    refs.push(decode_payload(v.value()).unwrap().0);
+                    refs.push(decode_payload(v.value()).unwrap().refcount());
                 }
                 refs.sort_unstable();
                 let mut want_refs: Vec<u32> = model.shared_refs.values().copied().collect();

@@ -44,9 +44,21 @@ pub(crate) const MAILBOX: TableDefinition<(AccountId, u32, u64), &[u8]> =
 /// (account, device) → mailbox counters.
 pub(crate) const MAILBOX_META: TableDefinition<(AccountId, u32), &[u8]> =
     TableDefinition::new("mailbox_meta");
-/// payload id → v1 ‖ refcount u32 ‖ bytes: a payload with several recipients (a group message),
-/// shared by every mailbox entry that references it.
+/// payload id → a payload stored apart from its mailbox entries ([`StoredPayload`]): one with
+/// several recipients (a group message), shared by every entry that references it, or one
+/// longer than [`CHUNKED_ABOVE`], whose bytes are in [`PAYLOAD_CHUNKS`].
 pub(crate) const PAYLOADS: TableDefinition<u64, &[u8]> = TableDefinition::new("payloads");
+/// (payload id, index) → v1 ‖ up to [`CHUNK_LEN`] bytes of a chunked payload.
+pub(crate) const PAYLOAD_CHUNKS: TableDefinition<(u64, u32), &[u8]> =
+    TableDefinition::new("payload_chunks");
+
+/// Payloads longer than this are stored in chunks. redb gives a value that does not fit a page
+/// a run of pages rounded up to a power of two, so a 256 KiB payload with its header took
+/// 512 KiB of file; in 16,000-byte chunks each takes a little over one 16 KiB page (measured:
+/// 2.1× the payload in file size whole, 1.06× in chunks).
+pub const CHUNKED_ABOVE: usize = 16 * 1024;
+/// The size of a chunk: with its key and the leaf's header it fits one 16 KiB page.
+pub const CHUNK_LEN: usize = 16_000;
 /// (recipient account, device, sender account) → [`SenderUsage`]: what one sender holds of
 /// one device's mailbox, for the per-sender share (a sender's own account is not counted).
 pub(crate) const MAILBOX_SENDERS: TableDefinition<(AccountId, u32, AccountId), &[u8]> =
@@ -59,7 +71,9 @@ pub(crate) const EXPIRY: TableDefinition<(u64, AccountId, u32, u64), ()> =
 ///
 /// - 1: the first layout.
 /// - 2: adds `mailbox_senders` and the `meta` counter `stored_bytes`, both derived from the
-///   mailboxes; a version-1 database is migrated when it is opened (one pass over them).
+///   mailboxes (a version-1 database is migrated when it is opened, in one pass over them),
+///   and `payload_chunks` with version-2 payload records (payloads over 16 KiB stored in
+///   chunks; version-1 records, whole, still read).
 pub const SCHEMA_VERSION: u64 = 2;
 const RECORD_V1: u8 = 1;
 
@@ -115,6 +129,7 @@ impl Store {
             txn.open_table(MAILBOX_META)?;
             txn.open_table(MAILBOX_SENDERS)?;
             txn.open_table(PAYLOADS)?;
+            txn.open_table(PAYLOAD_CHUNKS)?;
             txn.open_table(EXPIRY)?;
         }
         txn.commit()?;
@@ -190,6 +205,7 @@ impl Store {
         let txn = self.db()?.begin_read()?;
         let mailbox = txn.open_table(MAILBOX)?;
         let payloads = txn.open_table(PAYLOADS)?;
+        let chunks = txn.open_table(PAYLOAD_CHUNKS)?;
         let mut out = Vec::new();
         let start = after.saturating_add(1);
         for item in mailbox.range((*account, device, start)..=(*account, device, u64::MAX))? {
@@ -204,7 +220,7 @@ impl Store {
                 id => {
                     let payload =
                         payloads.get(id)?.ok_or(StoreError::Corrupt("payload reference"))?;
-                    decode_payload(payload.value())?.1.to_vec()
+                    read_payload(&chunks, id, &decode_payload(payload.value())?)?
                 }
             };
             out.push((seq, entry, bytes));
@@ -484,6 +500,53 @@ impl MailboxMeta {
     }
 }
 
+/// A row of [`PAYLOADS`]. Two record versions:
+/// - v1 `0x01 ‖ refcount u32 ‖ bytes`: the payload whole;
+/// - v2 `0x02 ‖ refcount u32 ‖ length u64 ‖ chunks u32`: the payload in [`PAYLOAD_CHUNKS`]
+///   under this id, indexes `0..chunks`, each `0x01 ‖ bytes`, [`CHUNK_LEN`] bytes but the last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StoredPayload<'a> {
+    /// v1.
+    Whole {
+        /// Entries that reference it.
+        refcount: u32,
+        /// The payload.
+        bytes: &'a [u8],
+    },
+    /// v2.
+    Chunked {
+        /// Entries that reference it.
+        refcount: u32,
+        /// Payload length.
+        len: u64,
+        /// Chunk rows.
+        chunks: u32,
+    },
+}
+
+impl StoredPayload<'_> {
+    pub(crate) fn refcount(&self) -> u32 {
+        match self {
+            Self::Whole { refcount, .. } | Self::Chunked { refcount, .. } => *refcount,
+        }
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        match self {
+            Self::Whole { bytes, .. } => bytes.len() as u64,
+            Self::Chunked { len, .. } => *len,
+        }
+    }
+
+    /// The same row with another reference count.
+    pub(crate) fn with_refcount(&self, refcount: u32) -> Vec<u8> {
+        match self {
+            Self::Whole { bytes, .. } => encode_payload(refcount, bytes),
+            Self::Chunked { len, chunks, .. } => encode_chunked_payload(refcount, *len, *chunks),
+        }
+    }
+}
+
 pub(crate) fn encode_payload(refcount: u32, bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(5 + bytes.len());
     out.push(RECORD_V1);
@@ -492,10 +555,68 @@ pub(crate) fn encode_payload(refcount: u32, bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-pub(crate) fn decode_payload(bytes: &[u8]) -> Result<(u32, &[u8]), StoreError> {
-    let body = strip_version(bytes, "payload")?;
-    let (rc, rest) = body.split_first_chunk::<4>().ok_or(StoreError::Corrupt("payload"))?;
-    Ok((u32::from_be_bytes(*rc), rest))
+pub(crate) fn encode_chunked_payload(refcount: u32, len: u64, chunks: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(17);
+    out.push(RECORD_V2);
+    out.extend_from_slice(&refcount.to_be_bytes());
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&chunks.to_be_bytes());
+    out
+}
+
+pub(crate) fn decode_payload(bytes: &[u8]) -> Result<StoredPayload<'_>, StoreError> {
+    let corrupt = || StoreError::Corrupt("payload");
+    let (&version, body) = bytes.split_first().ok_or_else(corrupt)?;
+    let mut r = Fields(body);
+    let refcount = r.u32().ok_or_else(corrupt)?;
+    match version {
+        RECORD_V1 => Ok(StoredPayload::Whole { refcount, bytes: r.0 }),
+        RECORD_V2 => {
+            let len = r.u64().ok_or_else(corrupt)?;
+            let chunks = r.u32().ok_or_else(corrupt)?;
+            if !r.0.is_empty() {
+                return Err(corrupt());
+            }
+            Ok(StoredPayload::Chunked { refcount, len, chunks })
+        }
+        _ => Err(corrupt()),
+    }
+}
+
+/// Writes `bytes` as the chunks of payload `id`; returns how many.
+pub(crate) fn write_chunks(
+    table: &mut redb::Table<'_, (u64, u32), &'static [u8]>,
+    id: u64,
+    bytes: &[u8],
+) -> Result<u32, StoreError> {
+    let mut n = 0u32;
+    for chunk in bytes.chunks(CHUNK_LEN) {
+        table.insert((id, n), versioned(chunk).as_slice())?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// The bytes of a stored payload, joining its chunks if it has them.
+pub(crate) fn read_payload(
+    chunks: &impl ReadableTable<(u64, u32), &'static [u8]>,
+    id: u64,
+    stored: &StoredPayload<'_>,
+) -> Result<Vec<u8>, StoreError> {
+    match stored {
+        StoredPayload::Whole { bytes, .. } => Ok(bytes.to_vec()),
+        StoredPayload::Chunked { len, chunks: n, .. } => {
+            let mut out = Vec::with_capacity(usize::try_from(*len).unwrap_or(0));
+            for item in chunks.range((id, 0)..(id, *n))? {
+                let (_, v) = item?;
+                out.extend_from_slice(strip_version(v.value(), "payload chunk")?);
+            }
+            if out.len() as u64 != *len {
+                return Err(StoreError::Corrupt("payload chunks"));
+            }
+            Ok(out)
+        }
+    }
 }
 
 /// A tiny big-endian field reader for fixed records.
@@ -555,6 +676,16 @@ mod tests {
         );
         assert_eq!(MailboxMeta::decode(&m.encode()).unwrap(), m);
         assert_eq!(encode_payload(2, b"xy"), vec![1, 0, 0, 0, 2, b'x', b'y']);
+        let chunked = encode_chunked_payload(3, 20_000, 2);
+        assert_eq!(
+            chunked,
+            [&[2u8][..], &3u32.to_be_bytes(), &20_000u64.to_be_bytes(), &2u32.to_be_bytes()]
+                .concat()
+        );
+        assert_eq!(
+            decode_payload(&chunked).unwrap(),
+            StoredPayload::Chunked { refcount: 3, len: 20_000, chunks: 2 }
+        );
         let u = SenderUsage { count: 3, bytes: 9 };
         assert_eq!(u.encode(), [&[1u8][..], &3u64.to_be_bytes(), &9u64.to_be_bytes()].concat());
         assert_eq!(SenderUsage::decode(&u.encode()).unwrap(), u);
@@ -570,6 +701,8 @@ mod tests {
         assert!(MailboxEntry::decode(&v1).is_err());
         assert!(MailboxMeta::decode(&[]).is_err());
         assert!(decode_payload(&[1, 0]).is_err());
+        assert!(decode_payload(&[2, 0, 0, 0, 1, 0]).is_err());
+        assert!(decode_payload(&[3, 0, 0, 0, 1]).is_err());
         assert!(SenderUsage::decode(&[1, 0, 0]).is_err());
     }
 
