@@ -7,6 +7,8 @@
 //! blinded identifiers, counters and random message ids. The layouts are pinned by the
 //! known-answer test below.
 
+use zeroize::{Zeroize, Zeroizing};
+
 use crate::vault::{BLIND_LEN, Vault};
 
 /// The record format this build reads and writes.
@@ -27,7 +29,12 @@ pub mod meta {
 }
 
 /// The device's account.
+///
+/// It carries two secrets (`account_seed`, `identity`): its `Debug` redacts them and dropping
+/// the record wipes them. The client holds the secrets as key types, not in this record: the
+/// record is filled in only to be sealed and written ([`AccountRecord::strip_secrets`]).
 #[derive(Clone, PartialEq, prost::Message)]
+#[prost(skip_debug)]
 pub struct AccountRecord {
     /// [`RECORD_VERSION`].
     #[prost(uint32, tag = "1")]
@@ -65,8 +72,10 @@ pub struct AccountRecord {
 }
 
 /// Our own sessions with one remote device: the current one first, then older ones still able
-/// to decrypt late messages (simultaneous initiation leaves two).
+/// to decrypt late messages (simultaneous initiation leaves two). The states hold ratchet
+/// keys: `Debug` shows only how many there are, and dropping the record wipes them.
 #[derive(Clone, PartialEq, prost::Message)]
+#[prost(skip_debug)]
 pub struct SessionRecord {
     /// [`RECORD_VERSION`].
     #[prost(uint32, tag = "1")]
@@ -74,6 +83,62 @@ pub struct SessionRecord {
     /// Session states (hush-core's versioned encoding), current first.
     #[prost(bytes = "vec", repeated, tag = "2")]
     pub states: Vec<Vec<u8>>,
+}
+
+impl AccountRecord {
+    /// Takes the two secrets out (wiping the record's copies), so that the record can be kept
+    /// in memory without them: the seed (empty on a linked device) and the identity state.
+    pub fn strip_secrets(&mut self) -> (Zeroizing<Vec<u8>>, Zeroizing<Vec<u8>>) {
+        (
+            Zeroizing::new(std::mem::take(&mut self.account_seed)),
+            Zeroizing::new(std::mem::take(&mut self.identity)),
+        )
+    }
+}
+
+impl std::fmt::Debug for AccountRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountRecord")
+            .field("version", &self.version)
+            .field("account_id", &hex::encode(&self.account_id))
+            .field("account_seed", &redacted(&self.account_seed))
+            .field("device_id", &self.device_id)
+            .field("registration_id", &self.registration_id)
+            .field("identity", &redacted(&self.identity))
+            .field("clock", &self.clock)
+            .field("signed_prekey_at_ms", &self.signed_prekey_at_ms)
+            .field("prekeys_published", &self.prekeys_published)
+            .field("next_outbox", &self.next_outbox)
+            .field("registered", &self.registered)
+            .finish()
+    }
+}
+
+impl Drop for AccountRecord {
+    fn drop(&mut self) {
+        self.account_seed.zeroize();
+        self.identity.zeroize();
+    }
+}
+
+impl std::fmt::Debug for SessionRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRecord")
+            .field("version", &self.version)
+            .field("states", &format_args!("<{} redacted>", self.states.len()))
+            .finish()
+    }
+}
+
+impl Drop for SessionRecord {
+    fn drop(&mut self) {
+        self.states.zeroize();
+    }
+}
+
+/// How a secret field shows in `Debug`: whether it is set, never its bytes.
+fn redacted(secret: &[u8]) -> &'static str {
+    if secret.is_empty() { "<none>" } else { "<redacted>" }
 }
 
 /// Verification state of a contact.

@@ -10,7 +10,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use hush_protocol::wire::{DeviceMismatch, request, response, server_push};
+use hush_protocol::Refusal;
+use hush_protocol::wire::{request, response, server_push};
 
 use crate::runtime::{MaybeSend, MaybeSync};
 
@@ -18,17 +19,8 @@ use crate::runtime::{MaybeSend, MaybeSync};
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TransportError {
     /// The relay answered with a typed error.
-    #[error("relay refused: {code}: {message}")]
-    Relay {
-        /// Stable code (docs/PROTOCOL.md §14).
-        code: String,
-        /// Human message.
-        message: String,
-        /// For `rate_limited`.
-        retry_after_ms: u64,
-        /// For `device_mismatch`.
-        mismatches: Vec<DeviceMismatch>,
-    },
+    #[error(transparent)]
+    Relay(#[from] Refusal),
     /// No connection, or it broke; retry after reconnecting. The message says which address
     /// was tried and what happened.
     #[error("{0}")]
@@ -43,10 +35,10 @@ pub enum TransportError {
 }
 
 impl TransportError {
-    /// The relay's code, if this is a relay error.
-    pub fn relay_code(&self) -> Option<&str> {
+    /// The relay's refusal, if this is one.
+    pub fn refusal(&self) -> Option<&Refusal> {
         match self {
-            Self::Relay { code, .. } => Some(code),
+            Self::Relay(r) => Some(r),
             _ => None,
         }
     }
@@ -127,9 +119,7 @@ mod native {
     impl From<NetError> for TransportError {
         fn from(e: NetError) -> Self {
             match e {
-                NetError::Relay { code, message, retry_after_ms, mismatches } => {
-                    Self::Relay { code, message, retry_after_ms, mismatches }
-                }
+                NetError::Relay(r) => Self::Relay(r),
                 NetError::Unexpected(m) => Self::Protocol(m.to_string()),
                 e @ NetError::Certificate { .. } => Self::Certificate(e.to_string()),
                 other => Self::Disconnected(other.to_string()),

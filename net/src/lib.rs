@@ -21,24 +21,16 @@ use hush_protocol::auth::{CHANNEL_BINDING_LEN, NONCE_LEN, transcript};
 use hush_protocol::quic::{FrameReader, StreamError, read_message, write_message};
 use hush_protocol::wire::{self, Request, Response, ServerPush, request, response};
 use hush_protocol::{
-    AUTH_EXPORTER_LABEL, AccountKey, DeviceList, ErrorCode, FrameError, MAX_FRAME_LEN, frame,
+    AUTH_EXPORTER_LABEL, AccountKey, DeviceList, ErrorCode, FrameError, MAX_FRAME_LEN, Refusal,
+    frame,
 };
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
     /// The relay answered with a typed error.
-    #[error("relay error {code}: {message}")]
-    Relay {
-        /// The stable code as sent (see [`NetError::code`] for the parsed form).
-        code: String,
-        /// Human message.
-        message: String,
-        /// For `rate_limited`.
-        retry_after_ms: u64,
-        /// For `device_mismatch`.
-        mismatches: Vec<wire::DeviceMismatch>,
-    },
+    #[error(transparent)]
+    Relay(#[from] Refusal),
     /// Setting up the client failed (binding a socket, a TLS configuration).
     #[error("{0}")]
     Connect(String),
@@ -161,7 +153,7 @@ impl NetError {
     /// The relay's error code, if this is a relay error with a known code.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            Self::Relay { code, .. } => ErrorCode::parse(code),
+            Self::Relay(r) => r.code(),
             _ => None,
         }
     }
@@ -481,12 +473,7 @@ impl Connection {
 
 fn into_result(response: Response) -> Result<response::Body, NetError> {
     match response.body {
-        Some(response::Body::Error(e)) => Err(NetError::Relay {
-            code: e.code,
-            message: e.message,
-            retry_after_ms: e.retry_after_ms,
-            mismatches: e.mismatches,
-        }),
+        Some(response::Body::Error(e)) => Err(NetError::Relay(e.into())),
         Some(body) => Ok(body),
         None => Err(NetError::Unexpected("empty response")),
     }

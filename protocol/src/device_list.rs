@@ -58,7 +58,7 @@ impl DeviceListError {
     pub fn code(&self) -> crate::ErrorCode {
         match self {
             Self::BadSignature => crate::ErrorCode::BadSignature,
-            Self::InvalidIdentity(e) if e.code() == "bad_signature" => {
+            Self::InvalidIdentity(hush_prekeys::BundleError::BadSignature { .. }) => {
                 crate::ErrorCode::BadSignature
             }
             _ => crate::ErrorCode::InvalidKey,

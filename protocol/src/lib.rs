@@ -15,6 +15,7 @@ pub mod error;
 pub mod frame;
 #[cfg(feature = "quinn")]
 pub mod quic;
+pub mod refusal;
 #[cfg(test)]
 mod vectors;
 pub mod websocket;
@@ -23,6 +24,7 @@ pub mod wire;
 pub use device_list::{AccountKey, AccountKeyPair, DeviceEntry, DeviceList, DeviceListError};
 pub use error::ErrorCode;
 pub use frame::{FrameError, MAX_FRAME_LEN};
+pub use refusal::{Refusal, RefusalCode};
 
 /// The QUIC ALPN protocol identifier of relay protocol version 1.
 pub const ALPN: &[u8] = b"hush/1";

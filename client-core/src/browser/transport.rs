@@ -213,12 +213,7 @@ fn next_frame(message: Option<Vec<u8>>) -> Result<Option<Vec<u8>>, TransportErro
 
 fn into_result(response: Response) -> Result<response::Body, TransportError> {
     match response.body {
-        Some(response::Body::Error(e)) => Err(TransportError::Relay {
-            code: e.code,
-            message: e.message,
-            retry_after_ms: e.retry_after_ms,
-            mismatches: e.mismatches,
-        }),
+        Some(response::Body::Error(e)) => Err(TransportError::Relay(e.into())),
         Some(body) => Ok(body),
         None => Err(TransportError::Protocol("empty response".into())),
     }
@@ -283,7 +278,7 @@ impl Link for WsLink {
                 _ = closed.changed() => {}
                 answer = heartbeat => match answer {
                     // Any answer, even a refusal (rate limited, say), shows the path is alive.
-                    Some(Ok(_)) | Some(Err(TransportError::Relay { .. })) => {}
+                    Some(Ok(_)) | Some(Err(TransportError::Relay(_))) => {}
                     Some(Err(e)) => {
                         self.close();
                         return e;

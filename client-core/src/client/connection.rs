@@ -70,9 +70,9 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             inner.set_failure(None);
         }
         match outcome {
-            Err(ClientError::Relay { code, .. })
+            Err(ClientError::Relay(r))
                 if matches!(
-                    ErrorCode::parse(&code),
+                    r.code(),
                     Some(ErrorCode::UnknownDevice | ErrorCode::UnknownAccount)
                 ) =>
             {
@@ -165,8 +165,7 @@ pub(crate) async fn ensure_registered(inner: &Inner, link: &dyn Link) -> Result<
     {
         Ok(_) => {}
         // Registered before a crash: the relay keeps the (same) list.
-        Err(TransportError::Relay { code, .. })
-            if ErrorCode::parse(&code) == Some(ErrorCode::StaleDeviceList) => {}
+        Err(TransportError::Relay(r)) if r.is(ErrorCode::StaleDeviceList) => {}
         Err(e) => return Err(e.into()),
     }
     core.account.registered = true;

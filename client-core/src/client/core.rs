@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use crate::Session;
 use hush_prekeys::{DevicePrekeys, IdentityKeyPair};
 use hush_protocol::{AccountKey, AccountKeyPair, DeviceList};
+use zeroize::Zeroizing;
 
 use super::error::ClientError;
 use super::types::Event;
@@ -19,7 +20,7 @@ use crate::records::{
     AccountRecord, ContactRecord, ConversationRecord, MessageRecord, PostingsRecord, Record,
     SessionRecord, id_row, keys, meta,
 };
-use crate::store::{Batch, Store, Table};
+use crate::store::{Batch, Scan, Store, Table};
 use crate::vault::{BLIND_LEN, Vault};
 
 /// Most sessions kept per remote device (the current one and older ones for late messages).
@@ -27,7 +28,10 @@ pub const MAX_SESSIONS_PER_DEVICE: usize = 3;
 
 pub(crate) type AccountId = [u8; 32];
 
-/// The device's state.
+/// The device's state. Each secret is held once, in a type that wipes it on drop and keeps it
+/// out of `Debug`: the identity, the account key (primary device only), the prekeys and the
+/// sessions. `account` is the stored record without its secrets
+/// ([`AccountRecord::strip_secrets`]); [`Tx::put_account`] puts them back to write it.
 pub(crate) struct Core {
     pub account: AccountRecord,
     pub account_id: AccountKey,
@@ -39,7 +43,69 @@ pub(crate) struct Core {
     pub sessions: HashMap<(AccountId, u32), Vec<Session>>,
 }
 
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("account", &self.account)
+            .field("account_id", &self.account_id)
+            .field("identity", &self.identity)
+            .field("account_key", &self.account_key)
+            .field("prekeys", &self.prekeys)
+            .field("own_list", &self.own_list)
+            .field("contacts", &self.contacts.values().collect::<Vec<_>>())
+            .field("sessions", &format_args!("<{} devices>", self.sessions.len()))
+            .finish()
+    }
+}
+
 impl Core {
+    /// Loads the device's state from the store: the account record (whose secrets move into
+    /// the key types), the prekeys, our own device list and the contacts. Sessions load on
+    /// demand ([`Core::sessions_mut`]).
+    pub async fn load(store: &dyn Store, vault: &Vault) -> Result<Core, ClientError> {
+        let mut account: AccountRecord = load_sealed(store, vault, Table::Meta, meta::ACCOUNT)
+            .await?
+            .ok_or(ClientError::NoAccount)?;
+        // The secrets live on in the key types only (see `Core`).
+        let (seed, identity) = account.strip_secrets();
+        let identity = IdentityKeyPair::from_state_bytes(&identity)
+            .map_err(|e| ClientError::CorruptStore(e.to_string()))?;
+        let account_id = AccountKey::from_bytes(&account.account_id)
+            .map_err(|e| ClientError::CorruptStore(e.to_string()))?;
+        let account_key =
+            <&[u8; 32]>::try_from(seed.as_slice()).ok().map(AccountKeyPair::from_seed);
+        let prekeys = match store.get(Table::Meta, meta::PREKEYS).await? {
+            Some(sealed) => {
+                DevicePrekeys::from_state_bytes(&vault.open(Table::Meta, meta::PREKEYS, &sealed)?)
+                    .map_err(|e| ClientError::CorruptStore(e.to_string()))?
+            }
+            None => DevicePrekeys::new(),
+        };
+        let own_list = match store.get(Table::Meta, meta::OWN_DEVICES).await? {
+            Some(sealed) => {
+                DeviceList::decode(&vault.open(Table::Meta, meta::OWN_DEVICES, &sealed)?).ok()
+            }
+            None => None,
+        };
+        let mut contacts = std::collections::HashMap::new();
+        for (k, sealed) in store.scan(Scan::prefix(Table::Contacts, b"")).await? {
+            let c = ContactRecord::from_bytes(&vault.open(Table::Contacts, &k, &sealed)?)?;
+            if let Ok(id) = AccountId::try_from(c.account_id.as_slice()) {
+                contacts.insert(id, c);
+            }
+        }
+        Ok(Core {
+            account,
+            account_id,
+            identity,
+            account_key,
+            prekeys,
+            own_list,
+            contacts,
+            sessions: std::collections::HashMap::new(),
+        })
+    }
+
     pub fn me(&self) -> AccountId {
         *self.account_id.as_bytes()
     }
@@ -155,8 +221,14 @@ impl<'a> Tx<'a> {
         self.batch.put(table, key, sealed);
     }
 
+    /// Writes the account record, with the secrets filled in from the key types for the
+    /// moment it takes to seal it (the copies are wiped on drop).
     pub fn put_account(&mut self, core: &Core) {
-        self.put(Table::Meta, meta::ACCOUNT, &core.account.to_bytes());
+        let mut record = core.account.clone();
+        record.account_seed =
+            core.account_key.as_ref().map(|k| k.seed().to_vec()).unwrap_or_default();
+        record.identity = core.identity.to_state_bytes().to_vec();
+        self.put(Table::Meta, meta::ACCOUNT, &Zeroizing::new(record.to_bytes()));
     }
 
     pub fn put_prekeys(&mut self, core: &Core) {
@@ -411,5 +483,143 @@ impl<'a> Tx<'a> {
         for (table, key, sealed) in self.vault.seal_all(plain) {
             self.batch.put(table, key, sealed);
         }
+    }
+}
+
+pub(crate) async fn load_sealed<R: Record>(
+    store: &dyn Store,
+    vault: &Vault,
+    table: Table,
+    key: &[u8],
+) -> Result<Option<R>, ClientError> {
+    match store.get(table, key).await? {
+        None => Ok(None),
+        Some(sealed) => Ok(Some(R::from_bytes(&vault.open(table, key, &sealed)?)?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use hush_protocol::DeviceEntry;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha20Rng;
+
+    use super::*;
+    use crate::records::{RECORD_VERSION, SessionRecord};
+    use crate::store::MemoryStore;
+    use crate::vault::StoreKey;
+
+    /// Whether `shown` contains any 8 consecutive bytes of `secret`, in the forms `Debug` and
+    /// logs print bytes: a decimal list (`[1, 2, …]`), or hex.
+    fn shows_any_of(shown: &str, secret: &[u8]) -> bool {
+        let lower = shown.to_lowercase();
+        secret.windows(8).any(|w| {
+            let decimal = w.iter().map(u8::to_string).collect::<Vec<_>>().join(", ");
+            shown.contains(&decimal) || lower.contains(&hex::encode(w))
+        })
+    }
+
+    /// Formats every record that holds a secret, and the client state loaded from a store, and
+    /// finds none of the secret bytes in the output.
+    #[tokio::test]
+    async fn no_secret_reaches_debug_output() {
+        let mut rng = ChaCha20Rng::seed_from_u64(11);
+        let seed = [0x5a_u8; 32];
+        let account_key = AccountKeyPair::from_seed(&seed);
+        let identity = IdentityKeyPair::generate(&mut rng);
+        let identity_state = identity.to_state_bytes();
+        let mut prekeys = DevicePrekeys::new();
+        prekeys.generate_signed_prekey(&mut rng, &identity, 1);
+        prekeys.generate_one_time_prekeys(&mut rng, 4);
+        let prekey_state = prekeys.to_state_bytes();
+
+        // A session state, with its root and chain keys.
+        let bob = IdentityKeyPair::generate(&mut rng);
+        let mut bob_prekeys = DevicePrekeys::new();
+        bob_prekeys.generate_signed_prekey(&mut rng, &bob, 1);
+        bob_prekeys.generate_kem_prekeys(
+            &mut rng,
+            &bob,
+            hush_prekeys::KemPreKeyKind::LastResort,
+            1,
+        );
+        let bundle = bob_prekeys.bundle(&bob, false).unwrap().verify().unwrap();
+        let mut session = Session::initiate(&mut rng, &identity, &bundle).unwrap();
+        session.encrypt(&mut rng, b"hello").unwrap();
+        let session_state = session.to_bytes();
+        let sessions =
+            SessionRecord { version: RECORD_VERSION, states: vec![session_state.to_vec()] };
+
+        let account = AccountRecord {
+            version: RECORD_VERSION,
+            account_id: account_key.public().as_bytes().to_vec(),
+            account_seed: seed.to_vec(),
+            device_id: 1,
+            registration_id: 7,
+            identity: identity_state.to_vec(),
+            ..Default::default()
+        };
+        let list = DeviceList::sign(
+            &account_key,
+            1,
+            vec![DeviceEntry {
+                device_id: 1,
+                registration_id: 7,
+                identity: identity.public().clone(),
+            }],
+        )
+        .unwrap();
+        let contact = ContactRecord {
+            version: RECORD_VERSION,
+            account_id: vec![3; 32],
+            name: "Carol".into(),
+            ..Default::default()
+        };
+
+        for (what, shown) in [
+            ("AccountRecord", format!("{account:?}")),
+            ("SessionRecord", format!("{sessions:?}")),
+            ("AccountKeyPair", format!("{account_key:?}")),
+            ("IdentityKeyPair", format!("{identity:?}")),
+            ("DevicePrekeys", format!("{prekeys:?}")),
+        ] {
+            for (name, secret) in [
+                ("account seed", &seed[..]),
+                ("identity", &identity_state[1..]),
+                ("session state", &session_state[..]),
+                ("prekey state", &prekey_state[..]),
+            ] {
+                assert!(!shows_any_of(&shown, secret), "{what} shows the {name}: {shown}");
+            }
+        }
+
+        // The client state, loaded the way `Client::open` loads it.
+        let store = MemoryStore::new();
+        let vault = Vault::new(&StoreKey::from_bytes([9; 32]));
+        let mut tx = Tx::new(&store, &vault);
+        tx.put(Table::Meta, meta::ACCOUNT, &account.to_bytes());
+        tx.put(Table::Meta, meta::PREKEYS, &prekey_state);
+        tx.put_own_list(&list);
+        tx.put_contact(&contact);
+        tx.commit().await.unwrap();
+        let core = Core::load(&store, &vault).await.unwrap();
+        assert!(core.account.account_seed.is_empty() && core.account.identity.is_empty());
+        let shown = format!("{core:?}");
+        assert!(shown.contains("<redacted>") || shown.contains("AccountKeyPair"), "{shown}");
+        // (The prekey state also holds public keys, which the device list shows in full, so
+        // its bytes are checked against `DevicePrekeys`' own output above, not here.)
+        for (name, secret) in [("account seed", &seed[..]), ("identity", &identity_state[1..])] {
+            assert!(!shows_any_of(&shown, secret), "the client state shows the {name}: {shown}");
+        }
+
+        // Writing the account back puts the secrets into the stored record, and only there.
+        let mut tx = Tx::new(&store, &vault);
+        tx.put_account(&core);
+        tx.commit().await.unwrap();
+        let again = Core::load(&store, &vault).await.unwrap();
+        assert_eq!(again.account_key.map(|k| *k.seed()), Some(seed));
+        assert_eq!(again.identity.to_state_bytes(), identity_state);
     }
 }

@@ -1,7 +1,7 @@
 //! The client's typed errors. Every variant has a stable code ([`ClientError::code`]) that the
 //! bindings carry to Kotlin, Swift and JavaScript; apps switch on the code.
 
-use hush_protocol::ErrorCode;
+use hush_protocol::{ErrorCode, Refusal};
 
 use crate::records::RecordError;
 use crate::store::StoreError;
@@ -9,7 +9,7 @@ use crate::transport::TransportError;
 use crate::vault::SealError;
 
 /// Why a client call failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ClientError {
     /// A text longer than the limit; nothing was sent or stored.
     #[error("text too long: {chars} characters, the limit is {limit}")]
@@ -48,15 +48,8 @@ pub enum ClientError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The relay refused the request.
-    #[error("relay refused: {code}: {message}")]
-    Relay {
-        /// The relay's stable code.
-        code: String,
-        /// Its message.
-        message: String,
-        /// For `rate_limited`: when to try again, in milliseconds.
-        retry_after_ms: u64,
-    },
+    #[error(transparent)]
+    Relay(Refusal),
     /// The relay is unreachable; the operation can be retried (sends are kept in the outbox).
     /// The message says which address was tried and what happened.
     #[error("network: {0}")]
@@ -90,7 +83,7 @@ impl ClientError {
             Self::CorruptStore(_) => "corrupt_store",
             Self::Store(StoreError::Locked) => "store_locked",
             Self::Store(_) => "storage",
-            Self::Relay { code, .. } => code,
+            Self::Relay(r) => r.code.as_str(),
             Self::Network(_) => "network",
             Self::CertificateRejected(_) => "certificate_rejected",
             Self::Protocol(_) => "protocol",
@@ -104,7 +97,7 @@ impl ClientError {
     /// never repeats its code).
     pub fn message(&self) -> String {
         match self {
-            Self::Relay { message, .. } => message.clone(),
+            Self::Relay(r) => r.message.clone(),
             Self::Network(m)
             | Self::CertificateRejected(m)
             | Self::Protocol(m)
@@ -118,7 +111,7 @@ impl ClientError {
     /// know, which callers treat like `internal`).
     pub fn relay_code(&self) -> Option<ErrorCode> {
         match self {
-            Self::Relay { code, .. } => ErrorCode::parse(code),
+            Self::Relay(r) => r.code(),
             _ => None,
         }
     }
@@ -129,7 +122,7 @@ impl ClientError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Network(_) | Self::Store(_) => true,
-            Self::Relay { .. } => self.relay_code().is_none_or(ErrorCode::is_retryable),
+            Self::Relay(r) => r.is_retryable(),
             _ => false,
         }
     }
@@ -138,9 +131,7 @@ impl ClientError {
 impl From<TransportError> for ClientError {
     fn from(e: TransportError) -> Self {
         match e {
-            TransportError::Relay { code, message, retry_after_ms, .. } => {
-                Self::Relay { code, message, retry_after_ms }
-            }
+            TransportError::Relay(r) => Self::Relay(r),
             TransportError::Disconnected(m) => Self::Network(m),
             TransportError::Certificate(m) => Self::CertificateRejected(m),
             TransportError::Protocol(m) => Self::Protocol(m),

@@ -28,9 +28,10 @@ use std::time::Duration;
 use hush_prekeys::{DevicePrekeys, IdentityKey, IdentityKeyPair, Party, SafetyNumber};
 use hush_protocol::device_list::DeviceEntry;
 use hush_protocol::wire::{self, request};
-use hush_protocol::{AccountKey, AccountKeyPair, DeviceList};
+use hush_protocol::{AccountKey, AccountKeyPair, DeviceList, ErrorCode, Refusal};
 use rand::RngExt;
 use tokio::sync::{Mutex, Notify, mpsc, watch};
+use zeroize::Zeroizing;
 
 use self::core::{AccountId, Core, Tx};
 pub use self::error::ClientError;
@@ -231,18 +232,6 @@ async fn check_store_key(store: &dyn Store, vault: &Vault) -> Result<bool, Clien
     }
 }
 
-async fn load_sealed<R: Record>(
-    store: &dyn Store,
-    vault: &Vault,
-    table: Table,
-    key: &[u8],
-) -> Result<Option<R>, ClientError> {
-    match store.get(table, key).await? {
-        None => Ok(None),
-        Some(sealed) => Ok(Some(R::from_bytes(&vault.open(table, key, &sealed)?)?)),
-    }
-}
-
 impl Client {
     /// Creates an account on the relay: the account key, this first (primary) device, its
     /// prekeys. Needs the relay reachable; the store must be empty.
@@ -307,7 +296,7 @@ impl Client {
         .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let mut tx = Tx::new(config.store.as_ref(), &vault);
         tx.put(Table::Meta, meta::HEADER, b"hush-store-v1");
-        tx.put(Table::Meta, meta::ACCOUNT, &account.to_bytes());
+        tx.put(Table::Meta, meta::ACCOUNT, &Zeroizing::new(account.to_bytes()));
         tx.put(Table::Meta, meta::PREKEYS, &DevicePrekeys::new().to_state_bytes());
         tx.put_own_list(&list);
         tx.commit().await?;
@@ -325,47 +314,7 @@ impl Client {
         if !check_store_key(store, &vault).await? {
             return Err(ClientError::NoAccount);
         }
-        let account: AccountRecord = load_sealed(store, &vault, Table::Meta, meta::ACCOUNT)
-            .await?
-            .ok_or(ClientError::NoAccount)?;
-        let identity = IdentityKeyPair::from_state_bytes(&account.identity)
-            .map_err(|e| ClientError::CorruptStore(e.to_string()))?;
-        let account_id = AccountKey::from_bytes(&account.account_id)
-            .map_err(|e| ClientError::CorruptStore(e.to_string()))?;
-        let account_key = match <[u8; 32]>::try_from(account.account_seed.as_slice()) {
-            Ok(seed) => Some(AccountKeyPair::from_seed(&seed)),
-            Err(_) => None,
-        };
-        let prekeys = match store.get(Table::Meta, meta::PREKEYS).await? {
-            Some(sealed) => {
-                DevicePrekeys::from_state_bytes(&vault.open(Table::Meta, meta::PREKEYS, &sealed)?)
-                    .map_err(|e| ClientError::CorruptStore(e.to_string()))?
-            }
-            None => DevicePrekeys::new(),
-        };
-        let own_list = match store.get(Table::Meta, meta::OWN_DEVICES).await? {
-            Some(sealed) => {
-                DeviceList::decode(&vault.open(Table::Meta, meta::OWN_DEVICES, &sealed)?).ok()
-            }
-            None => None,
-        };
-        let mut contacts = std::collections::HashMap::new();
-        for (k, sealed) in store.scan(Scan::prefix(Table::Contacts, b"")).await? {
-            let c = ContactRecord::from_bytes(&vault.open(Table::Contacts, &k, &sealed)?)?;
-            if let Ok(id) = AccountId::try_from(c.account_id.as_slice()) {
-                contacts.insert(id, c);
-            }
-        }
-        let core = Core {
-            account,
-            account_id,
-            identity,
-            account_key,
-            prekeys,
-            own_list,
-            contacts,
-            sessions: std::collections::HashMap::new(),
-        };
+        let core = Core::load(store, &vault).await?;
         let (state, _) = watch::channel(ConnectionState::Disconnected);
         let (shutdown, _) = watch::channel(false);
         let inner = Arc::new(Inner {
@@ -451,7 +400,7 @@ impl Client {
             registered: true,
         };
         let mut tx = Tx::new(store, &vault);
-        tx.put(Table::Meta, meta::ACCOUNT, &account.to_bytes());
+        tx.put(Table::Meta, meta::ACCOUNT, &Zeroizing::new(account.to_bytes()));
         tx.put(Table::Meta, meta::PREKEYS, &DevicePrekeys::new().to_state_bytes());
         tx.batch.delete(Table::Meta, meta::PENDING_LINK.to_vec());
         tx.commit().await?;
@@ -550,11 +499,10 @@ impl Client {
                     return Err(e);
                 }
                 if *state.borrow() == ConnectionState::Removed {
-                    return Err(ClientError::Relay {
-                        code: "unknown_device".into(),
-                        message: "this device was removed".into(),
-                        retry_after_ms: 0,
-                    });
+                    return Err(ClientError::Relay(Refusal::new(
+                        ErrorCode::UnknownDevice,
+                        "this device was removed",
+                    )));
                 }
                 if state.changed().await.is_err() {
                     return Err(ClientError::ShutDown);

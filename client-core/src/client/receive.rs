@@ -7,12 +7,12 @@
 //! late) fails its ratchet's duplicate check, and a repeated message id is dropped, so nothing
 //! is shown twice.
 
+use hush_prekeys::HandshakeError;
 use hush_protocol::DeviceList;
 use hush_protocol::wire::{Delivery, server_push};
 
 use super::core::{AccountId, Core, MAX_SESSIONS_PER_DEVICE, Overlays, Tx};
 use super::{ClientError, Event, Inner, MessageView};
-use crate::Session;
 use crate::content::{self, Content, MAX_TEXT_CHARS, MESSAGE_ID_LEN, content::Body};
 use crate::message::{self, Incoming};
 use crate::records::{
@@ -20,6 +20,7 @@ use crate::records::{
 };
 use crate::store::{Batch, Scan, Table};
 use crate::transport::{Deliveries, Link};
+use crate::{Session, SessionError};
 
 /// Most deliveries decrypted and committed together.
 pub const MAX_BATCH: usize = 1024;
@@ -312,7 +313,7 @@ async fn decrypt(
         let Core { identity, prekeys, .. } = &mut *core;
         let (session, plain) = match Session::accept(identity, prekeys, payload) {
             Ok(ok) => ok,
-            Err(e) if e.code() == "duplicate_message" || e.code() == "replayed_handshake" => {
+            Err(SessionError::Duplicate | SessionError::Handshake(HandshakeError::Replayed)) => {
                 return Err(Drop::Duplicate);
             }
             Err(e) => return Err(Drop::Bad("undecryptable", e.to_string())),
@@ -345,7 +346,7 @@ fn decrypt_with(sessions: &mut Vec<Session>, pos: usize, payload: &[u8]) -> Resu
             sessions.insert(0, s);
             Ok(p)
         }
-        Err(e) if e.code() == "duplicate_message" => Err(Drop::Duplicate),
+        Err(SessionError::Duplicate) => Err(Drop::Duplicate),
         Err(e) => Err(Drop::Bad("undecryptable", e.to_string())),
     }
 }

@@ -24,8 +24,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use hush_prekeys::PreKeyBundle;
-use hush_protocol::ErrorCode;
 use hush_protocol::wire::{self, request, response};
+use hush_protocol::{ErrorCode, Refusal};
 
 use super::core::{AccountId, Core, Tx};
 use super::types::to_hex;
@@ -123,7 +123,7 @@ pub(crate) async fn run(inner: &Inner, link: &dyn Link) -> Result<(), ClientErro
                             retries.entry(key.clone()).or_insert(Retry { attempts: 0, at_ms: 0 });
                         r.attempts += 1;
                         let retry_after = match &e {
-                            ClientError::Relay { retry_after_ms, .. } => *retry_after_ms,
+                            ClientError::Relay(r) => r.retry_after_ms,
                             _ => 0,
                         };
                         let wait = retry_delay(r.attempts, retry_after);
@@ -271,19 +271,16 @@ pub(crate) async fn deliver(
         match link.request(request::Body::Send(send)).await {
             Ok(response::Body::Sent(_)) => return finish(inner, key, record).await,
             Ok(_) => return Err(unexpected("Sent")),
-            Err(TransportError::Relay { code, mismatches, .. })
-                if ErrorCode::parse(&code) == Some(ErrorCode::DeviceMismatch) =>
-            {
-                reconcile(inner, link, key, record, &mismatches).await?;
+            Err(TransportError::Relay(r)) if r.is(ErrorCode::DeviceMismatch) => {
+                reconcile(inner, link, key, record, &r.mismatches).await?;
             }
             Err(e) => return Err(e.into()),
         }
     }
-    Err(ClientError::Relay {
-        code: ErrorCode::DeviceMismatch.as_str().into(),
-        message: "the recipients' device set is still changing; retrying shortly".into(),
-        retry_after_ms: 0,
-    })
+    Err(ClientError::Relay(Refusal::new(
+        ErrorCode::DeviceMismatch,
+        "the recipients' device set is still changing; retrying shortly",
+    )))
 }
 
 /// Removes a sent record and moves its message to `Sent`.

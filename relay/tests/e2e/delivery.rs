@@ -31,7 +31,9 @@ async fn device_set_mismatch_reports_missing_extra_and_stale() {
     envelopes.push(wire::Envelope { device_id: 7, registration_id: 5, ..envelopes[0].clone() });
     let send = wire::Send { payloads: vec![b"x".to_vec()], envelopes, ephemeral: false };
     let err = assert_code(conn.send(send).await, ErrorCode::DeviceMismatch);
-    let hush_net::NetError::Relay { mismatches, .. } = err else { unreachable!() };
+    let hush_net::NetError::Relay(hush_protocol::Refusal { mismatches, .. }) = err else {
+        unreachable!()
+    };
     assert_eq!(mismatches.len(), 1);
     let m = &mismatches[0];
     assert_eq!(m.account, bob.key().as_bytes().to_vec());
@@ -51,7 +53,9 @@ async fn device_set_mismatch_reports_missing_extra_and_stale() {
     envelopes.extend(own);
     let send = wire::Send { payloads: vec![b"x".to_vec()], envelopes, ephemeral: false };
     let err = assert_code(conn.send(send).await, ErrorCode::DeviceMismatch);
-    let hush_net::NetError::Relay { mismatches, .. } = err else { unreachable!() };
+    let hush_net::NetError::Relay(hush_protocol::Refusal { mismatches, .. }) = err else {
+        unreachable!()
+    };
     assert_eq!(mismatches[0].account, alice.key().as_bytes().to_vec());
     assert_eq!(mismatches[0].stale, vec![2]);
 

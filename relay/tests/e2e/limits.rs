@@ -97,7 +97,9 @@ async fn per_account_send_rate() {
         a.send(send_to(&bob, b"x")).await.unwrap();
     }
     let e = assert_code(a.send(send_to(&bob, b"x")).await, ErrorCode::RateLimited);
-    let hush_net::NetError::Relay { retry_after_ms, .. } = e else { unreachable!() };
+    let hush_net::NetError::Relay(hush_protocol::Refusal { retry_after_ms, .. }) = e else {
+        unreachable!()
+    };
     assert!((1..=1000).contains(&retry_after_ms), "retry_after_ms = {retry_after_ms}");
     // The limit is per account: a second connection of the same account is limited too.
     let a2 = _alice.login(&relay, 1).await;
@@ -122,7 +124,10 @@ async fn per_connection_request_rate() {
         }
     }
     let e = assert_code(Err::<(), _>(limited.expect("never limited")), ErrorCode::RateLimited);
-    assert!(matches!(e, hush_net::NetError::Relay { retry_after_ms: 1.., .. }));
+    assert!(matches!(
+        e,
+        hush_net::NetError::Relay(hush_protocol::Refusal { retry_after_ms: 1.., .. })
+    ));
     // Another connection has its own bucket.
     relay.connect().await.challenge().await.unwrap();
 }
