@@ -4,8 +4,9 @@
 #   - Python: pytest (bindings/python);
 #   - Kotlin: Maven on the JVM, through JNA (bindings/kotlin);
 #   - Swift: generated and checked, not compiled (no Swift toolchain on these machines).
-# Installs what it needs (python3-pytest, a JDK and Maven) when missing. Called by
-# scripts/test.sh after `cargo test --workspace`, which builds target/debug/hush-relay.
+# Installs what it needs (python3-pytest, a JDK and Maven) when missing, and builds the relay
+# and the library itself: run alone it works from a clean clone; after scripts/test.sh's
+# `cargo test --workspace` (same features) the build step finds nothing to do.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -21,6 +22,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${need_apt[@]}"
 fi
+
+# The test profile's build of the workspace: target/debug/hush-relay for the Python and Kotlin
+# tests, libhush_ffi for the generator and the foreign runtimes.
+cargo test --workspace --locked --no-run -q
 
 # Generation is a cargo test (bindings/tests/generate.rs): it runs UniFFI's generator on the
 # built library and checks the Kotlin, Swift and Python it writes to target/bindings. Selecting

@@ -26,11 +26,12 @@ scripts/build-wasm.sh
 echo "== web: wasm-bindgen tests (headless Chromium)"
 # No doctests: rustdoc would have to come from the same toolchain route. The tests get their own
 # target directory: a test build of std (with -Zbuild-std) can't share one with the release
-# build of the package.
+# build of the package. The `wasm-test` profile (Cargo.toml) optimises std and the dependencies
+# lightly: 3.4 minutes to build on 2 cores instead of 5.4 with the test profile's opt-level 3.
 CHROMEDRIVER=$(command -v chromedriver) \
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
   "${WASM_CARGO[@]}" test --locked --tests --target wasm32-unknown-unknown "${WASM_BUILD_STD[@]}" \
-  --target-dir target/wasm-test -p hush-wasm
+  --profile wasm-test --target-dir target/wasm-test -p hush-wasm
 
 echo "== web: end-to-end in Chromium"
 (cd wasm/e2e && npm ci --no-audit --no-fund --loglevel=error)
