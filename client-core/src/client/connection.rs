@@ -8,15 +8,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hush_prekeys::KemPreKeyKind;
-use hush_protocol::DeviceList;
 use hush_protocol::ErrorCode;
 use hush_protocol::auth::transcript;
 use hush_protocol::wire::{self, request, response};
 use rand::RngExt;
 
-use super::core::{AccountId, Tx};
-use super::{ClientError, ConnectionState, Event, Inner, unexpected};
+use super::core::Tx;
+use super::error::ClientError;
+use super::inner::{Inner, unexpected};
+use super::types::{ConnectionState, Event};
 use crate::transport::{Link, TransportError};
 
 /// Reconnect delays: exponential with full jitter between half and all of the current delay,
@@ -132,8 +132,8 @@ async fn session(inner: &Arc<Inner>) -> Result<(), ClientError> {
     // upload of prekeys adds one). Deliveries wait in QUIC's window and the reader's channel
     // until the list and the prekeys are up to date.
     let (list, prekeys, deliveries) = tokio::join!(
-        refresh_own_list(inner, link.as_ref()),
-        maintain_prekeys(inner, link.as_ref()),
+        super::devices::refresh_own_list(inner, link.as_ref()),
+        super::prekeys::maintain(inner, link.as_ref()),
         link.subscribe()
     );
     list?;
@@ -145,8 +145,8 @@ async fn session(inner: &Arc<Inner>) -> Result<(), ClientError> {
     inner.set_state(ConnectionState::Connected);
     inner.outbox_ready.notify_one();
     tokio::select! {
-        r = super::receive::run(inner, link.as_ref(), deliveries) => r,
-        r = super::send::run(inner, link.as_ref()) => r,
+        r = super::inbox::run(inner, link.as_ref(), deliveries) => r,
+        r = super::outbox::run(inner, link.as_ref()) => r,
         e = link.closed() => Err(e.into()),
     }
 }
@@ -171,8 +171,7 @@ pub(crate) async fn ensure_registered(inner: &Inner, link: &dyn Link) -> Result<
     core.account.registered = true;
     let mut tx = Tx::new(inner.store.as_ref(), &inner.vault);
     tx.put_account(&core);
-    tx.commit().await?;
-    Ok(())
+    inner.commit_then_emit(tx, core).await
 }
 
 async fn authenticate(inner: &Inner, link: &dyn Link) -> Result<(), ClientError> {
@@ -202,111 +201,6 @@ async fn authenticate(inner: &Inner, link: &dyn Link) -> Result<(), ClientError>
     {
         response::Body::Authenticated(_) => Ok(()),
         _ => Err(unexpected("Authenticated")),
-    }
-}
-
-/// Fetches an account's device list and verifies its signature and account.
-pub(crate) async fn fetch_device_list(
-    link: &dyn Link,
-    account: &AccountId,
-) -> Result<DeviceList, ClientError> {
-    let body = request::Body::GetDeviceList(wire::GetDeviceList { account: account.to_vec() });
-    match link.request(body).await? {
-        response::Body::DeviceList(d) => {
-            let list = DeviceList::decode(&d.device_list)
-                .map_err(|e| ClientError::Protocol(format!("device list does not verify: {e}")))?;
-            if list.account.as_bytes() != account {
-                return Err(ClientError::Protocol("device list of another account".into()));
-            }
-            Ok(list)
-        }
-        _ => Err(unexpected("DeviceList")),
-    }
-}
-
-/// Learns about devices linked or removed while we were away.
-async fn refresh_own_list(inner: &Inner, link: &dyn Link) -> Result<(), ClientError> {
-    let me = inner.core.lock().await.me();
-    let list = fetch_device_list(link, &me).await?;
-    let mut core = inner.core.lock().await;
-    let mut tx = Tx::new(inner.store.as_ref(), &inner.vault);
-    super::receive::apply_device_list(&mut core, &mut tx, &list, None);
-    let events = tx.commit().await?;
-    drop(core);
-    inner.events.emit(events);
-    Ok(())
-}
-
-/// Uploads prekeys when the relay runs low, and rotates the signed prekey on schedule.
-pub(crate) async fn maintain_prekeys(inner: &Inner, link: &dyn Link) -> Result<(), ClientError> {
-    let counts =
-        match link.request(request::Body::GetPrekeyCounts(wire::GetPrekeyCounts {})).await? {
-            response::Body::PrekeyCounts(c) => c,
-            _ => return Err(unexpected("PrekeyCounts")),
-        };
-    let opts = &inner.options;
-    let now = crate::runtime::now_ms();
-    let mut core = inner.core.lock().await;
-    let rotation_ms = u64::try_from(opts.signed_prekey_rotation.as_millis()).unwrap_or(u64::MAX);
-    let rotate = !counts.has_signed_prekey
-        || core.prekeys.current_signed_prekey().is_none()
-        || now.saturating_sub(core.account.signed_prekey_at_ms) >= rotation_ms;
-    let refill = counts.one_time < opts.prekey_refill_below;
-    let refill_kem = counts.kem_one_time < opts.prekey_refill_below.min(opts.kem_prekey_batch);
-    let last_resort = !counts.has_last_resort_kem_prekey;
-    if !(rotate || refill || refill_kem || last_resort) {
-        return Ok(());
-    }
-    let upload = {
-        let mut rng = rand::rng();
-        let super::core::Core { identity, prekeys, account, .. } = &mut *core;
-        let mut upload = wire::UploadPrekeys::default();
-        if rotate {
-            upload.signed_prekey =
-                prekeys.generate_signed_prekey(&mut rng, identity, now / 1000).encode();
-            // Keep older signed prekeys a while for handshakes already in flight.
-            prekeys.remove_signed_prekeys_before((now / 1000).saturating_sub(30 * 24 * 3600));
-        }
-        if refill {
-            upload.one_time_prekeys = prekeys
-                .generate_one_time_prekeys(&mut rng, opts.prekey_batch)
-                .iter()
-                .map(|k| k.encode())
-                .collect();
-        }
-        if refill_kem {
-            upload.kem_prekeys = prekeys
-                .generate_kem_prekeys(
-                    &mut rng,
-                    identity,
-                    KemPreKeyKind::OneTime,
-                    opts.kem_prekey_batch,
-                )
-                .iter()
-                .map(|k| k.encode())
-                .collect();
-        }
-        if (last_resort || rotate)
-            && let Some(k) = prekeys
-                .generate_kem_prekeys(&mut rng, identity, KemPreKeyKind::LastResort, 1)
-                .first()
-        {
-            upload.last_resort_kem_prekey = k.encode();
-        }
-        if rotate {
-            account.signed_prekey_at_ms = now;
-        }
-        upload
-    };
-    // Persist the private halves before the relay can hand out the public ones.
-    let mut tx = Tx::new(inner.store.as_ref(), &inner.vault);
-    tx.put_prekeys(&core);
-    tx.put_account(&core);
-    tx.commit().await?;
-    drop(core);
-    match link.request(request::Body::UploadPrekeys(upload)).await? {
-        response::Body::PrekeyCounts(_) => Ok(()),
-        _ => Err(unexpected("PrekeyCounts")),
     }
 }
 

@@ -380,7 +380,7 @@ impl<'a> Tx<'a> {
         self.events.push(Event::StatusChanged {
             conversation: super::types::to_hex(&m.conversation),
             message_id: super::types::to_hex(&m.id),
-            status: super::MessageStatus::from_record(m.status),
+            status: super::types::MessageStatus::from_record(m.status),
         });
         self.put_message(key, m, false);
     }

@@ -17,9 +17,13 @@
 
 mod connection;
 mod core;
+mod devices;
 mod error;
-mod receive;
-mod send;
+mod history;
+mod inbox;
+mod inner;
+mod outbox;
+mod prekeys;
 mod types;
 
 use std::sync::{Arc, Mutex as StdMutex};
@@ -35,7 +39,9 @@ use zeroize::Zeroizing;
 
 use self::core::{AccountId, Core, Tx};
 pub use self::error::ClientError;
-pub use self::receive::MAX_BATCH;
+pub use self::inbox::MAX_BATCH;
+pub use self::inner::{ClientConfig, ClientOptions, EventStream};
+use self::inner::{EventHub, Inner};
 pub use self::types::{
     ConnectionState, ContactView, ConversationView, DeviceView, Event, MessageStatus, MessageView,
     SearchHit, SendProblem, TrustState,
@@ -46,132 +52,8 @@ use crate::records::{
     RECORD_VERSION, Record, Status, Trust, keys, meta,
 };
 use crate::store::{Scan, Store, Table};
-use crate::transport::{Connector, Link};
-use crate::vault::{StoreKey, Vault};
-
-/// Tunables. The defaults suit phones; tests shorten the timers.
-#[derive(Debug, Clone)]
-pub struct ClientOptions {
-    /// One-time prekeys (X25519) uploaded per batch.
-    pub prekey_batch: u32,
-    /// One-time KEM prekeys uploaded per batch (each is 1.2 KB).
-    pub kem_prekey_batch: u32,
-    /// Refill when the relay holds fewer one-time prekeys than this.
-    pub prekey_refill_below: u32,
-    /// Make a new signed prekey this often.
-    pub signed_prekey_rotation: Duration,
-    /// First reconnect delay; doubles per failure up to `reconnect_max`, with jitter.
-    pub reconnect_min: Duration,
-    /// Longest reconnect delay.
-    pub reconnect_max: Duration,
-    /// How long a call that needs the relay (adding a contact, linking) waits for a
-    /// connection before it fails with what the last attempt met. A certificate the client
-    /// does not trust fails it at once.
-    pub relay_wait: Duration,
-}
-
-impl Default for ClientOptions {
-    fn default() -> Self {
-        Self {
-            prekey_batch: 100,
-            kem_prekey_batch: 20,
-            prekey_refill_below: 20,
-            signed_prekey_rotation: Duration::from_secs(7 * 24 * 3600),
-            reconnect_min: Duration::from_millis(250),
-            reconnect_max: Duration::from_secs(30),
-            relay_wait: Duration::from_secs(10),
-        }
-    }
-}
-
-/// What a client needs: where it stores, the key that encrypts the store, how it reaches the
-/// relay.
-pub struct ClientConfig {
-    /// The store (native: [`RedbStore`](crate::store::RedbStore)).
-    pub store: Arc<dyn Store>,
-    /// The key that encrypts every stored value (keep it in the platform keystore).
-    pub store_key: StoreKey,
-    /// How to reach the relay.
-    pub connector: Arc<dyn Connector>,
-    /// Tunables.
-    pub options: ClientOptions,
-}
-
-/// Fans events out to every open [`EventStream`]. Events go out as the batches they were
-/// emitted in (a catch-up emits one per received message, a thousand at a time): one channel
-/// send per batch, not per event, so the sender and a stream being read on another thread do
-/// not take turns on the channel a thousand times.
-struct EventHub {
-    listeners: StdMutex<Vec<mpsc::UnboundedSender<Vec<Event>>>>,
-}
-
-impl EventHub {
-    fn emit(&self, events: Vec<Event>) {
-        if events.is_empty() {
-            return;
-        }
-        let Ok(mut listeners) = self.listeners.lock() else { return };
-        // The last listener takes the events themselves; only the others get copies.
-        let mut events = Some(events);
-        let last = listeners.len().saturating_sub(1);
-        let mut i = 0;
-        listeners.retain(|l| {
-            let mine = match i == last {
-                true => events.take().unwrap_or_default(),
-                false => events.clone().unwrap_or_default(),
-            };
-            i += 1;
-            l.send(mine).is_ok()
-        });
-    }
-}
-
-/// A stream of [`Event`]s; each stream sees every event emitted after it was opened, in order.
-pub struct EventStream {
-    rx: mpsc::UnboundedReceiver<Vec<Event>>,
-    /// The rest of the batch being read.
-    buffered: std::collections::VecDeque<Event>,
-}
-
-impl EventStream {
-    /// The next event; `None` once the client is shut down.
-    pub async fn next(&mut self) -> Option<Event> {
-        loop {
-            if let Some(e) = self.buffered.pop_front() {
-                return Some(e);
-            }
-            self.buffered = self.rx.recv().await?.into();
-        }
-    }
-
-    /// An event already waiting, if any.
-    pub fn try_next(&mut self) -> Option<Event> {
-        loop {
-            if let Some(e) = self.buffered.pop_front() {
-                return Some(e);
-            }
-            self.buffered = self.rx.try_recv().ok()?.into();
-        }
-    }
-}
-
-pub(crate) struct Inner {
-    store: Arc<dyn Store>,
-    vault: Vault,
-    connector: Arc<dyn Connector>,
-    options: ClientOptions,
-    core: Mutex<Core>,
-    /// Calls from the app waiting for `core`: a catch-up lets go at its next batch when
-    /// this is non-zero.
-    app_waiting: std::sync::atomic::AtomicUsize,
-    events: EventHub,
-    link: StdMutex<Option<Arc<dyn Link>>>,
-    /// Why the last connection attempt failed, until one succeeds.
-    failure: StdMutex<Option<ClientError>>,
-    outbox_ready: Notify,
-    state: watch::Sender<ConnectionState>,
-    shutdown: watch::Sender<bool>,
-}
+use crate::transport::Link;
+use crate::vault::Vault;
 
 /// A Hush client for one device. Cheap to clone; clones share everything.
 #[derive(Clone)]
@@ -474,9 +356,7 @@ impl Client {
         core.sessions.retain(|(a, d), _| *a != me || list.device(*d).is_some());
         core.own_list = Some(list);
         tx.events.push(Event::DevicesChanged);
-        let events = tx.commit().await?;
-        drop(core);
-        self.inner.events.emit(events);
+        self.inner.commit_then_emit(tx, core).await?;
         Ok(())
     }
 
@@ -575,14 +455,12 @@ impl Client {
             return Err(ClientError::InvalidArgument("that is our own account".into()));
         }
         let link = self.link().await?;
-        let list = connection::fetch_device_list(link.as_ref(), &id).await?;
+        let list = devices::fetch_device_list(link.as_ref(), &id).await?;
         let mut core = self.inner.lock_for_app().await;
         let mut tx = Tx::new(self.inner.store.as_ref(), &self.inner.vault);
-        receive::apply_device_list(&mut core, &mut tx, &list, Some(name));
+        devices::apply_device_list(&mut core, &mut tx, &list, Some(name));
         let view = contact_view(core.contacts.get(&id).ok_or(ClientError::UnknownContact)?);
-        let events = tx.commit().await?;
-        drop(core);
-        self.inner.events.emit(events);
+        self.inner.commit_then_emit(tx, core).await?;
         Ok(view)
     }
 
@@ -630,9 +508,7 @@ impl Client {
         let mut tx = Tx::new(self.inner.store.as_ref(), &self.inner.vault);
         tx.put_contact(&c);
         tx.events.push(Event::ContactChanged { contact: hex::encode(id) });
-        let events = tx.commit().await?;
-        drop(core);
-        self.inner.events.emit(events);
+        self.inner.commit_then_emit(tx, core).await?;
         self.inner.outbox_ready.notify_one();
         Ok(())
     }
@@ -691,12 +567,10 @@ impl Client {
             ephemeral: false,
         };
         let mut tx = Tx::new(self.inner.store.as_ref(), &self.inner.vault);
-        receive::store_message(&mut tx, record, false).await?;
-        send::enqueue(&mut core, &mut tx, &outbox);
+        history::store_message(&mut tx, record, false).await?;
+        outbox::enqueue(&mut core, &mut tx, &outbox);
         tx.put_account(&core);
-        let events = tx.commit().await?;
-        drop(core);
-        self.inner.events.emit(events);
+        self.inner.commit_then_emit(tx, core).await?;
         self.inner.outbox_ready.notify_one();
         Ok(hex::encode(id))
     }
@@ -708,7 +582,7 @@ impl Client {
     pub async fn cancel_send(&self, message_id: &str) -> Result<(), ClientError> {
         let id = hex::decode(message_id.trim())
             .map_err(|_| ClientError::InvalidArgument("a message id is 32 hex digits".into()))?;
-        send::cancel(&self.inner, &id).await
+        outbox::cancel(&self.inner, &id).await
     }
 
     /// Marks every incoming message of a conversation read: sends read receipts to the peer and
@@ -717,7 +591,7 @@ impl Client {
         let peer = parse_account(conversation)?;
         let mut core = self.inner.lock_for_app().await;
         let mut tx = Tx::new(self.inner.store.as_ref(), &self.inner.vault);
-        let ids = receive::mark_seen(&mut tx, &peer, None).await?;
+        let ids = history::mark_seen(&mut tx, &peer, None).await?;
         if ids.is_empty() {
             return Ok(());
         }
@@ -738,11 +612,9 @@ impl Client {
             prepared: Vec::new(),
             ephemeral: false,
         };
-        send::enqueue(&mut core, &mut tx, &outbox);
+        outbox::enqueue(&mut core, &mut tx, &outbox);
         tx.put_account(&core);
-        let events = tx.commit().await?;
-        drop(core);
-        self.inner.events.emit(events);
+        self.inner.commit_then_emit(tx, core).await?;
         self.inner.outbox_ready.notify_one();
         Ok(())
     }
@@ -769,7 +641,7 @@ impl Client {
             prepared: Vec::new(),
             ephemeral: true,
         };
-        send::deliver(&self.inner, link.as_ref(), None, &mut record).await
+        outbox::deliver(&self.inner, link.as_ref(), None, &mut record).await
     }
 
     /// A page of a conversation, in conversation order: the `limit` messages before the
@@ -920,64 +792,6 @@ fn contact_view(c: &ContactRecord) -> ContactView {
             .map(|l| l.devices.iter().map(|d| d.device_id).collect())
             .unwrap_or_default(),
     }
-}
-
-impl Inner {
-    /// Takes the state lock for a call from the app. A catch-up in progress sees the call
-    /// waiting and lets go at its next batch boundary, so the call waits for one batch, not
-    /// for the whole backlog.
-    async fn lock_for_app(&self) -> tokio::sync::MutexGuard<'_, Core> {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        /// Counts the call as waiting until it has the lock, or is dropped while waiting.
-        struct Waiting<'a>(&'a AtomicUsize);
-        impl Drop for Waiting<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::AcqRel);
-            }
-        }
-        self.app_waiting.fetch_add(1, Ordering::AcqRel);
-        let _waiting = Waiting(&self.app_waiting);
-        self.core.lock().await
-    }
-
-    /// Whether a call from the app is waiting for the state lock.
-    fn app_waiting(&self) -> bool {
-        self.app_waiting.load(std::sync::atomic::Ordering::Acquire) > 0
-    }
-
-    fn last_failure(&self) -> Option<ClientError> {
-        self.failure.lock().ok().and_then(|f| f.clone())
-    }
-
-    fn set_failure(&self, failure: Option<ClientError>) {
-        if let Ok(mut f) = self.failure.lock() {
-            *f = failure;
-        }
-    }
-
-    fn current_link(&self) -> Option<Arc<dyn Link>> {
-        self.link.lock().ok().and_then(|l| l.clone())
-    }
-
-    fn set_state(&self, s: ConnectionState) {
-        let changed = self.state.send_if_modified(|cur| {
-            let changed = *cur != s;
-            *cur = s;
-            changed
-        });
-        if changed {
-            self.events.emit(vec![Event::ConnectionChanged { state: s }]);
-        }
-    }
-
-    fn is_shut_down(&self) -> bool {
-        *self.shutdown.borrow()
-    }
-}
-
-/// Maps a relay response of the wrong kind to a protocol error.
-pub(crate) fn unexpected(what: &str) -> ClientError {
-    ClientError::Protocol(format!("unexpected response, expected {what}"))
 }
 
 #[cfg(test)]

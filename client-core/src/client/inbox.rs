@@ -12,13 +12,13 @@ use hush_protocol::DeviceList;
 use hush_protocol::wire::{Delivery, server_push};
 
 use super::core::{AccountId, Core, MAX_SESSIONS_PER_DEVICE, Overlays, Tx};
-use super::{ClientError, Event, Inner, MessageView};
+use super::error::ClientError;
+use super::inner::Inner;
+use super::types::Event;
 use crate::content::{self, Content, MAX_TEXT_CHARS, MESSAGE_ID_LEN, content::Body};
 use crate::message::{self, Incoming};
-use crate::records::{
-    ContactRecord, MessageRecord, OutboxRecord, RECORD_VERSION, Status, Trust, keys,
-};
-use crate::store::{Batch, Scan, Table};
+use crate::records::{MessageRecord, OutboxRecord, RECORD_VERSION, Status};
+use crate::store::{Batch, Table};
 use crate::transport::{Deliveries, Link};
 use crate::{Session, SessionError};
 
@@ -29,8 +29,6 @@ pub const MAX_BATCH: usize = 1024;
 /// a catch-up owes). A call from the app doesn't wait for this: the run ends at the next batch
 /// once one is waiting.
 const MAX_PIPELINE: usize = 32;
-/// Longest preview kept in the conversation list, in characters.
-const PREVIEW_CHARS: usize = 100;
 
 /// Reads deliveries until the subscription ends.
 ///
@@ -103,7 +101,7 @@ pub(crate) async fn run(
                 None => {
                     drop(core);
                     if after.prekeys_used {
-                        super::connection::maintain_prekeys(inner, link).await?;
+                        super::prekeys::maintain(inner, link).await?;
                     }
                     break;
                 }
@@ -261,7 +259,7 @@ async fn apply_batch<'a>(
             prepared: Vec::new(),
             ephemeral: false,
         };
-        super::send::enqueue(core, &mut tx, &record);
+        super::outbox::enqueue(core, &mut tx, &record);
     }
     tx.put_account(core);
     Ok((tx, queued, prekeys_used))
@@ -367,8 +365,8 @@ async fn check_sender(
         return Ok(());
     }
     let _ = inner;
-    let fresh = super::connection::fetch_device_list(link, &sender).await?;
-    apply_device_list(core, tx, &fresh, None);
+    let fresh = super::devices::fetch_device_list(link, &sender).await?;
+    super::devices::apply_device_list(core, tx, &fresh, None);
     if matches(&fresh) {
         Ok(())
     } else {
@@ -376,79 +374,6 @@ async fn check_sender(
             "untrusted_sender",
             "a session from an identity its account did not sign".into(),
         ))
-    }
-}
-
-/// Takes a verified device list into our state: our own, or a contact's (creating the contact
-/// if new). Newer lists only. A device whose identity key changed has its sessions dropped and
-/// is reported; a verified contact moves to `Changed`.
-pub(crate) fn apply_device_list(
-    core: &mut Core,
-    tx: &mut Tx<'_>,
-    list: &DeviceList,
-    name: Option<&str>,
-) {
-    let account = *list.account.as_bytes();
-    let old = core.known_list(&account);
-    let newer = old.as_ref().is_none_or(|o| list.version > o.version);
-    let mut changed_identity = Vec::new();
-    if newer && let Some(old) = &old {
-        for d in &old.devices {
-            match list.device(d.device_id) {
-                None => {
-                    core.sessions.insert((account, d.device_id), Vec::new());
-                    tx.put_sessions(core, &account, d.device_id);
-                }
-                Some(n) if n.identity != d.identity || n.registration_id != d.registration_id => {
-                    core.sessions.insert((account, d.device_id), Vec::new());
-                    tx.put_sessions(core, &account, d.device_id);
-                    if n.identity != d.identity {
-                        changed_identity.push(d.device_id);
-                    }
-                }
-                Some(_) => {}
-            }
-        }
-    }
-    if account == core.me() {
-        if newer {
-            core.own_list = Some(list.clone());
-            tx.put_own_list(list);
-            if old.is_some() {
-                tx.events.push(Event::DevicesChanged);
-            }
-        }
-        return;
-    }
-    let contact = core.contacts.entry(account).or_insert_with(|| ContactRecord {
-        version: RECORD_VERSION,
-        account_id: account.to_vec(),
-        name: String::new(),
-        trust: Trust::Unverified as i32,
-        device_list: Vec::new(),
-    });
-    if let Some(n) = name {
-        contact.name = n.to_owned();
-    }
-    if newer {
-        contact.device_list = list.encoded().to_vec();
-    }
-    let contact_id = hex::encode(account);
-    for device_id in changed_identity {
-        let was_verified = contact.trust == Trust::Verified as i32;
-        if was_verified {
-            contact.trust = Trust::Changed as i32;
-        }
-        tx.events.push(Event::IdentityChanged {
-            contact: contact_id.clone(),
-            device_id,
-            was_verified,
-        });
-    }
-    let c = contact.clone();
-    tx.put_contact(&c);
-    if newer || name.is_some() {
-        tx.events.push(Event::ContactChanged { contact: contact_id });
     }
 }
 
@@ -488,7 +413,7 @@ async fn apply(
                 problem: String::new(),
             };
             let id = record.id.clone();
-            if store_message(tx, record, true).await? {
+            if super::history::store_message(tx, record, true).await? {
                 match receipts.iter_mut().find(|(a, _)| *a == sender) {
                     Some((_, ids)) => ids.push(id),
                     None => receipts.push((sender, vec![id])),
@@ -519,7 +444,7 @@ async fn apply(
                 problem_code: String::new(),
                 problem: String::new(),
             };
-            store_message(tx, record, false).await?;
+            super::history::store_message(tx, record, false).await?;
         }
         Some(Body::Receipt(r)) if !from_me => {
             let status = match content::ReceiptKind::try_from(r.kind) {
@@ -542,7 +467,7 @@ async fn apply(
         }
         Some(Body::SyncRead(s)) if from_me => {
             if let Ok(conversation) = AccountId::try_from(s.conversation.as_slice()) {
-                mark_seen(tx, &conversation, Some(s.ids)).await?;
+                super::history::mark_seen(tx, &conversation, Some(s.ids)).await?;
             }
         }
         Some(Body::Typing(t)) if !from_me => {
@@ -560,87 +485,4 @@ fn valid_text(t: &content::Text) -> bool {
     t.id.len() == MESSAGE_ID_LEN
         && !t.body.is_empty()
         && (t.body.len() <= MAX_TEXT_CHARS || t.body.chars().count() <= MAX_TEXT_CHARS)
-}
-
-/// Adds a message to history (unless its id is already there) and updates the conversation.
-/// Returns whether it was new.
-pub(crate) async fn store_message(
-    tx: &mut Tx<'_>,
-    m: MessageRecord,
-    unread: bool,
-) -> Result<bool, ClientError> {
-    if tx.message(&m.id).await?.is_some() {
-        return Ok(false);
-    }
-    let key = tx.message_key(&m.conversation, m.clock, &m.id);
-    let c = tx.conversation_mut(&m.conversation).await?;
-    if unread {
-        c.unread += 1;
-    }
-    if (m.clock, m.id.as_slice()) > (c.last_clock, c.last_id.as_slice()) {
-        c.last_clock = m.clock;
-        c.last_id.clone_from(&m.id);
-        // In place: a catch-up replaces the preview once per message.
-        c.last_preview.clear();
-        c.last_preview.extend(m.body.chars().take(PREVIEW_CHARS));
-        c.last_at_ms = m.sent_at_ms;
-    }
-    tx.events.push(Event::MessageReceived { message: MessageView::from_record(&m) });
-    tx.put_message(key, m, true);
-    Ok(true)
-}
-
-/// Marks incoming messages seen: the given ids, or every unread one of the conversation.
-/// Returns the ids that changed.
-pub(crate) async fn mark_seen(
-    tx: &mut Tx<'_>,
-    conversation: &AccountId,
-    ids: Option<Vec<Vec<u8>>>,
-) -> Result<Vec<Vec<u8>>, ClientError> {
-    let Some(mut c) = tx.conversation(conversation).await? else { return Ok(Vec::new()) };
-    let mut candidates = Vec::new();
-    match ids {
-        Some(ids) => {
-            for id in ids.into_iter().take(10_000) {
-                if let Some(found) = tx.message(&id).await? {
-                    candidates.push(found);
-                }
-            }
-        }
-        None => {
-            // Unread messages are the newest incoming ones almost always: scan back until all
-            // `unread` are found.
-            let prefix = keys::conversation_prefix(tx.vault, conversation);
-            let mut scan = Scan::prefix(Table::Messages, &prefix);
-            scan.reverse = true;
-            let mut left = c.unread;
-            for (k, sealed) in tx.store.scan(scan).await? {
-                if left == 0 {
-                    break;
-                }
-                let m = <MessageRecord as crate::records::Record>::from_bytes(&tx.vault.open(
-                    Table::Messages,
-                    &k,
-                    &sealed,
-                )?)?;
-                if !m.outgoing && m.status == Status::Received as i32 {
-                    left -= 1;
-                    candidates.push((k, m));
-                }
-            }
-        }
-    }
-    let mut changed = Vec::new();
-    for (k, m) in candidates {
-        if m.outgoing || m.status != Status::Received as i32 || m.conversation != conversation {
-            continue;
-        }
-        c.unread = c.unread.saturating_sub(1);
-        changed.push(m.id.clone());
-        tx.set_status(k, m, Status::Seen);
-    }
-    if !changed.is_empty() {
-        tx.put_conversation(c);
-    }
-    Ok(changed)
 }

@@ -17,8 +17,8 @@
 //! `bad_request`, an unknown account…) fails it. Entries wait per peer: a message held for one
 //! peer holds the later ones for that peer, in order, and no others.
 //!
-//! [`MessageView::problem`]: super::MessageView::problem
-//! [`Client::cancel_send`]: super::Client::cancel_send
+//! [`MessageView::problem`]: super::types::MessageView::problem
+//! [`Client::cancel_send`]: crate::Client::cancel_send
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -28,8 +28,10 @@ use hush_protocol::wire::{self, request, response};
 use hush_protocol::{ErrorCode, Refusal};
 
 use super::core::{AccountId, Core, Tx};
+use super::error::ClientError;
+use super::inner::{Inner, unexpected};
+use super::types::Event;
 use super::types::to_hex;
-use super::{ClientError, Event, Inner, unexpected};
 use crate::Session;
 use crate::records::{OutboxRecord, PreparedEnvelope, Record, Status, keys};
 use crate::store::{Scan, Table};
@@ -191,8 +193,7 @@ async fn delayed(
         m.problem = e.message();
         tx.put_message(k, m, false);
     }
-    let events = tx.commit().await?;
-    inner.events.emit(events);
+    inner.commit_then_emit(tx, ()).await?;
     Ok(())
 }
 
@@ -213,8 +214,7 @@ async fn fail(
         m.problem = e.message();
         tx.set_status(k, m, Status::Failed);
     }
-    let events = tx.commit().await?;
-    inner.events.emit(events);
+    inner.commit_then_emit(tx, ()).await?;
     Ok(())
 }
 
@@ -240,8 +240,7 @@ pub(crate) async fn cancel(inner: &Inner, message_id: &[u8]) -> Result<(), Clien
     m.problem_code = "canceled".into();
     m.problem = "the user gave up sending it".into();
     tx.set_status(k, m, Status::Failed);
-    let events = tx.commit().await?;
-    inner.events.emit(events);
+    inner.commit_then_emit(tx, ()).await?;
     Ok(())
 }
 
@@ -303,8 +302,7 @@ async fn finish(
         m.problem.clear();
         tx.set_status(k, m, Status::Sent);
     }
-    let events = tx.commit().await?;
-    inner.events.emit(events);
+    inner.commit_then_emit(tx, ()).await?;
     Ok(())
 }
 
@@ -324,16 +322,12 @@ async fn reconcile(
             .as_slice()
             .try_into()
             .map_err(|_| ClientError::Protocol("mismatch account".into()))?;
-        lists.push((
-            account,
-            super::connection::fetch_device_list(link, &account).await?,
-            m.clone(),
-        ));
+        lists.push((account, super::devices::fetch_device_list(link, &account).await?, m.clone()));
     }
     let mut core = inner.core.lock().await;
     let mut tx = Tx::new(inner.store.as_ref(), &inner.vault);
     for (account, list, m) in &lists {
-        super::receive::apply_device_list(&mut core, &mut tx, list, None);
+        super::devices::apply_device_list(&mut core, &mut tx, list, None);
         for device in m.stale.iter().chain(&m.extra) {
             core.sessions.insert((*account, *device), Vec::new());
             tx.put_sessions(&core, account, *device);
@@ -346,9 +340,7 @@ async fn reconcile(
     if let Some(key) = key {
         tx.put(Table::Outbox, key, &record.to_bytes());
     }
-    let events = tx.commit().await?;
-    drop(core);
-    inner.events.emit(events);
+    inner.commit_then_emit(tx, core).await?;
     Ok(())
 }
 
@@ -386,7 +378,7 @@ async fn prepare(
         let list = match known {
             Some(l) => l,
             None => {
-                let l = super::connection::fetch_device_list(link, account).await?;
+                let l = super::devices::fetch_device_list(link, account).await?;
                 fetched_lists.push(l.clone());
                 l
             }
@@ -429,7 +421,7 @@ async fn prepare(
     let mut core = inner.core.lock().await;
     let mut tx = Tx::new(inner.store.as_ref(), &inner.vault);
     for l in &fetched_lists {
-        super::receive::apply_device_list(&mut core, &mut tx, l, None);
+        super::devices::apply_device_list(&mut core, &mut tx, l, None);
     }
     if let Some(peer) = targets.first().map(|t| t.0).filter(|p| *p != me)
         && core
@@ -437,9 +429,7 @@ async fn prepare(
             .get(&peer)
             .is_some_and(|c| c.trust == crate::records::Trust::Changed as i32)
     {
-        let events = tx.commit().await?;
-        drop(core);
-        inner.events.emit(events);
+        inner.commit_then_emit(tx, core).await?;
         return Err(ClientError::IdentityChanged);
     }
     for (account, b) in &bundles {

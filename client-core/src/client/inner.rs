@@ -1,0 +1,215 @@
+//! The state every part of the client shares: [`Inner`] (the store, the state lock, the
+//! connection and the event fan-out), the options and configuration, and the event streams.
+//!
+//! This module is a leaf of the client's module graph: it imports the records and state types
+//! ([`super::core`], [`super::types`], [`super::error`]) and nothing that imports it back.
+
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use tokio::sync::{Mutex, Notify, mpsc, watch};
+
+use super::core::{Core, Tx};
+use super::error::ClientError;
+use super::types::{ConnectionState, Event};
+use crate::store::Store;
+use crate::transport::{Connector, Link};
+use crate::vault::{StoreKey, Vault};
+
+/// Tunables. The defaults suit phones; tests shorten the timers.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// One-time prekeys (X25519) uploaded per batch.
+    pub prekey_batch: u32,
+    /// One-time KEM prekeys uploaded per batch (each is 1.2 KB).
+    pub kem_prekey_batch: u32,
+    /// Refill when the relay holds fewer one-time prekeys than this.
+    pub prekey_refill_below: u32,
+    /// Make a new signed prekey this often.
+    pub signed_prekey_rotation: Duration,
+    /// First reconnect delay; doubles per failure up to `reconnect_max`, with jitter.
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay.
+    pub reconnect_max: Duration,
+    /// How long a call that needs the relay (adding a contact, linking) waits for a
+    /// connection before it fails with what the last attempt met. A certificate the client
+    /// does not trust fails it at once.
+    pub relay_wait: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            prekey_batch: 100,
+            kem_prekey_batch: 20,
+            prekey_refill_below: 20,
+            signed_prekey_rotation: Duration::from_secs(7 * 24 * 3600),
+            reconnect_min: Duration::from_millis(250),
+            reconnect_max: Duration::from_secs(30),
+            relay_wait: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What a client needs: where it stores, the key that encrypts the store, how it reaches the
+/// relay.
+pub struct ClientConfig {
+    /// The store (native: [`RedbStore`](crate::store::RedbStore)).
+    pub store: Arc<dyn Store>,
+    /// The key that encrypts every stored value (keep it in the platform keystore).
+    pub store_key: StoreKey,
+    /// How to reach the relay.
+    pub connector: Arc<dyn Connector>,
+    /// Tunables.
+    pub options: ClientOptions,
+}
+
+/// Fans events out to every open [`EventStream`]. Events go out as the batches they were
+/// emitted in (a catch-up emits one per received message, a thousand at a time): one channel
+/// send per batch, not per event, so the sender and a stream being read on another thread do
+/// not take turns on the channel a thousand times.
+pub(crate) struct EventHub {
+    pub(crate) listeners: StdMutex<Vec<mpsc::UnboundedSender<Vec<Event>>>>,
+}
+
+impl EventHub {
+    pub(crate) fn emit(&self, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        let Ok(mut listeners) = self.listeners.lock() else { return };
+        // The last listener takes the events themselves; only the others get copies.
+        let mut events = Some(events);
+        let last = listeners.len().saturating_sub(1);
+        let mut i = 0;
+        listeners.retain(|l| {
+            let mine = match i == last {
+                true => events.take().unwrap_or_default(),
+                false => events.clone().unwrap_or_default(),
+            };
+            i += 1;
+            l.send(mine).is_ok()
+        });
+    }
+}
+
+/// A stream of [`Event`]s; each stream sees every event emitted after it was opened, in order.
+pub struct EventStream {
+    pub(crate) rx: mpsc::UnboundedReceiver<Vec<Event>>,
+    /// The rest of the batch being read.
+    pub(crate) buffered: std::collections::VecDeque<Event>,
+}
+
+impl EventStream {
+    /// The next event; `None` once the client is shut down.
+    pub async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(e) = self.buffered.pop_front() {
+                return Some(e);
+            }
+            self.buffered = self.rx.recv().await?.into();
+        }
+    }
+
+    /// An event already waiting, if any.
+    pub fn try_next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(e) = self.buffered.pop_front() {
+                return Some(e);
+            }
+            self.buffered = self.rx.try_recv().ok()?.into();
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) vault: Vault,
+    pub(crate) connector: Arc<dyn Connector>,
+    pub(crate) options: ClientOptions,
+    pub(crate) core: Mutex<Core>,
+    /// Calls from the app waiting for `core`: a catch-up lets go at its next batch when
+    /// this is non-zero.
+    pub(crate) app_waiting: std::sync::atomic::AtomicUsize,
+    pub(crate) events: EventHub,
+    pub(crate) link: StdMutex<Option<Arc<dyn Link>>>,
+    /// Why the last connection attempt failed, until one succeeds.
+    pub(crate) failure: StdMutex<Option<ClientError>>,
+    pub(crate) outbox_ready: Notify,
+    pub(crate) state: watch::Sender<ConnectionState>,
+    pub(crate) shutdown: watch::Sender<bool>,
+}
+
+impl Inner {
+    /// The one way a change becomes visible: commit the transaction, let the state lock go
+    /// (pass the guard, or `()` when none is held), then emit the events the transaction
+    /// collected. So no event ever describes a state that is not on disk, and no listener runs
+    /// while the lock is held. (The delivery pipeline, which commits on the store's thread
+    /// while it decrypts the next batch, follows the same order in `inbox::run`.)
+    pub(crate) async fn commit_then_emit<Lock>(
+        &self,
+        tx: Tx<'_>,
+        lock: Lock,
+    ) -> Result<(), ClientError> {
+        let events = tx.commit().await?;
+        drop(lock);
+        self.events.emit(events);
+        Ok(())
+    }
+
+    /// Takes the state lock for a call from the app. A catch-up in progress sees the call
+    /// waiting and lets go at its next batch boundary, so the call waits for one batch, not
+    /// for the whole backlog.
+    pub(crate) async fn lock_for_app(&self) -> tokio::sync::MutexGuard<'_, Core> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        /// Counts the call as waiting until it has the lock, or is dropped while waiting.
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        self.app_waiting.fetch_add(1, Ordering::AcqRel);
+        let _waiting = Waiting(&self.app_waiting);
+        self.core.lock().await
+    }
+
+    /// Whether a call from the app is waiting for the state lock.
+    pub(crate) fn app_waiting(&self) -> bool {
+        self.app_waiting.load(std::sync::atomic::Ordering::Acquire) > 0
+    }
+
+    pub(crate) fn last_failure(&self) -> Option<ClientError> {
+        self.failure.lock().ok().and_then(|f| f.clone())
+    }
+
+    pub(crate) fn set_failure(&self, failure: Option<ClientError>) {
+        if let Ok(mut f) = self.failure.lock() {
+            *f = failure;
+        }
+    }
+
+    pub(crate) fn current_link(&self) -> Option<Arc<dyn Link>> {
+        self.link.lock().ok().and_then(|l| l.clone())
+    }
+
+    pub(crate) fn set_state(&self, s: ConnectionState) {
+        let changed = self.state.send_if_modified(|cur| {
+            let changed = *cur != s;
+            *cur = s;
+            changed
+        });
+        if changed {
+            self.events.emit(vec![Event::ConnectionChanged { state: s }]);
+        }
+    }
+
+    pub(crate) fn is_shut_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}
+
+/// Maps a relay response of the wrong kind to a protocol error.
+pub(crate) fn unexpected(what: &str) -> ClientError {
+    ClientError::Protocol(format!("unexpected response, expected {what}"))
+}
