@@ -1,10 +1,13 @@
 //! Local history: adding a message (once per id) with its conversation summary, and marking
-//! incoming messages seen. Used by sending (our own messages), receiving and the app's calls.
+//! incoming messages seen. Used by sending (our own messages), receiving and the app's calls;
+//! and the app's queries of history: a conversation's messages, the conversation list, search.
 
+use super::account::parse_account;
 use super::core::{AccountId, Tx};
 use super::error::ClientError;
-use super::types::{Event, MessageView};
-use crate::records::{MessageRecord, Status, keys};
+use super::handle::Client;
+use super::types::{ConversationView, Event, MessageView, SearchHit};
+use crate::records::{ConversationRecord, MessageRecord, PostingsRecord, Record, Status, keys};
 use crate::store::{Scan, Table};
 
 /// Characters of the last message kept as the conversation's preview.
@@ -91,4 +94,104 @@ pub(crate) async fn mark_seen(
         tx.put_conversation(c);
     }
     Ok(changed)
+}
+
+impl Client {
+    /// A page of a conversation, in conversation order: the `limit` messages before the
+    /// message `before` (or the newest ones).
+    pub async fn messages(
+        &self,
+        conversation: &str,
+        before: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<MessageView>, ClientError> {
+        let peer = parse_account(conversation)?;
+        let v = &self.inner.vault;
+        let prefix = keys::conversation_prefix(v, &peer);
+        let mut scan = Scan::prefix(Table::Messages, &prefix);
+        if let Some(before) = before {
+            let id = hex::decode(&before).map_err(|_| {
+                ClientError::InvalidArgument("a message id is 32 hex digits".into())
+            })?;
+            let mut tx = Tx::new(self.inner.store.as_ref(), v);
+            let (key, _) = tx
+                .message(&id)
+                .await?
+                .ok_or_else(|| ClientError::InvalidArgument("unknown message".into()))?;
+            scan.end = key;
+        }
+        scan.reverse = true;
+        scan.limit = limit.max(1) as usize;
+        let mut out = Vec::new();
+        for (k, sealed) in self.inner.store.scan(scan).await? {
+            let m = MessageRecord::from_bytes(&v.open(Table::Messages, &k, &sealed)?)?;
+            out.push(MessageView::from_record(&m));
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Conversations, most recent first, with unread counts.
+    pub async fn conversations(&self) -> Result<Vec<ConversationView>, ClientError> {
+        let v = &self.inner.vault;
+        let mut out = Vec::new();
+        let rows = self.inner.store.scan(Scan::prefix(Table::Conversations, b"")).await?;
+        let core = self.inner.lock_for_app().await;
+        for (k, sealed) in rows {
+            let c = ConversationRecord::from_bytes(&v.open(Table::Conversations, &k, &sealed)?)?;
+            let name = AccountId::try_from(c.peer.as_slice())
+                .ok()
+                .and_then(|id| core.contacts.get(&id))
+                .map(|c| c.name.clone())
+                .unwrap_or_default();
+            out.push((
+                c.last_clock,
+                ConversationView {
+                    peer: hex::encode(&c.peer),
+                    name,
+                    unread: c.unread,
+                    last_preview: c.last_preview,
+                    last_at_ms: c.last_at_ms,
+                },
+            ));
+        }
+        out.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.last_at_ms.cmp(&a.1.last_at_ms)));
+        Ok(out.into_iter().map(|(_, c)| c).collect())
+    }
+
+    /// Full-text search of local history: messages containing every word of `query`, newest
+    /// first (see [`crate::search`] for the tokenization).
+    pub async fn search(&self, query: &str, limit: u32) -> Result<Vec<SearchHit>, ClientError> {
+        let tokens = crate::search::tokens(query);
+        let v = &self.inner.vault;
+        let mut sets: Vec<std::collections::BTreeSet<Vec<u8>>> = Vec::new();
+        for t in &tokens {
+            let prefix = keys::search_prefix(v, t);
+            let mut set = std::collections::BTreeSet::new();
+            for (k, sealed) in
+                self.inner.store.scan(Scan::prefix(Table::SearchIndex, &prefix)).await?
+            {
+                let row = PostingsRecord::from_bytes(&v.open(Table::SearchIndex, &k, &sealed)?)?;
+                set.extend(row.message_keys);
+            }
+            sets.push(set);
+        }
+        sets.sort_by_key(|s| s.len());
+        let Some((first, rest)) = sets.split_first() else { return Ok(Vec::new()) };
+        let mut hits = Vec::new();
+        for key in first.iter().filter(|k| rest.iter().all(|s| s.contains(*k))) {
+            if let Some(sealed) = self.inner.store.get(Table::Messages, key).await? {
+                let m = MessageRecord::from_bytes(&v.open(Table::Messages, key, &sealed)?)?;
+                hits.push(SearchHit {
+                    conversation: hex::encode(&m.conversation),
+                    message: MessageView::from_record(&m),
+                });
+            }
+        }
+        hits.sort_by(|a, b| {
+            b.message.clock.cmp(&a.message.clock).then(b.message.id.cmp(&a.message.id))
+        });
+        hits.truncate(limit.max(1) as usize);
+        Ok(hits)
+    }
 }

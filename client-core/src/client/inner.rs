@@ -213,3 +213,53 @@ impl Inner {
 pub(crate) fn unexpected(what: &str) -> ClientError {
     ClientError::Protocol(format!("unexpected response, expected {what}"))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn typing(n: usize) -> Event {
+        Event::Typing { conversation: n.to_string(), started: true }
+    }
+
+    fn hub_with(streams: usize) -> (EventHub, Vec<EventStream>) {
+        let hub = EventHub { listeners: StdMutex::new(Vec::new()) };
+        let streams = (0..streams)
+            .map(|_| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                hub.listeners.lock().unwrap().push(tx);
+                EventStream { rx, buffered: std::collections::VecDeque::new() }
+            })
+            .collect();
+        (hub, streams)
+    }
+
+    /// Batches go out whole, yet every stream reads single events in emission order, whether
+    /// through `next`, `try_next` or both; a dropped stream stops receiving without disturbing
+    /// the others.
+    #[tokio::test]
+    async fn every_stream_reads_every_event_in_order() {
+        let (hub, mut streams) = hub_with(3);
+        hub.emit(vec![typing(0), typing(1), typing(2)]);
+        hub.emit(Vec::new());
+        hub.emit(vec![typing(3)]);
+        let dropped = streams.pop().unwrap();
+        drop(dropped);
+        hub.emit(vec![typing(4), typing(5)]);
+        assert_eq!(hub.listeners.lock().unwrap().len(), 2);
+        let [a, b] = &mut streams[..] else { unreachable!() };
+        let mut got_a = Vec::new();
+        while let Some(e) = a.try_next() {
+            got_a.push(e);
+        }
+        let mut got_b = vec![b.next().await.unwrap(), b.try_next().unwrap()];
+        for _ in 2..6 {
+            got_b.push(b.next().await.unwrap());
+        }
+        let want: Vec<Event> = (0..6).map(typing).collect();
+        assert_eq!(got_a, want);
+        assert_eq!(got_b, want);
+        assert!(a.try_next().is_none() && b.try_next().is_none());
+    }
+}

@@ -1,0 +1,144 @@
+//! The app's calls on a conversation: sending a text (into history and the outbox in one
+//! commit), cancelling a pending send, marking read, typing indicators.
+
+use rand::RngExt;
+
+use super::account::parse_account;
+use super::core::Tx;
+use super::error::ClientError;
+use super::handle::Client;
+use crate::content::{self, Content, MAX_TEXT_CHARS, MESSAGE_ID_LEN};
+use crate::records::{MessageRecord, OutboxRecord, RECORD_VERSION, Status, Trust};
+
+impl Client {
+    /// Sends a text. Returns the message id once the message is in history and in the durable
+    /// outbox; delivery happens in the background (watch [`Event::StatusChanged`]).
+    pub async fn send_text(&self, conversation: &str, text: &str) -> Result<String, ClientError> {
+        let chars = text.chars().count();
+        if chars > MAX_TEXT_CHARS {
+            return Err(ClientError::TextTooLong { chars, limit: MAX_TEXT_CHARS });
+        }
+        if text.is_empty() {
+            return Err(ClientError::InvalidArgument("the text is empty".into()));
+        }
+        let peer = parse_account(conversation)?;
+        let mut id = [0u8; MESSAGE_ID_LEN];
+        rand::rng().fill(&mut id);
+        let mut core = self.inner.lock_for_app().await;
+        let contact = core.contacts.get(&peer).ok_or(ClientError::UnknownContact)?;
+        if contact.trust == Trust::Changed as i32 {
+            return Err(ClientError::IdentityChanged);
+        }
+        core.account.clock += 1;
+        let text = content::Text {
+            id: id.to_vec(),
+            clock: core.account.clock,
+            body: text.to_owned(),
+            sent_at_ms: crate::runtime::now_ms(),
+        };
+        let me = core.me();
+        let record = MessageRecord {
+            version: RECORD_VERSION,
+            id: id.to_vec(),
+            conversation: peer.to_vec(),
+            sender: me.to_vec(),
+            sender_device: core.device_id(),
+            clock: text.clock,
+            body: text.body.clone(),
+            sent_at_ms: text.sent_at_ms,
+            outgoing: true,
+            status: Status::Pending as i32,
+            problem_code: String::new(),
+            problem: String::new(),
+        };
+        let outbox = OutboxRecord {
+            version: RECORD_VERSION,
+            peer_content: Content::new(content::content::Body::Text(text.clone())).to_bytes(),
+            peer: peer.to_vec(),
+            own_content: Content::new(content::content::Body::SyncSent(content::SyncSent {
+                conversation: peer.to_vec(),
+                text: Some(text),
+            }))
+            .to_bytes(),
+            message_id: id.to_vec(),
+            prepared: Vec::new(),
+            ephemeral: false,
+        };
+        let mut tx = Tx::new(self.inner.store.as_ref(), &self.inner.vault);
+        super::history::store_message(&mut tx, record, false).await?;
+        super::outbox::enqueue(&mut core, &mut tx, &outbox);
+        tx.put_account(&core);
+        self.inner.commit_then_emit(tx, core).await?;
+        self.inner.outbox_ready.notify_one();
+        Ok(hex::encode(id))
+    }
+
+    /// Gives up on an outgoing message that is still pending (a relay that stays full, a
+    /// recipient whose mailbox stays full…): it is taken out of the outbox and marked
+    /// [`MessageStatus::Failed`] with the problem `canceled`. If an attempt is on the wire at
+    /// that moment and the relay accepts it, the message ends up sent after all.
+    pub async fn cancel_send(&self, message_id: &str) -> Result<(), ClientError> {
+        let id = hex::decode(message_id.trim())
+            .map_err(|_| ClientError::InvalidArgument("a message id is 32 hex digits".into()))?;
+        super::outbox::cancel(&self.inner, &id).await
+    }
+
+    /// Marks every incoming message of a conversation read: sends read receipts to the peer and
+    /// tells our other devices, so their unread counts clear too.
+    pub async fn mark_read(&self, conversation: &str) -> Result<(), ClientError> {
+        let peer = parse_account(conversation)?;
+        let mut core = self.inner.lock_for_app().await;
+        let mut tx = Tx::new(self.inner.store.as_ref(), &self.inner.vault);
+        let ids = super::history::mark_seen(&mut tx, &peer, None).await?;
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let outbox = OutboxRecord {
+            version: RECORD_VERSION,
+            peer_content: Content::new(content::content::Body::Receipt(content::Receipt {
+                kind: content::ReceiptKind::Read as i32,
+                ids: ids.clone(),
+            }))
+            .to_bytes(),
+            peer: peer.to_vec(),
+            own_content: Content::new(content::content::Body::SyncRead(content::SyncRead {
+                conversation: peer.to_vec(),
+                ids,
+            }))
+            .to_bytes(),
+            message_id: Vec::new(),
+            prepared: Vec::new(),
+            ephemeral: false,
+        };
+        super::outbox::enqueue(&mut core, &mut tx, &outbox);
+        tx.put_account(&core);
+        self.inner.commit_then_emit(tx, core).await?;
+        self.inner.outbox_ready.notify_one();
+        Ok(())
+    }
+
+    /// Tells the peer's online devices that we started or stopped typing. Ephemeral: never
+    /// stored by the relay; dropped if we are offline.
+    pub async fn set_typing(&self, conversation: &str, started: bool) -> Result<(), ClientError> {
+        let peer = parse_account(conversation)?;
+        if !self.inner.lock_for_app().await.contacts.contains_key(&peer) {
+            return Err(ClientError::UnknownContact);
+        }
+        let link = self.inner.current_link().ok_or_else(|| {
+            self.inner
+                .last_failure()
+                .unwrap_or_else(|| ClientError::Network("not connected to the relay".into()))
+        })?;
+        let mut record = OutboxRecord {
+            version: RECORD_VERSION,
+            peer_content: Content::new(content::content::Body::Typing(content::Typing { started }))
+                .to_bytes(),
+            peer: peer.to_vec(),
+            own_content: Vec::new(),
+            message_id: Vec::new(),
+            prepared: Vec::new(),
+            ephemeral: true,
+        };
+        super::outbox::deliver(&self.inner, link.as_ref(), None, &mut record).await
+    }
+}
