@@ -16,6 +16,10 @@ cargo fmt --all -- --check
 step "lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "protocol core alone (no tokio, quinn or redb)"
+cargo clippy -p hush-core --no-default-features --all-targets --locked -- -D warnings
+cargo test -p hush-core --no-default-features --lib --tests --locked
+
 step "tests (unit, property, vector, end-to-end)"
 cargo test --workspace --lib --tests --locked
 

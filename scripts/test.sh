@@ -27,6 +27,9 @@ cargo fmt --all -- --check
 
 step "lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The sans-I/O protocol core builds and tests alone, without tokio, quinn or redb.
+cargo clippy -p hush-core --no-default-features --all-targets --locked -- -D warnings
+cargo test -p hush-core --no-default-features --lib --tests --locked
 
 step "tests"
 log=$(mktemp)

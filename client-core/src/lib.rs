@@ -1,5 +1,10 @@
 //! Hush client core: the SDK app developers hold, through the Kotlin, Swift and web bindings.
 //!
+//! Two layers, split by a feature: the sans-I/O protocol core (always built: [`session`],
+//! [`ratchet`], [`message`], [`content`]) and the client SDK on top of it (feature `client`,
+//! on by default with `native`). `cargo test -p hush-core --no-default-features` builds and
+//! tests the core alone, without tokio, quinn or redb.
+//!
 //! - [`Client`] (module [`client`]): accounts and devices, contacts with safety numbers,
 //!   multi-device 1:1 messaging with receipts and typing, encrypted local history with
 //!   full-text search, and sync between a user's devices. Async and event-driven.
@@ -35,24 +40,33 @@
 //! assert_eq!(b.decrypt(&first).unwrap_err().code(), "duplicate_message");
 //! ```
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(feature = "client", target_arch = "wasm32"))]
 pub mod browser;
+#[cfg(feature = "client")]
 pub mod client;
 pub mod content;
 pub mod error;
+#[cfg(feature = "client")]
 mod hashing;
 pub mod message;
 pub mod ratchet;
+#[cfg(feature = "client")]
 pub mod records;
+#[cfg(feature = "client")]
 pub mod runtime;
+#[cfg(feature = "client")]
 pub mod search;
 pub mod session;
+#[cfg(feature = "client")]
 pub mod store;
+#[cfg(feature = "client")]
 pub mod transport;
+#[cfg(feature = "client")]
 pub mod vault;
 #[cfg(test)]
 mod vectors;
 
+#[cfg(feature = "client")]
 pub use client::{
     Client, ClientConfig, ClientError, ClientOptions, ConnectionState, ContactView,
     ConversationView, DeviceView, Event, EventStream, MessageStatus, MessageView, SearchHit,
@@ -60,4 +74,5 @@ pub use client::{
 };
 pub use error::SessionError;
 pub use session::{Role, Session};
+#[cfg(feature = "client")]
 pub use vault::StoreKey;
