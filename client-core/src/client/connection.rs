@@ -154,11 +154,15 @@ async fn session(inner: &Arc<Inner>) -> Result<(), ClientError> {
 /// Registers the account's device list if the relay has not accepted it yet (account creation
 /// interrupted before the relay answered).
 pub(crate) async fn ensure_registered(inner: &Inner, link: &dyn Link) -> Result<(), ClientError> {
-    let mut core = inner.core.lock().await;
-    if core.account.registered {
-        return Ok(());
-    }
-    let list = core.own_list.clone().ok_or(ClientError::NoAccount)?;
+    // The request goes out with the state unlocked; registering twice is harmless (the relay
+    // answers `stale_device_list` for the same list), so no lock needs to span it.
+    let list = {
+        let core = inner.core.lock().await;
+        if core.account.registered {
+            return Ok(());
+        }
+        core.own_list.clone().ok_or(ClientError::NoAccount)?
+    };
     match link
         .request(request::Body::Register(wire::Register { device_list: list.encoded().to_vec() }))
         .await
@@ -168,6 +172,7 @@ pub(crate) async fn ensure_registered(inner: &Inner, link: &dyn Link) -> Result<
         Err(TransportError::Relay(r)) if r.is(ErrorCode::StaleDeviceList) => {}
         Err(e) => return Err(e.into()),
     }
+    let mut core = inner.core.lock().await;
     core.account.registered = true;
     let mut tx = Tx::new(inner.store.as_ref(), &inner.vault);
     tx.put_account(&core);

@@ -6,6 +6,11 @@
 //! acked, so the relay deletes nothing a crash could lose. A redelivered envelope (acked too
 //! late) fails its ratchet's duplicate check, and a repeated message id is dropped, so nothing
 //! is shown twice.
+//!
+//! The relay is not asked anything while the state is locked: a batch whose prekey messages
+//! come from devices we can't yet verify has their accounts' device lists fetched first, with
+//! the state unlocked ([`prefetch_lists`]); in a pipelined run such a batch waits for the
+//! next run rather than being prepared under the lock.
 
 use hush_prekeys::HandshakeError;
 use hush_protocol::DeviceList;
@@ -42,13 +47,24 @@ pub(crate) async fn run(
     link: &dyn Link,
     mut deliveries: Box<dyn Deliveries>,
 ) -> Result<(), ClientError> {
+    // A batch taken but not prepared, because it needs device lists fetched first.
+    let mut carried: Option<Vec<server_push::Body>> = None;
+    let nothing_fetched = Fetched::new();
     loop {
-        let Some(first) = deliveries.next().await? else {
-            return Err(ClientError::Network("the relay ended the subscription".into()));
+        let pushes = match carried.take() {
+            Some(p) => p,
+            None => {
+                let Some(first) = deliveries.next().await? else {
+                    return Err(ClientError::Network("the relay ended the subscription".into()));
+                };
+                take_batch(first, deliveries.as_mut()).await?
+            }
         };
-        let pushes = take_batch(first, deliveries.as_mut()).await?;
+        // Network I/O happens here, before the state is locked for the batch.
+        let fetched = prefetch_lists(inner, link, &pushes).await?;
         let mut core = inner.core.lock().await;
-        let mut current = prepare(inner, link, &mut core, pushes, Overlays::default()).await?;
+        let mut current =
+            prepare(inner, link, &mut core, pushes, Overlays::default(), &fetched).await?;
         let mut rounds = 1;
         loop {
             let Prepared { batch, after, overlays } = current;
@@ -56,19 +72,24 @@ pub(crate) async fn run(
                 && !after.prekeys_used
                 && !after.go_away
                 && !inner.app_waiting();
-            let next = match more {
+            let mut next = match more {
                 true => match deliveries.try_next().await? {
                     Some(p) => Some(take_batch(p, deliveries.as_mut()).await?),
                     None => None,
                 },
                 false => None,
             };
+            // A next batch that needs device lists waits for the next run, which fetches them
+            // with the state unlocked.
+            if next.as_ref().is_some_and(|p| !lists_to_fetch(&core, p).is_empty()) {
+                carried = next.take();
+            }
             let store = inner.store.as_ref();
             let (committed, next) = match next {
                 Some(pushes) => {
                     let (c, n) = tokio::join!(
                         store.commit(batch),
-                        prepare(inner, link, &mut core, pushes, overlays)
+                        prepare(inner, link, &mut core, pushes, overlays, &nothing_fetched)
                     );
                     (c, Some(n))
                 }
@@ -108,6 +129,44 @@ pub(crate) async fn run(
             }
         }
     }
+}
+
+/// Device lists fetched for a batch before its state lock, by account.
+type Fetched = std::collections::HashMap<AccountId, DeviceList>;
+
+/// The accounts whose device lists a batch needs and we don't have: senders of prekey
+/// messages (new sessions) naming an identity our copy of their list doesn't hold for that
+/// device. Cheap (no I/O); called with the state locked or briefly locked.
+fn lists_to_fetch(core: &Core, pushes: &[server_push::Body]) -> Vec<AccountId> {
+    let mut want = Vec::new();
+    for p in pushes {
+        let server_push::Body::Delivery(d) = p else { continue };
+        let Ok(sender) = AccountId::try_from(d.sender_account.as_slice()) else { continue };
+        let Ok(Incoming::PreKey { header, .. }) = message::decode(&d.payload) else { continue };
+        let identity = header.identity.to_bytes();
+        let known = core.known_list(&sender).is_some_and(|l| {
+            l.device(d.sender_device).is_some_and(|e| e.identity.to_bytes() == identity)
+        });
+        if !known && !want.contains(&sender) {
+            want.push(sender);
+        }
+    }
+    want
+}
+
+/// Fetches the device lists a batch needs ([`lists_to_fetch`]) with the state unlocked, so a
+/// slow relay answer never holds up the app's calls.
+async fn prefetch_lists(
+    inner: &Inner,
+    link: &dyn Link,
+    pushes: &[server_push::Body],
+) -> Result<Fetched, ClientError> {
+    let wanted = lists_to_fetch(&*inner.core.lock().await, pushes);
+    let mut fetched = Fetched::new();
+    for account in wanted {
+        fetched.insert(account, super::devices::fetch_device_list(link, &account).await?);
+    }
+    Ok(fetched)
 }
 
 /// `first` and whatever else has already arrived, up to [`MAX_BATCH`].
@@ -151,6 +210,7 @@ async fn prepare(
     core: &mut Core,
     pushes: Vec<server_push::Body>,
     overlays: Overlays,
+    fetched: &Fetched,
 ) -> Result<Prepared, ClientError> {
     let mut batch = Vec::new();
     let (mut caught_up, mut go_away) = (false, false);
@@ -162,7 +222,7 @@ async fn prepare(
         }
     }
     let tx = Tx::continuing(inner.store.as_ref(), &inner.vault, overlays);
-    match apply_batch(inner, link, core, tx, &batch).await {
+    match apply_batch(inner, link, core, tx, &batch, fetched).await {
         Ok((tx, queued, prekeys_used)) => {
             let (store_batch, events, overlays) = tx.finish();
             let acks = batch.iter().filter(|d| !d.ephemeral).map(|d| d.seq).collect();
@@ -187,6 +247,7 @@ async fn apply_batch<'a>(
     core: &mut Core,
     mut tx: Tx<'a>,
     batch: &[Delivery],
+    fetched: &Fetched,
 ) -> Result<(Tx<'a>, bool, bool), ClientError> {
     let mut prekeys_used = false;
     let mut touched: Vec<(AccountId, u32)> = Vec::new();
@@ -198,23 +259,32 @@ async fn apply_batch<'a>(
         if sender == me && d.sender_device == core.device_id() {
             continue;
         }
-        let plain =
-            match decrypt(inner, link, core, &mut tx, sender, d.sender_device, &d.payload).await {
-                Ok((plain, used)) => {
-                    prekeys_used |= used;
-                    if !touched.contains(&(sender, d.sender_device)) {
-                        touched.push((sender, d.sender_device));
-                    }
-                    plain
+        let plain = match decrypt(
+            inner,
+            link,
+            core,
+            &mut tx,
+            fetched,
+            (sender, d.sender_device),
+            &d.payload,
+        )
+        .await
+        {
+            Ok((plain, used)) => {
+                prekeys_used |= used;
+                if !touched.contains(&(sender, d.sender_device)) {
+                    touched.push((sender, d.sender_device));
                 }
-                Err(Drop::Duplicate) => continue,
-                Err(Drop::Bad(code, message)) => {
-                    tracing::debug!(code, "dropped an envelope");
-                    tx.events.push(Event::Error { code: code.into(), message });
-                    continue;
-                }
-                Err(Drop::Fatal(e)) => return Err(e),
-            };
+                plain
+            }
+            Err(Drop::Duplicate) => continue,
+            Err(Drop::Bad(code, message)) => {
+                tracing::debug!(code, "dropped an envelope");
+                tx.events.push(Event::Error { code: code.into(), message });
+                continue;
+            }
+            Err(Drop::Fatal(e)) => return Err(e),
+        };
         let Some(content) = Content::from_bytes(&plain) else {
             tx.events.push(Event::Error {
                 code: "malformed_content".into(),
@@ -296,8 +366,8 @@ async fn decrypt(
     link: &dyn Link,
     core: &mut Core,
     tx: &mut Tx<'_>,
-    sender: AccountId,
-    device: u32,
+    fetched: &Fetched,
+    (sender, device): (AccountId, u32),
     payload: &[u8],
 ) -> Result<(Vec<u8>, bool), Drop> {
     let incoming =
@@ -316,7 +386,7 @@ async fn decrypt(
             }
             Err(e) => return Err(Drop::Bad("undecryptable", e.to_string())),
         };
-        check_sender(inner, link, core, tx, sender, device, &session.remote_identity()).await?;
+        check_sender(link, core, tx, fetched, sender, device, &session.remote_identity()).await?;
         let sessions =
             core.sessions_mut(inner.store.as_ref(), &inner.vault, &sender, device).await?;
         sessions.insert(0, session);
@@ -351,10 +421,10 @@ fn decrypt_with(sessions: &mut Vec<Session>, pos: usize, payload: &[u8]) -> Resu
 
 /// A new session's peer identity must be the one the sender's account signed for that device.
 async fn check_sender(
-    inner: &Inner,
     link: &dyn Link,
     core: &mut Core,
     tx: &mut Tx<'_>,
+    fetched: &Fetched,
     sender: AccountId,
     device: u32,
     identity: &[u8; 64],
@@ -364,8 +434,12 @@ async fn check_sender(
     if core.known_list(&sender).is_some_and(|l| matches(&l)) {
         return Ok(());
     }
-    let _ = inner;
-    let fresh = super::devices::fetch_device_list(link, &sender).await?;
+    let fresh = match fetched.get(&sender) {
+        Some(l) => l.clone(),
+        // Only if the lists changed between the fetch and the lock (a list another call
+        // applied meanwhile): fetch again rather than drop a message from a real device.
+        None => super::devices::fetch_device_list(link, &sender).await?,
+    };
     super::devices::apply_device_list(core, tx, &fresh, None);
     if matches(&fresh) {
         Ok(())
