@@ -385,14 +385,7 @@ async fn prepare(
         };
         let mut need = Vec::new();
         for d in &list.devices {
-            if *account == me && d.device_id == my_device {
-                continue;
-            }
-            if record
-                .prepared
-                .iter()
-                .any(|p| p.account.as_slice() == account.as_slice() && p.device_id == d.device_id)
-            {
+            if !needs_envelope(record, (me, my_device), account, d.device_id) {
                 continue;
             }
             let mut core = inner.core.lock().await;
@@ -459,14 +452,7 @@ async fn prepare(
             p.account.as_slice() != account.as_slice() || list.device(p.device_id).is_some()
         });
         for d in &list.devices {
-            if *account == me && d.device_id == my_device {
-                continue;
-            }
-            if record
-                .prepared
-                .iter()
-                .any(|p| p.account.as_slice() == account.as_slice() && p.device_id == d.device_id)
-            {
+            if !needs_envelope(record, (me, my_device), account, d.device_id) {
                 continue;
             }
             let sessions =
@@ -504,6 +490,22 @@ async fn prepare(
     drop(core);
     inner.events.emit(events);
     Ok(())
+}
+
+/// Whether `device` of `account` still needs an envelope of `record`: not this device
+/// itself, and not one already prepared.
+fn needs_envelope(
+    record: &OutboxRecord,
+    (me, my_device): (AccountId, u32),
+    account: &AccountId,
+    device: u32,
+) -> bool {
+    let this_device = *account == me && device == my_device;
+    let prepared = record
+        .prepared
+        .iter()
+        .any(|p| p.account.as_slice() == account.as_slice() && p.device_id == device);
+    !this_device && !prepared
 }
 
 #[cfg(test)]
