@@ -23,7 +23,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${need_apt[@]}"
 fi
 
-# The test profile's build of the workspace: target/debug/hush-relay for the Python and Kotlin
+# The test profile's build of the workspace: target/debug/hush-relay and the test kit's launcher
+# target/debug/hush-test-relay for the Python and Kotlin
 # tests, libhush_ffi for the generator and the foreign runtimes.
 cargo test --workspace --locked --no-run -q
 
@@ -37,7 +38,7 @@ done
 echo "== Swift: generated and checked (bindings/tests/generate.rs), not compiled here (see README)"
 
 echo "== Python (pytest)"
-PYTHONPATH=$out/python HUSH_RELAY_BIN=$root/target/debug/hush-relay \
+PYTHONPATH=$out/python HUSH_TEST_RELAY=$root/target/debug/hush-test-relay \
   python3 -m pytest -q -p no:cacheprovider bindings/python
 
 echo "== Kotlin (Maven, JVM, JNA)"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The web SDK's tests, from a fresh machine (called by scripts/test.sh after the native tests,
-# whose build provides target/debug/hush-relay and target/debug/hush):
+# whose build provides target/debug/hush-relay, the test kit's target/debug/hush-test-relay and
+# target/debug/hush):
 #   1. the package: scripts/build-wasm.sh (wasm32 toolchain route, wasm-bindgen, npm layout,
 #      the 1 MB gzipped size budget);
 #   2. wasm-bindgen tests in headless Chromium through chromedriver (IndexedDB store

@@ -5,15 +5,13 @@ message arrives through the event listener, receipts move the sender's status to
 read, history and search agree, and errors carry their stable codes.
 
 Run by bindings/test.sh, which builds the library, generates `hush_ffi.py` next to it and sets
-PYTHONPATH and HUSH_RELAY_BIN.
+PYTHONPATH and HUSH_TEST_RELAY (the test kit's relay launcher).
 """
 
 import asyncio
 import os
-import socket
 import subprocess
 import tempfile
-import threading
 
 import pytest
 
@@ -23,32 +21,26 @@ WAIT = 60.0
 
 
 class Relay:
-    """A hush-relay process on a free loopback port, with its own data directory."""
+    """A hush-relay on loopback, started by the test kit's hush-test-relay (HUSH_TEST_RELAY),
+    which owns its data directory and stops it when its standard input closes."""
 
     def __init__(self):
-        self.dir = tempfile.TemporaryDirectory()
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind(("127.0.0.1", 0))
-            self.address = "127.0.0.1:%d" % s.getsockname()[1]
         self.process = subprocess.Popen(
-            [os.environ["HUSH_RELAY_BIN"], "serve", "--data-dir", self.dir.name,
-             "--listen", self.address, "--http-listen", "127.0.0.1:0", "--ws-listen", "127.0.0.1:0", "--log-level", "warn"],
-            stdout=subprocess.PIPE, text=True,
-            env={k: v for k, v in os.environ.items() if k != "HUSH_CONFIG"})
-        # The first line says the relay is ready and carries its certificate pin.
+            [os.environ["HUSH_TEST_RELAY"]], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True, env={k: v for k, v in os.environ.items() if k != "HUSH_CONFIG"})
+        # The first line says the relay is ready and carries its addresses and pin.
         line = self.process.stdout.readline()
         assert line.startswith("hush-relay ready"), line
-        self.pin = next(w[4:] for w in line.split() if w.startswith("pin="))
-        threading.Thread(target=self.process.stdout.read, daemon=True).start()
+        fields = dict(w.split("=", 1) for w in line.split()[2:])
+        self.address, self.pin = fields["quic"], fields["pin"]
 
     def setup(self, data_dir):
         return hush.ClientSetup(data_dir=data_dir, store_key=hush.generate_store_key(),
                                 relay_address=self.address, relay_pin=self.pin)
 
     def stop(self):
-        self.process.kill()
+        self.process.stdin.close()
         self.process.wait()
-        self.dir.cleanup()
 
 
 class Events(hush.EventListener):

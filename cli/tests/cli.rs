@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use hush_e2e::Relay;
+use hush_testkit::Relay;
 
 fn hush(relay: &Relay, dir: &Path, args: &[&str]) -> String {
     let (code, stdout, stderr) = hush_status(relay, dir, args);
@@ -17,7 +17,7 @@ fn hush(relay: &Relay, dir: &Path, args: &[&str]) -> String {
 /// Runs `hush`; returns its exit status, stdout and stderr.
 fn hush_status(relay: &Relay, dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_hush"))
-        .args(["--dir", dir.to_str().unwrap(), "--relay", &relay.addr.to_string()])
+        .args(["--dir", dir.to_str().unwrap(), "--relay", &relay.quic.to_string()])
         .args(["--pin", &hex::encode(relay.pin)])
         .args(args)
         .env_remove("HUSH_DIR")
@@ -32,7 +32,7 @@ fn hush_status(relay: &Relay, dir: &Path, args: &[&str]) -> (Option<i32>, String
 
 #[test]
 fn two_accounts_exchange_a_message() {
-    let relay = Relay::start();
+    let relay = Relay::temp();
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
 
     let alice = hush(&relay, a.path(), &["create"]).trim().to_owned();
@@ -74,7 +74,7 @@ fn two_accounts_exchange_a_message() {
 /// room. (`send` used to print "✗ failed" and exit 0.)
 #[test]
 fn a_send_that_does_not_go_out_exits_non_zero_with_its_code() {
-    let relay = Relay::start_with(&[("max-payload-bytes", "2048"), ("max-stored-bytes", "6000")]);
+    let relay = Relay::temp_with(&[("max-payload-bytes", "2048"), ("max-stored-bytes", "6000")]);
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let alice = hush(&relay, a.path(), &["create"]).trim().to_owned();
     let bob = hush(&relay, b.path(), &["create"]).trim().to_owned();

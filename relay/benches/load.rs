@@ -21,20 +21,18 @@
     missing_docs
 )]
 
-#[path = "../tests/e2e/common.rs"]
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Relay, User, metric, rss_bytes, send_to};
 use hush_net::Endpoint;
 use hush_protocol::wire::server_push;
 use hush_relay::config::Config;
 use hush_relay::mailbox::{self, Quotas, Recipient};
+use hush_testkit::protocol::{User, drain, send_to};
+use hush_testkit::relay::{Relay, rss_bytes};
 
 struct Scale {
     senders: Vec<usize>,
@@ -207,9 +205,9 @@ async fn throughput(relay: &Relay, scale: &Scale) {
         for _ in 0..n {
             conns.push(alice.login(relay, 1).await);
         }
-        let csum0 = metric(relay, "hush_relay_commit_seconds_sum").await;
-        let sum0 = metric(relay, "hush_relay_commit_batch_size_sum").await;
-        let cnt0 = metric(relay, "hush_relay_commit_batch_size_count").await;
+        let csum0 = relay.metric("hush_relay_commit_seconds_sum").await;
+        let sum0 = relay.metric("hush_relay_commit_batch_size_sum").await;
+        let cnt0 = relay.metric("hush_relay_commit_batch_size_count").await;
         let cpu0 = cpu_us(relay.pid());
         let me0 = cpu_us(std::process::id());
         let drops0 = udp_receive_drops();
@@ -253,10 +251,10 @@ async fn throughput(relay: &Relay, scale: &Scale) {
         let relay_cpu = (cpu_us(relay.pid()) - cpu0) / total as f64;
         let client_cpu = (cpu_us(std::process::id()) - me0) / total as f64;
         let rate = total as f64 / elapsed.as_secs_f64();
-        let sum1 = metric(relay, "hush_relay_commit_batch_size_sum").await;
-        let cnt1 = metric(relay, "hush_relay_commit_batch_size_count").await;
+        let sum1 = relay.metric("hush_relay_commit_batch_size_sum").await;
+        let cnt1 = relay.metric("hush_relay_commit_batch_size_count").await;
         let batch = ((sum1 - sum0) / (cnt1 - cnt0).max(1.0)).max(1.0);
-        let csum1 = metric(relay, "hush_relay_commit_seconds_sum").await;
+        let csum1 = relay.metric("hush_relay_commit_seconds_sum").await;
         let commits = (cnt1 - cnt0).max(1.0);
         eprintln!(
             "senders {n}: {commits} commits, mean commit {:.3} ms, writer busy {:.0}% of the run",
@@ -286,7 +284,7 @@ async fn throughput(relay: &Relay, scale: &Scale) {
         // Every acked send is in Bob's mailbox, once.
         let b_conn = bob.login(relay, 1).await;
         let mut sub = b_conn.subscribe().await.unwrap();
-        let got = common::drain(&mut sub).await;
+        let got = drain(&mut sub).await;
         assert_eq!(got.len(), total);
         sub.ack(got.iter().map(|(s, _)| *s).collect()).await.unwrap();
     }
@@ -357,7 +355,7 @@ async fn latency(relay: &Relay, scale: &Scale) {
     let a = alice.login(relay, 1).await;
     let b = bob.login(relay, 1).await;
     let mut sub = b.subscribe().await.unwrap();
-    assert!(common::drain(&mut sub).await.is_empty());
+    assert!(drain(&mut sub).await.is_empty());
     let (f50, f99) = commit_latency(scale.latency_samples.min(500)).await;
     for ephemeral in [false, true] {
         let mut samples = Vec::with_capacity(scale.latency_samples);
@@ -563,13 +561,13 @@ async fn memory_and_storm(relay: &Relay, scale: &Scale) {
             let c = ep.connect_pinned(quic, pin).await.unwrap();
             c.authenticate(&u.key(), 1, &u.device(1).identity).await.unwrap();
             let mut sub = c.subscribe().await.unwrap();
-            assert!(common::drain(&mut sub).await.is_empty());
+            assert!(drain(&mut sub).await.is_empty());
             held.lock().await.push((c, sub));
         }
     })
     .await;
     let relay_after = rss_bytes(relay.pid());
-    let authed = metric(relay, "hush_relay_authenticated_connections").await as usize;
+    let authed = relay.metric("hush_relay_authenticated_connections").await as usize;
     assert_eq!(authed, n);
 
     let bare = start_bare();

@@ -28,14 +28,13 @@
     missing_docs
 )]
 
-#[path = "../tests/e2e/common.rs"]
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
 use hush_protocol::wire::{self, request};
+use hush_testkit::attacks::*;
+use hush_testkit::protocol::*;
+use hush_testkit::relay::*;
 
 const MIB: f64 = 1048576.0;
 
@@ -204,7 +203,7 @@ async fn restart(scale: &Scale) {
     bob.register(&relay.connect().await).await;
     for round in 1..=scale.n(3, 1) {
         let b = bob.login(&relay, 1).await;
-        relay.restart_in_place();
+        relay.restart();
         let restarted = Instant::now();
         let failed = tokio::time::timeout(Duration::from_secs(30), b.prekey_counts()).await;
         let failed_after = restarted.elapsed();
@@ -401,7 +400,7 @@ async fn disk(scale: &Scale) {
     for chunk in seqs.chunks(256) {
         sub.ack(chunk.to_vec()).await.unwrap();
     }
-    wait_for_metric(&relay, "hush_relay_envelopes_acked_total", n).await;
+    relay.wait_for_metric("hush_relay_envelopes_acked_total", n).await;
     let drained = len(&db);
     let stopped = relay.terminate();
     assert!(stopped);

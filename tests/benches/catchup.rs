@@ -34,8 +34,8 @@ use hush_core::search::tokens;
 use hush_core::store::{Batch, RedbStore, Store, Table};
 use hush_core::vault::{StoreKey, Vault};
 use hush_core::{ConnectionState, Event, MessageView};
-use hush_e2e::{Device, Relay};
 use hush_prekeys::{DevicePrekeys, IdentityKeyPair, KemPreKeyKind};
+use hush_testkit::{Device, Relay};
 
 const BATCH: usize = hush_core::client::MAX_BATCH;
 
@@ -160,7 +160,7 @@ struct Queued {
 }
 
 async fn queue(n: usize) -> Queued {
-    let mut relay = Relay::start_with(&[
+    let mut relay = Relay::temp_with(&[
         ("account-sends-per-second", "1000000"),
         ("account-send-burst", "1000000"),
         ("connection-requests-per-second", "1000000"),
@@ -180,7 +180,7 @@ async fn queue(n: usize) -> Queued {
     let bob_snapshot = tempfile::tempdir().unwrap();
     // Once the stopped client has let go of its store, the file can be copied.
     drop(bob.reopen_store().await);
-    copy_dir(bob.dir.path(), bob_snapshot.path());
+    copy_dir(bob.storage.dir(), bob_snapshot.path());
 
     for i in 0..n {
         alice.c().send_text(&bob_id, &text(i)).await.unwrap();
@@ -189,9 +189,9 @@ async fn queue(n: usize) -> Queued {
     // Alice goes offline too: on real devices her receipt processing runs on her own phone,
     // not on the two cores Bob and the relay share here.
     alice.stop().await;
-    relay.stop();
+    assert!(relay.terminate(), "relay did not shut down cleanly");
     let relay_snapshot = tempfile::tempdir().unwrap();
-    copy_dir(relay.dir.path(), relay_snapshot.path());
+    copy_dir(relay.data_dir(), relay_snapshot.path());
     Queued { relay, bob, alice_id, relay_snapshot, bob_snapshot }
 }
 
@@ -209,15 +209,15 @@ struct Round {
 async fn catch_up(q: &mut Queued, n: usize) -> Round {
     // Once the stopped client has let go of its store, the file can be replaced.
     drop(q.bob.reopen_store().await);
-    copy_dir(q.bob_snapshot.path(), q.bob.dir.path());
-    copy_dir(q.relay_snapshot.path(), q.relay.dir.path());
+    copy_dir(q.bob_snapshot.path(), q.bob.storage.dir());
+    copy_dir(q.relay_snapshot.path(), q.relay.data_dir());
     q.relay.start_again();
 
     let ctl = std::env::var("PERF_CTL").ok();
     if let Some(c) = &ctl {
         std::fs::write(c, "enable\n").unwrap();
     }
-    let relay_pid = q.relay.pid().map(|p| p.to_string());
+    let relay_pid = Some(q.relay.pid().to_string());
     let cpu = || (cpu_time("self"), relay_pid.as_deref().and_then(cpu_time));
     let cpu0 = cpu();
     let t = Instant::now();
@@ -246,7 +246,7 @@ async fn catch_up(q: &mut Queued, n: usize) -> Round {
     assert_eq!(page.len(), n + 2, "every message stored once");
     assert_eq!(page.last().unwrap().body, text(n - 1));
     q.bob.stop().await;
-    q.relay.stop();
+    assert!(q.relay.terminate(), "relay did not shut down cleanly");
     Round { client, connect, cpu }
 }
 

@@ -1,11 +1,37 @@
-//! End-to-end: the real relay binary on loopback, real clients with their own stores.
+//! Chat between real clients: each behaviour on the in-memory relay and end to end on the real
+//! relay binary on loopback (clients with their own stores); relay restarts and keep-alives on
+//! the real relay only.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use std::time::Duration;
 
 use hush_core::{ConnectionState, Event, MessageStatus, TrustState};
-use hush_e2e::{Device, Relay, WAIT};
+use hush_testkit::{Device, Joinable, MemoryRelay, Relay, WAIT};
+
+/// Runs a test body twice: against the in-memory relay (fast, in the inner loop) and against
+/// the real relay binary on loopback (end to end).
+macro_rules! on_both_networks {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn in_memory() {
+                super::$name(&super::MemoryRelay::new()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn real_relay() {
+                super::$name(&super::Relay::temp()).await;
+            }
+        }
+    };
+}
 
 fn bodies(page: &[hush_core::MessageView]) -> Vec<String> {
     page.iter().map(|m| m.body.clone()).collect()
@@ -28,9 +54,8 @@ async fn wait_status(d: &Device, peer: &str, id: &str, want: MessageStatus) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn multi_device_chat_in_the_same_order_everywhere_with_receipts() {
-    let relay = Relay::start();
+on_both_networks!(multi_device_chat_in_the_same_order_everywhere_with_receipts);
+async fn multi_device_chat_in_the_same_order_everywhere_with_receipts(relay: impl Joinable) {
     let mut alice_phone = Device::create("alice-phone", &relay).await;
     let mut alice_laptop = Device::link("alice-laptop", &alice_phone).await;
     let mut bob = Device::create("bob-phone", &relay).await;
@@ -120,9 +145,8 @@ async fn multi_device_chat_in_the_same_order_everywhere_with_receipts() {
     bob.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn offline_peer_gets_500_messages_in_order_once() {
-    let relay = Relay::start();
+on_both_networks!(offline_peer_gets_500_messages_in_order_once);
+async fn offline_peer_gets_500_messages_in_order_once(relay: impl Joinable) {
     let alice = Device::create("alice", &relay).await;
     let mut bob = Device::create("bob", &relay).await;
     let (alice_id, bob_id) = (alice.id().await, bob.id().await);
@@ -149,9 +173,8 @@ async fn offline_peer_gets_500_messages_in_order_once() {
     bob.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn typing_reaches_an_online_peer_and_is_never_stored() {
-    let relay = Relay::start();
+on_both_networks!(typing_reaches_an_online_peer_and_is_never_stored);
+async fn typing_reaches_an_online_peer_and_is_never_stored(relay: impl Joinable) {
     let alice = Device::create("alice", &relay).await;
     let mut bob = Device::create("bob", &relay).await;
     let (alice_id, bob_id) = (alice.id().await, bob.id().await);
@@ -192,9 +215,8 @@ async fn typing_reaches_an_online_peer_and_is_never_stored() {
     bob.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_device_receives_and_a_removed_one_stops() {
-    let relay = Relay::start();
+on_both_networks!(a_new_device_receives_and_a_removed_one_stops);
+async fn a_new_device_receives_and_a_removed_one_stops(relay: impl Joinable) {
     let alice = Device::create("alice", &relay).await;
     let bob = Device::create("bob-phone", &relay).await;
     let (alice_id, bob_id) = (alice.id().await, bob.id().await);
@@ -239,7 +261,7 @@ async fn a_new_device_receives_and_a_removed_one_stops() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_restart_keeps_sessions_history_and_outbox_and_relay_downtime_loses_nothing() {
-    let mut relay = Relay::start();
+    let mut relay = Relay::temp();
     let mut alice = Device::create("alice", &relay).await;
     let bob = Device::create("bob", &relay).await;
     let (alice_id, bob_id) = (alice.id().await, bob.id().await);
@@ -275,9 +297,8 @@ async fn client_restart_keeps_sessions_history_and_outbox_and_relay_downtime_los
     wait_status(&alice, &bob_id, &pending, MessageStatus::Delivered).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn longest_text_round_trips_and_one_more_character_is_refused() {
-    let relay = Relay::start();
+on_both_networks!(longest_text_round_trips_and_one_more_character_is_refused);
+async fn longest_text_round_trips_and_one_more_character_is_refused(relay: impl Joinable) {
     let alice = Device::create("alice", &relay).await;
     let bob = Device::create("bob", &relay).await;
     let (alice_id, bob_id) = (alice.id().await, bob.id().await);
@@ -292,9 +313,8 @@ async fn longest_text_round_trips_and_one_more_character_is_refused() {
     assert_eq!(alice.c().messages(&bob_id, None, 10).await.unwrap().len(), 1, "nothing stored");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn identity_change_is_surfaced_and_holds_sends_to_a_verified_contact() {
-    let relay = Relay::start();
+on_both_networks!(identity_change_is_surfaced_and_holds_sends_to_a_verified_contact);
+async fn identity_change_is_surfaced_and_holds_sends_to_a_verified_contact(relay: impl Joinable) {
     let mut alice = Device::create("alice", &relay).await;
     let mut bob = Device::create("bob", &relay).await;
     let (alice_id, bob_id) = (alice.id().await, bob.id().await);
@@ -334,9 +354,8 @@ async fn identity_change_is_surfaced_and_holds_sends_to_a_verified_contact() {
     let _ = &mut alice;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn search_finds_words_in_any_script() {
-    let relay = Relay::start();
+on_both_networks!(search_finds_words_in_any_script);
+async fn search_finds_words_in_any_script(relay: impl Joinable) {
     let alice = Device::create("alice", &relay).await;
     let bob = Device::create("bob", &relay).await;
     let (alice_id, bob_id) = (alice.id().await, bob.id().await);
@@ -370,12 +389,12 @@ async fn search_finds_words_in_any_script() {
 async fn keep_alives_hold_an_idle_connection_open() {
     // The relay drops a connection after 10 s of silence; the client's QUIC keep-alives (every
     // 5 s) must keep an idle one open past that, with no disconnect and reconnect.
-    let relay = Relay::start_with(&[("idle-timeout-secs", "10")]);
+    let relay = Relay::temp_with(&[("idle-timeout-secs", "10")]);
     let mut alice = Device::create("alice", &relay).await;
     tokio::time::sleep(Duration::from_secs(13)).await;
     assert_eq!(alice.c().connection_state(), ConnectionState::Connected);
     let mut states = Vec::new();
-    while let Some(e) = alice.events.try_next() {
+    while let Some(e) = alice.events().try_next() {
         if let Event::ConnectionChanged { state } = e {
             states.push(state);
         }

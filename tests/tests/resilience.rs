@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use hush_core::transport::QuicConnector;
 use hush_core::{ClientOptions, Event, MessageStatus};
-use hush_e2e::{Device, Relay, WAIT, options};
+use hush_testkit::{Device, Relay, WAIT, options};
 
 async fn message(d: &Device, peer: &str, id: &str) -> hush_core::MessageView {
     let page = d.c().messages(peer, None, 1000).await.unwrap();
@@ -44,7 +44,7 @@ async fn wait_status(d: &Device, peer: &str, id: &str, want: MessageStatus, with
 /// drains, with no call from the app. It used to be marked failed and never sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_send_stays_pending_with_its_reason_until_it_goes_out() {
-    let relay = Relay::start_with(&[
+    let relay = Relay::temp_with(&[
         ("mailbox-max-envelopes", "3"),
         ("mailbox-sender-share-percent", "100"),
     ]);
@@ -88,7 +88,7 @@ async fn a_refused_send_stays_pending_with_its_reason_until_it_goes_out() {
 /// leaves the outbox.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_send_can_be_given_up() {
-    let relay = Relay::start_with(&[("max-stored-bytes", "1")]);
+    let relay = Relay::temp_with(&[("max-stored-bytes", "1")]);
     let alice = Device::create("alice", &relay).await;
     let mut bob = Device::create("bob", &relay).await;
     let b = bob.id().await;
@@ -117,14 +117,14 @@ async fn a_pending_send_can_be_given_up() {
 /// every connection that got through (it used to reach 26 s after 8 restarts).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_is_back_within_2_s_of_every_relay_restart() {
-    let mut relay = Relay::start();
+    let mut relay = Relay::temp();
     let mut alice = Device::create("alice", &relay).await;
     let bob = Device::create("bob", &relay).await;
     let b = bob.id().await;
     alice.c().add_contact(&b, "Bob").await.unwrap();
     // The production backoff: 250 ms doubling to 30 s.
     let production = ClientOptions::default();
-    let connector = Arc::new(QuicConnector::pinned(relay.addr, relay.pin));
+    let connector = Arc::new(QuicConnector::pinned(relay.quic, relay.pin));
     alice.restart_with(connector, production).await;
     alice.connected().await;
     for round in 0..8 {
@@ -141,19 +141,19 @@ async fn a_client_is_back_within_2_s_of_every_relay_restart() {
 /// the address. (Both used to be "network: not connected to the relay" after 10 s.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_errors_say_what_went_wrong_and_where() {
-    let relay = Relay::start();
+    let relay = Relay::temp();
     let mut alice = Device::create("alice", &relay).await;
     let bob = Device::create("bob", &relay).await;
     let b = bob.id().await;
 
-    let wrong_pin = Arc::new(QuicConnector::pinned(relay.addr, [7; 32]));
+    let wrong_pin = Arc::new(QuicConnector::pinned(relay.quic, [7; 32]));
     alice.restart_with(wrong_pin, options()).await;
     let started = Instant::now();
     let e = alice.c().add_contact(&b, "Bob").await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
     assert_eq!(e.code(), "certificate_rejected", "{e}");
     let text = e.message();
-    assert!(text.contains(&relay.addr.to_string()), "{text}");
+    assert!(text.contains(&relay.quic.to_string()), "{text}");
     assert!(text.contains("does not match the pin"), "{text}");
     assert!(!text.contains("certificate_rejected"), "the message does not repeat its code");
     let reported = alice

@@ -20,7 +20,9 @@ import { chromium } from "playwright-core";
 import { serve } from "../demo/serve.mjs";
 
 const root = fileURLToPath(new URL("../..", import.meta.url));
-const relayBin = process.env.HUSH_RELAY_BIN ?? join(root, "target/debug/hush-relay");
+// The test kit's relay launcher: it starts target/debug/hush-relay on loopback on a data
+// directory of its own, and stops it when its standard input closes.
+const testRelayBin = process.env.HUSH_TEST_RELAY ?? join(root, "target/debug/hush-test-relay");
 const cliBin = process.env.HUSH_CLI_BIN ?? join(root, "target/debug/hush");
 const artifacts = join(root, "target/web-e2e");
 const run = promisify(execFile);
@@ -28,18 +30,15 @@ const run = promisify(execFile);
 let relay, site, server, browser, work;
 
 /** Starts the relay and resolves with its ready line's fields once it prints it. */
-function startRelay(dataDir) {
-  const child = spawn(relayBin, [
-    "serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--ws-listen", "127.0.0.1:0",
-    "--http-listen", "127.0.0.1:0", "--log-level", "warn",
-  ], { stdio: ["ignore", "pipe", "inherit"] });
+function startRelay() {
+  const child = spawn(testRelayBin, [], { stdio: ["pipe", "pipe", "inherit"] });
   return new Promise((resolve, reject) => {
     const lines = createInterface({ input: child.stdout });
     lines.once("line", (line) => {
       const field = (k) => line.split(" ").find((w) => w.startsWith(`${k}=`))?.slice(k.length + 1);
-      resolve({ child, quic: field("quic"), ws: field("ws"), pin: field("pin") });
+      resolve({ child, quic: field("quic"), ws: field("ws"), pin: field("pin"), data: field("data") });
     });
-    child.once("exit", (code) => reject(new Error(`hush-relay exited with ${code} before it was ready`)));
+    child.once("exit", (code) => reject(new Error(`hush-test-relay exited with ${code} before it was ready`)));
   });
 }
 
@@ -84,7 +83,7 @@ const showsBobsConversation = (page) =>
 before(async () => {
   work = mkdtempSync(join(tmpdir(), "hush-web-e2e-"));
   mkdirSync(artifacts, { recursive: true });
-  relay = await startRelay(join(work, "relay"));
+  relay = await startRelay();
   server = await serve(0);
   site = `http://127.0.0.1:${server.address().port}`;
   browser = await chromium.launch({
@@ -93,7 +92,7 @@ before(async () => {
       "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
       "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
       // Trust exactly the relay's self-signed certificate (by its key), nothing else.
-      `--ignore-certificate-errors-spki-list=${spkiHash(join(work, "relay"))}`,
+      `--ignore-certificate-errors-spki-list=${spkiHash(relay.data)}`,
     ],
   });
 });
@@ -101,7 +100,9 @@ before(async () => {
 after(async () => {
   await browser?.close();
   server?.close();
-  relay?.child.kill("SIGKILL");
+  // Closing its input stops the relay and removes its directory.
+  relay?.child.stdin.end();
+  if (relay) await new Promise((resolve) => relay.child.exitCode !== null ? resolve() : relay.child.once("exit", resolve));
   if (work) rmSync(work, { recursive: true, force: true });
 });
 

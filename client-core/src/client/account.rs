@@ -107,13 +107,13 @@ impl Client {
         let (state, _) = watch::channel(ConnectionState::Disconnected);
         let (shutdown, _) = watch::channel(false);
         let inner = Arc::new(Inner {
-            store: config.store,
+            store: Arc::new(super::gate::Gate::new(config.store)),
             vault,
             connector: config.connector,
             options: config.options,
             core: Mutex::new(core),
             app_waiting: std::sync::atomic::AtomicUsize::new(0),
-            events: EventHub { listeners: StdMutex::new(Vec::new()) },
+            events: EventHub::new(),
             link: StdMutex::new(None),
             failure: StdMutex::new(None),
             outbox_ready: Notify::new(),

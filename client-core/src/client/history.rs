@@ -8,7 +8,7 @@ use super::error::ClientError;
 use super::handle::Client;
 use super::types::{ConversationView, Event, MessageView, SearchHit};
 use crate::records::{ConversationRecord, MessageRecord, PostingsRecord, Record, Status, keys};
-use crate::store::{Scan, Table};
+use crate::store::{Scan, Store, Table};
 
 /// Characters of the last message kept as the conversation's preview.
 const PREVIEW_CHARS: usize = 100;

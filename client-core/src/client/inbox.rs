@@ -23,7 +23,7 @@ use super::types::Event;
 use crate::content::{self, Content, MAX_TEXT_CHARS, MESSAGE_ID_LEN, content::Body};
 use crate::message::{self, Incoming};
 use crate::records::{MessageRecord, OutboxRecord, RECORD_VERSION, Status};
-use crate::store::{Batch, Table};
+use crate::store::{Batch, Store, Table};
 use crate::transport::{Deliveries, Link};
 use crate::{Session, SessionError};
 

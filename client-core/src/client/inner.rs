@@ -68,21 +68,50 @@ pub struct ClientConfig {
 /// emitted in (a catch-up emits one per received message, a thousand at a time): one channel
 /// send per batch, not per event, so the sender and a stream being read on another thread do
 /// not take turns on the channel a thousand times.
+///
+/// Events emitted before the first stream opens are kept for it (up to [`EARLY_EVENTS`], the
+/// oldest dropped first): the client starts connecting inside `open`, and an app that asks
+/// for events right after must not miss the messages its catch-up delivered in between.
 pub(crate) struct EventHub {
-    pub(crate) listeners: StdMutex<Vec<mpsc::UnboundedSender<Vec<Event>>>>,
+    pub(crate) listeners: StdMutex<Listeners>,
+}
+
+/// Most events kept for the first stream.
+pub(crate) const EARLY_EVENTS: usize = 10_000;
+
+#[derive(Default)]
+pub(crate) struct Listeners {
+    pub(crate) streams: Vec<mpsc::UnboundedSender<Vec<Event>>>,
+    /// Until the first stream opens: the batches emitted so far, and how many events they
+    /// hold.
+    early: Option<(std::collections::VecDeque<Vec<Event>>, usize)>,
 }
 
 impl EventHub {
+    pub(crate) fn new() -> Self {
+        let early = Some((std::collections::VecDeque::new(), 0));
+        Self { listeners: StdMutex::new(Listeners { streams: Vec::new(), early }) }
+    }
+
     pub(crate) fn emit(&self, events: Vec<Event>) {
         if events.is_empty() {
             return;
         }
         let Ok(mut listeners) = self.listeners.lock() else { return };
+        if let Some((early, count)) = &mut listeners.early {
+            *count += events.len();
+            early.push_back(events);
+            while *count > EARLY_EVENTS {
+                let Some(dropped) = early.pop_front() else { break };
+                *count -= dropped.len();
+            }
+            return;
+        }
         // The last listener takes the events themselves; only the others get copies.
         let mut events = Some(events);
-        let last = listeners.len().saturating_sub(1);
+        let last = listeners.streams.len().saturating_sub(1);
         let mut i = 0;
-        listeners.retain(|l| {
+        listeners.streams.retain(|l| {
             let mine = match i == last {
                 true => events.take().unwrap_or_default(),
                 false => events.clone().unwrap_or_default(),
@@ -90,6 +119,27 @@ impl EventHub {
             i += 1;
             l.send(mine).is_ok()
         });
+    }
+
+    /// A new stream of every event from now on (the first one also gets those emitted before
+    /// it).
+    pub(crate) fn stream(&self) -> EventStream {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Ok(mut l) = self.listeners.lock() {
+            for batch in l.early.take().map(|(e, _)| e).unwrap_or_default() {
+                let _ = tx.send(batch);
+            }
+            l.streams.push(tx);
+        }
+        EventStream { rx, buffered: std::collections::VecDeque::new() }
+    }
+
+    /// Ends every stream (their `next` returns `None` once drained).
+    pub(crate) fn close(&self) {
+        if let Ok(mut l) = self.listeners.lock() {
+            l.streams.clear();
+            l.early = None;
+        }
     }
 }
 
@@ -123,7 +173,8 @@ impl EventStream {
 }
 
 pub(crate) struct Inner {
-    pub(crate) store: Arc<dyn Store>,
+    /// The store, closed for writing by [`crate::Client::shutdown`].
+    pub(crate) store: Arc<super::gate::Gate<dyn Store>>,
     pub(crate) vault: Vault,
     pub(crate) connector: Arc<dyn Connector>,
     pub(crate) options: ClientOptions,
@@ -224,14 +275,8 @@ mod tests {
     }
 
     fn hub_with(streams: usize) -> (EventHub, Vec<EventStream>) {
-        let hub = EventHub { listeners: StdMutex::new(Vec::new()) };
-        let streams = (0..streams)
-            .map(|_| {
-                let (tx, rx) = mpsc::unbounded_channel();
-                hub.listeners.lock().unwrap().push(tx);
-                EventStream { rx, buffered: std::collections::VecDeque::new() }
-            })
-            .collect();
+        let hub = EventHub::new();
+        let streams = (0..streams).map(|_| hub.stream()).collect();
         (hub, streams)
     }
 
@@ -247,7 +292,7 @@ mod tests {
         let dropped = streams.pop().unwrap();
         drop(dropped);
         hub.emit(vec![typing(4), typing(5)]);
-        assert_eq!(hub.listeners.lock().unwrap().len(), 2);
+        assert_eq!(hub.listeners.lock().unwrap().streams.len(), 2);
         let [a, b] = &mut streams[..] else { unreachable!() };
         let mut got_a = Vec::new();
         while let Some(e) = a.try_next() {
@@ -261,5 +306,28 @@ mod tests {
         assert_eq!(got_a, want);
         assert_eq!(got_b, want);
         assert!(a.try_next().is_none() && b.try_next().is_none());
+    }
+
+    /// What happens between `Client::open` and the app's first `events()` is not lost: the
+    /// first stream gets it (the most recent [`EARLY_EVENTS`] of it), later streams do not.
+    #[test]
+    fn the_first_stream_gets_the_events_emitted_before_it() {
+        let hub = EventHub::new();
+        hub.emit(vec![typing(0), typing(1)]);
+        for n in 2..EARLY_EVENTS + 2 {
+            hub.emit(vec![typing(n)]);
+        }
+        let mut first = hub.stream();
+        let mut second = hub.stream();
+        hub.emit(vec![typing(usize::MAX)]);
+        let mut got = Vec::new();
+        while let Some(e) = first.try_next() {
+            got.push(e);
+        }
+        assert_eq!(got.len(), EARLY_EVENTS + 1, "the oldest batch made room");
+        assert_eq!(got[0], typing(2));
+        assert_eq!(got.last(), Some(&typing(usize::MAX)));
+        assert_eq!(second.try_next(), Some(typing(usize::MAX)));
+        assert_eq!(second.try_next(), None);
     }
 }

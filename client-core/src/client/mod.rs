@@ -21,6 +21,7 @@ mod contacts;
 mod core;
 mod devices;
 mod error;
+mod gate;
 mod handle;
 mod history;
 mod inbox;
@@ -32,8 +33,6 @@ mod types;
 
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
 pub use self::error::ClientError;
 pub use self::handle::Client;
 pub use self::inbox::MAX_BATCH;
@@ -42,16 +41,14 @@ pub use self::types::{
     ConnectionState, ContactView, ConversationView, DeviceView, Event, MessageStatus, MessageView,
     SearchHit, SendProblem, TrustState,
 };
-use crate::store::{Scan, Table};
+use crate::store::{Scan, Store, Table};
 
 impl Client {
-    /// A stream of every event from now on.
+    /// A stream of every event from now on. The first stream opened also gets the events
+    /// emitted since [`Client::open`] (the latest 10,000), so an app that connects its
+    /// listener right after opening misses nothing the catch-up delivered in between.
     pub fn events(&self) -> EventStream {
-        let (tx, rx) = mpsc::unbounded_channel();
-        if let Ok(mut l) = self.inner.events.listeners.lock() {
-            l.push(tx);
-        }
-        EventStream { rx, buffered: std::collections::VecDeque::new() }
+        self.inner.events.stream()
     }
 
     /// The connection state now.
@@ -88,10 +85,11 @@ impl Client {
         if let Some(l) = self.inner.current_link() {
             l.close();
         }
+        // From here on nothing more is written: a task that had work in hand finds the store
+        // closed, and a client opened next on the same store is its only writer.
+        self.inner.store.close().await;
         // Wait until the connection task has let go of the core (it holds it while committing).
         let _core = self.inner.lock_for_app().await;
-        if let Ok(mut l) = self.inner.events.listeners.lock() {
-            l.clear();
-        }
+        self.inner.events.close();
     }
 }

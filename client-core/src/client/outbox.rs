@@ -34,7 +34,7 @@ use super::types::Event;
 use super::types::to_hex;
 use crate::Session;
 use crate::records::{OutboxRecord, PreparedEnvelope, Record, Status, keys};
-use crate::store::{Scan, Table};
+use crate::store::{Scan, Store, Table};
 use crate::transport::{Link, TransportError};
 
 /// Most rounds of device-list refresh before a send is retried later.

@@ -174,7 +174,7 @@ async fn envelopes_are_deleted_only_after_ack() {
         sub.ack(vec![1, 3]).await.unwrap();
         // The ack is processed before the relay answers anything sent after it on another stream;
         // wait for it by polling the metric instead of sleeping.
-        wait_for_metric(&relay, "hush_relay_envelopes_acked_total", 2).await;
+        relay.wait_for_metric("hush_relay_envelopes_acked_total", 2).await;
         b.close();
     }
     // Second session: exactly the unacked ones, in order.
@@ -183,7 +183,7 @@ async fn envelopes_are_deleted_only_after_ack() {
     let got = drain(&mut sub).await;
     assert_eq!(got.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![2, 4, 5]);
     sub.ack(vec![2, 4, 5, 4, 999]).await.unwrap(); // duplicates and unknown seqs are harmless
-    wait_for_metric(&relay, "hush_relay_envelopes_acked_total", 5).await;
+    relay.wait_for_metric("hush_relay_envelopes_acked_total", 5).await;
     b.close();
     let b = bob.login(&relay, 1).await;
     let mut sub = b.subscribe().await.unwrap();
@@ -257,7 +257,7 @@ async fn multi_recipient_send_stores_each_payload_once_and_fans_out() {
         // it, and the last ack deletes it.
         sub.ack(vec![1]).await.unwrap();
         acked += 1;
-        wait_for_metric(&relay, "hush_relay_envelopes_acked_total", acked).await;
+        relay.wait_for_metric("hush_relay_envelopes_acked_total", acked).await;
     }
     for (user, id) in [(&bob, 1), (&carol, 1)] {
         let c = user.login(&relay, id).await;

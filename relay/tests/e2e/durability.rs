@@ -27,7 +27,7 @@ async fn acked_envelopes_survive_sigkill_and_are_delivered_exactly_once() {
         let mut sub = b.subscribe().await.unwrap();
         let got = drain(&mut sub).await;
         sub.ack(got.iter().map(|(s, _)| *s).collect()).await.unwrap();
-        wait_for_metric(&relay, "hush_relay_envelopes_acked_total", 50).await;
+        relay.wait_for_metric("hush_relay_envelopes_acked_total", 50).await;
     }
     // 8 concurrent senders, 25 sends each; every send that returned Ok was acked by the relay.
     let mut tasks = Vec::new();
@@ -50,7 +50,7 @@ async fn acked_envelopes_survive_sigkill_and_are_delivered_exactly_once() {
         acked.extend(t.await.unwrap());
     }
     relay.kill(); // SIGKILL right after the last ack.
-    relay.restart();
+    relay.restart_elsewhere();
 
     let b = bob.login(&relay, 1).await;
     let mut sub = b.subscribe().await.unwrap();
@@ -78,7 +78,7 @@ async fn a_restarted_relay_resets_old_connections_at_once() {
     for round in 0..3 {
         let b = bob.login(&relay, 1).await;
         b.prekey_counts().await.unwrap();
-        relay.restart_in_place();
+        relay.restart();
         let restarted = std::time::Instant::now();
         // The old connection's next request meets the new process.
         let stale = tokio::time::timeout(std::time::Duration::from_secs(5), b.prekey_counts())

@@ -57,14 +57,14 @@ async fn mailbox_depth_and_byte_quotas() {
     let mut sub = b.subscribe().await.unwrap();
     let seqs: Vec<u64> = drain(&mut sub).await.into_iter().map(|(s, _)| s).collect();
     sub.ack(seqs).await.unwrap();
-    wait_for_metric(&relay, "hush_relay_envelopes_acked_total", 10).await;
+    relay.wait_for_metric("hush_relay_envelopes_acked_total", 10).await;
     assert_code(a.send(send_to(&bob, b"x")).await, ErrorCode::MailboxFull);
     let b2 = bob.login(&relay, 2).await;
     let mut sub2 = b2.subscribe().await.unwrap();
     let seqs: Vec<u64> = drain(&mut sub2).await.into_iter().map(|(s, _)| s).collect();
     assert_eq!(seqs.len(), 10, "the refused sends left nothing behind");
     sub2.ack(seqs).await.unwrap();
-    wait_for_metric(&relay, "hush_relay_envelopes_acked_total", 20).await;
+    relay.wait_for_metric("hush_relay_envelopes_acked_total", 20).await;
 
     // Byte quota: 1000 bytes per device mailbox.
     a.send(send_to(&bob, &[0; 600])).await.unwrap();
@@ -81,7 +81,7 @@ async fn retention_expires_unacked_envelopes() {
         a.send(send_to(&bob, b"old")).await.unwrap();
     }
     // The sweeper runs every 100 ms and deletes envelopes older than 1 s.
-    wait_for_metric(&relay, "hush_relay_envelopes_expired_total", 3).await;
+    relay.wait_for_metric("hush_relay_envelopes_expired_total", 3).await;
     let b = bob.login(&relay, 1).await;
     let mut sub = b.subscribe().await.unwrap();
     assert!(drain(&mut sub).await.is_empty());

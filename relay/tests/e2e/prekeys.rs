@@ -163,5 +163,5 @@ async fn one_account_cannot_drain_a_devices_one_time_keys() {
     assert_eq!(with_key + without + limited, 80);
     let counts = b.prekey_counts().await.unwrap();
     assert_eq!((counts.one_time, counts.kem_one_time), (90, 40));
-    wait_for_metric(&relay, "hush_relay_one_time_claims_limited_total", 50).await;
+    relay.wait_for_metric("hush_relay_one_time_claims_limited_total", 50).await;
 }

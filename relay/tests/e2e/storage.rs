@@ -111,7 +111,7 @@ async fn a_full_disk_refuses_writes_serves_reads_and_recovers_when_space_returns
     assert!(ErrorCode::StorageUnavailable.is_retryable());
     let body = wait_ready(&relay, false).await;
     assert!(body.contains("storage failing"), "{body}");
-    assert_eq!(metric(&relay, "hush_relay_storage_writable").await, 0.0);
+    assert_eq!(relay.metric("hush_relay_storage_writable").await, 0.0);
     assert_code(a.send(send_to(&bob, b"again")).await, ErrorCode::StorageUnavailable);
     assert!(relay.http_get("/healthz").await.0 == 200, "alive, only not ready");
 
@@ -125,7 +125,7 @@ async fn a_full_disk_refuses_writes_serves_reads_and_recovers_when_space_returns
     wait_ready(&relay, true).await;
     a.send(send_to(&bob, b"after")).await.unwrap();
     assert_eq!(next_delivery(&mut sub).await.payload, b"after");
-    assert_eq!(metric(&relay, "hush_relay_storage_writable").await, 1.0);
+    assert_eq!(relay.metric("hush_relay_storage_writable").await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -148,7 +148,7 @@ async fn below_the_free_space_floor_new_envelopes_are_refused_and_acks_go_on() {
     let got = drain(&mut sub).await;
     assert_eq!(got.len(), 1);
     sub.ack(vec![got[0].0]).await.unwrap();
-    wait_for_metric(&relay, "hush_relay_envelopes_acked_total", 1).await;
+    relay.wait_for_metric("hush_relay_envelopes_acked_total", 1).await;
 
     std::fs::remove_file(filler).unwrap();
     wait_ready(&relay, true).await;
@@ -173,7 +173,7 @@ async fn the_stored_payload_budget_refuses_storage_full_until_devices_drain() {
     let mut sub = b.subscribe().await.unwrap();
     let seqs: Vec<u64> = drain(&mut sub).await.into_iter().map(|(s, _)| s).collect();
     sub.ack(seqs).await.unwrap();
-    wait_for_metric(&relay, "hush_relay_envelopes_acked_total", 3).await;
+    relay.wait_for_metric("hush_relay_envelopes_acked_total", 3).await;
     a.send(send_to(&bob, &[5; 1000])).await.unwrap();
 }
 
@@ -216,10 +216,10 @@ async fn one_sender_cannot_shut_a_mailbox_to_everyone_else() {
     let seqs: Vec<u64> = drain(&mut sub).await.into_iter().map(|(s, _)| s).collect();
     assert_eq!(seqs.len(), 8);
     sub.ack(seqs).await.unwrap();
-    wait_for_metric(&relay, "hush_relay_envelopes_acked_total", 8).await;
+    relay.wait_for_metric("hush_relay_envelopes_acked_total", 8).await;
     let mut sub1 = b1.subscribe().await.unwrap();
     let seqs: Vec<u64> = drain(&mut sub1).await.into_iter().map(|(s, _)| s).collect();
     sub1.ack(seqs).await.unwrap();
-    wait_for_metric(&relay, "hush_relay_envelopes_acked_total", 11).await;
+    relay.wait_for_metric("hush_relay_envelopes_acked_total", 11).await;
     m.send(send_to(&bob, b"3")).await.unwrap();
 }

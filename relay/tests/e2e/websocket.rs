@@ -170,7 +170,7 @@ async fn a_browser_style_client_registers_authenticates_and_receives_over_tls() 
     assert_eq!(d.payload, b"over websocket");
     assert_eq!(d.sender_account, alice.key().as_bytes().to_vec());
     b.send_raw(ws::encode(sub, &wire::ClientPush { acks: vec![d.seq] })).await;
-    wait_for_metric(&relay, "hush_relay_envelopes_acked_total", 1).await;
+    relay.wait_for_metric("hush_relay_envelopes_acked_total", 1).await;
 
     // And back: Bob sends over WebSocket, Alice (QUIC) receives.
     let mut a_sub = a.subscribe().await.unwrap();

@@ -4,8 +4,6 @@
 package dev.hush
 
 import java.io.File
-import java.net.DatagramSocket
-import java.net.InetAddress
 import java.nio.file.Files
 import kotlinx.coroutines.CoroutineScope
 import kotlinx.coroutines.Job
@@ -19,7 +17,10 @@ import org.junit.jupiter.api.Assertions.assertFalse
 import org.junit.jupiter.api.Assertions.assertTrue
 import org.junit.jupiter.api.Test
 
-/** A hush-relay process on a free loopback port with its own data directory. */
+/**
+ * A hush-relay on loopback, started by the test kit's hush-test-relay (HUSH_TEST_RELAY), which
+ * owns the relay's data directory and stops it when its standard input closes.
+ */
 class Relay : AutoCloseable {
     val dir: File = Files.createTempDirectory("hush-kotlin").toFile()
     val address: String
@@ -27,18 +28,16 @@ class Relay : AutoCloseable {
     private val process: Process
 
     init {
-        val port = DatagramSocket(0, InetAddress.getLoopbackAddress()).use { it.localPort }
-        address = "127.0.0.1:$port"
-        val builder = ProcessBuilder(
-            System.getenv("HUSH_RELAY_BIN"), "serve", "--data-dir", File(dir, "relay").path,
-            "--listen", address, "--http-listen", "127.0.0.1:0", "--ws-listen", "127.0.0.1:0", "--log-level", "warn",
-        ).redirectError(ProcessBuilder.Redirect.INHERIT)
+        val builder = ProcessBuilder(System.getenv("HUSH_TEST_RELAY"))
+            .redirectError(ProcessBuilder.Redirect.INHERIT)
         builder.environment().remove("HUSH_CONFIG")
         process = builder.start()
         val reader = process.inputStream.bufferedReader()
         val line = reader.readLine() ?: error("the relay exited before it was ready")
         check(line.startsWith("hush-relay ready")) { line }
-        pin = line.split(" ").first { it.startsWith("pin=") }.removePrefix("pin=")
+        val fields = line.split(" ").drop(2).associate { it.substringBefore("=") to it.substringAfter("=") }
+        address = fields.getValue("quic")
+        pin = fields.getValue("pin")
         Thread { reader.lines().forEach { } }.apply { isDaemon = true }.start()
     }
 
@@ -50,7 +49,8 @@ class Relay : AutoCloseable {
     )
 
     override fun close() {
-        process.destroyForcibly().waitFor()
+        process.outputStream.close()
+        process.waitFor()
         dir.deleteRecursively()
     }
 }
