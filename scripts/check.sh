@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The fast tier, for the inner loop: format, clippy, and every unit, property, vector and
-# integration test of the workspace, including the end-to-end tests against the real relay
-# binary on loopback (about a minute of the run). It leaves out what the full suite
+# integration test of the workspace: the client's behaviour tests on the in-memory relay, the
+# crash-safety property tests, and the end-to-end tests against the real relay binary on
+# loopback (about a minute of the run). It leaves out what the full suite
 # (scripts/test.sh) adds: doc tests, benchmarks in test mode, the Python and Kotlin bindings,
 # the web package in Chromium and fuzzing. Target: under 5 minutes on a warm 2-core machine
 # (docs/BENCHMARKS.md, "Test tiers").
