@@ -7,7 +7,6 @@ mod accounts;
 mod delivery;
 mod durability;
 mod limits;
-mod memory;
 mod operations;
 mod prekeys;
 mod robustness;

@@ -2,15 +2,24 @@
 //! whose length prefix announces a large frame and whose body never comes, or comes only in
 //! part, before and after authentication. The relay holds what arrived, within its per
 //! connection, per address and total budgets, and gives it all back when the connections go.
+//!
+//! Its own test binary, and one test at a time: each pushes hundreds of megabytes through a
+//! relay on loopback, which on 2 cores must not compete with the rest of the end-to-end suite
+//! (cargo runs test binaries one after another).
 
-#![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
 
 use std::time::Duration;
 
 use hush_protocol::ErrorCode;
 use hush_protocol::wire::{Response, response};
 
-use crate::common::*;
+use hush_testkit::attacks::half_sent_frames;
+use hush_testkit::protocol::User;
+use hush_testkit::relay::{Relay, peak_rss, rss_bytes};
+
+/// One test at a time (see the module docs).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const MIB: u64 = 1024 * 1024;
 
@@ -52,6 +61,7 @@ fn generous() -> Vec<(&'static str, &'static str)> {
 /// over it `rate_limited`; closing the connections gives every byte back.
 #[tokio::test(flavor = "multi_thread")]
 async fn announced_frames_cost_what_arrived_within_the_budget_after_auth() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let relay = Relay::start(dir.path(), &generous());
     let setup = relay.connect().await;
@@ -138,6 +148,7 @@ async fn announced_frames_cost_what_arrived_within_the_budget_after_auth() {
 /// at most its 128 KiB and the address at most its 32 MiB.
 #[tokio::test(flavor = "multi_thread")]
 async fn announced_frames_before_auth_are_bounded_per_connection_and_address() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let relay = Relay::start(dir.path(), &generous());
     let mut conns = Vec::new();
