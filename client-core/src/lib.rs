@@ -56,6 +56,7 @@ pub mod records;
 pub mod runtime;
 #[cfg(feature = "client")]
 pub mod search;
+pub mod sender_key;
 pub mod session;
 #[cfg(feature = "client")]
 pub mod store;

@@ -1,5 +1,6 @@
 //! Known-answer vectors for the Double Ratchet and the session state format
-//! (test-vectors/ratchet.json, test-vectors/session.json).
+//! (test-vectors/ratchet.json, test-vectors/session.json), and for sender keys
+//! (test-vectors/sender_key.json).
 //!
 //! Regenerated and compared byte for byte on every test run. Every random input is listed
 //! explicitly. Regenerate deliberately with
@@ -222,4 +223,56 @@ fn committed_session_state_still_loads() {
     assert_eq!(*alice.to_bytes(), bytes("alice_state"));
     let prekeys = DevicePrekeys::from_state_bytes(&bytes("bob_prekey_state_after_accept")).unwrap();
     assert_eq!(*prekeys.to_state_bytes(), bytes("bob_prekey_state_after_accept"));
+}
+
+/// Sender keys (PROTOCOL.md §16): one sender chain from explicit secrets, its distribution,
+/// three messages with every intermediate key, delivered to a receiver out of order.
+fn sender_key_vector() -> Value {
+    use crate::sender_key::{Distribution, ReceivedKey, SENDER_KEY_INFO, SenderKey};
+    let group_id = [0x47u8; 32];
+    let (key_id, chain_key, signing_seed) = (0x0102_0304u32, [0x11u8; 32], [0x22u8; 32]);
+    let mut sender = SenderKey::from_secrets(group_id, key_id, 0, &chain_key, &signing_seed);
+    let distribution = sender.distribution();
+    let mut messages = Vec::new();
+    let mut encoded = Vec::new();
+    let mut ck = Zeroizing::new(chain_key);
+    for (i, text) in
+        ["first to the group", "second", "third, delivered before the second"].iter().enumerate()
+    {
+        let (mk, next) = kdf_ck(&ck);
+        let okm = hush_prekeys::kdf::hkdf_sha256::<44>(&[0; 32], &*mk, SENDER_KEY_INFO);
+        let bytes = sender.encrypt(text.as_bytes()).unwrap();
+        messages.push(json!({
+            "iteration": i,
+            "chain_key": hex::encode(*ck),
+            "message_key": hex::encode(*mk),
+            "aead_key": hex::encode(&okm[..32]),
+            "aead_nonce": hex::encode(&okm[32..]),
+            "plaintext": text,
+            "encoded": hex::encode(&bytes),
+        }));
+        encoded.push(bytes);
+        ck = next;
+    }
+    let mut receiver =
+        ReceivedKey::new(&Distribution::decode(&distribution.encode()).unwrap()).unwrap();
+    for i in [0usize, 2, 1] {
+        let want = messages[i]["plaintext"].as_str().unwrap().as_bytes();
+        assert_eq!(receiver.decrypt(&encoded[i]).unwrap(), want);
+    }
+    json!({
+        "group_id": hex::encode(group_id),
+        "key_id": key_id,
+        "chain_key": hex::encode(chain_key),
+        "signing_seed": hex::encode(signing_seed),
+        "signing_public_key": hex::encode(distribution.signing_key),
+        "distribution": hex::encode(&*distribution.encode()),
+        "messages": messages,
+        "delivery_order": [0, 2, 1],
+    })
+}
+
+#[test]
+fn sender_key_vectors_match() {
+    check_or_write("sender_key.json", &sender_key_vector());
 }
