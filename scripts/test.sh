@@ -63,7 +63,7 @@ summary="$summary; web: $wb wasm-bindgen + $e2e Chromium passed, ${size:-?} byte
 # cover every decoder on stable too. The suite runs each target briefly, so that the targets
 # keep building and a shallow crash shows; long runs are scripts/fuzz.sh's job (60 s each by
 # default, or any length: scripts/fuzz.sh 3600).
-fuzz_seconds="${HUSH_FUZZ_SECONDS:-5}"
+fuzz_seconds="${HUSH_FUZZ_SECONDS:-3}"
 if [ "$fuzz_seconds" != 0 ] && rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
   step "fuzz (${fuzz_seconds}s per target)"
   scripts/fuzz.sh "$fuzz_seconds"
