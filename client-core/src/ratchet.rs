@@ -365,9 +365,10 @@ fn split_64(okm: &[u8; 64]) -> (Key32, Key32) {
     (a, b)
 }
 
-/// Expands a message key into the AEAD key and nonce.
-fn aead_for(mk: &[u8; 32]) -> (ChaCha20Poly1305, Nonce) {
-    let okm = hkdf_sha256::<44>(&[0u8; 32], mk, MESSAGE_KEYS_INFO);
+/// Expands a message key into the AEAD key and nonce (HKDF with `info`: the 1:1 ratchet's
+/// or the sender keys').
+pub(crate) fn aead_for(mk: &[u8; 32], info: &[u8]) -> (ChaCha20Poly1305, Nonce) {
+    let okm = hkdf_sha256::<44>(&[0u8; 32], mk, info);
     let (key, nonce) = okm.split_at(32);
     let mut k = Zeroizing::new([0u8; 32]);
     k.copy_from_slice(key);
@@ -395,7 +396,7 @@ fn seal(
     header: &[u8; HEADER_LEN],
     pt: &[u8],
 ) -> Result<Vec<u8>, SessionError> {
-    let (cipher, nonce) = aead_for(mk);
+    let (cipher, nonce) = aead_for(mk, MESSAGE_KEYS_INFO);
     let mut out = Vec::with_capacity(HEADER_LEN + pt.len() + TAG_LEN);
     out.extend_from_slice(header);
     out.extend_from_slice(pt);
@@ -421,7 +422,7 @@ fn open(
     }
     let (body, tag) = ct.split_at(split);
     let tag = Tag::try_from(tag).map_err(|_| SessionError::DecryptionFailed)?;
-    let (cipher, nonce) = aead_for(mk);
+    let (cipher, nonce) = aead_for(mk, MESSAGE_KEYS_INFO);
     let mut out = body.to_vec();
     cipher
         .decrypt_inout_detached(&nonce, &full_ad(ad, header), out.as_mut_slice().into(), &tag)

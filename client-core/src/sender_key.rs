@@ -25,10 +25,9 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use chacha20poly1305::aead::{AeadInOut, KeyInit};
+use chacha20poly1305::aead::AeadInOut;
 use chacha20poly1305::{ChaCha20Poly1305, Nonce, Tag};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
-use hush_prekeys::kdf::hkdf_sha256;
 use rand_core::CryptoRng;
 use zeroize::Zeroizing;
 
@@ -277,13 +276,7 @@ impl SenderKey {
 
 /// ChaCha20-Poly1305 and its nonce for one message key.
 fn aead(message_key: &[u8; 32]) -> (ChaCha20Poly1305, Nonce) {
-    let okm = hkdf_sha256::<44>(&[0u8; 32], message_key, SENDER_KEY_INFO);
-    let (key, nonce) = okm.split_at(32);
-    let mut k = Zeroizing::new([0u8; 32]);
-    k.copy_from_slice(key);
-    let mut n = [0u8; 12];
-    n.copy_from_slice(nonce);
-    (ChaCha20Poly1305::new(&(*k).into()), n.into())
+    crate::ratchet::aead_for(message_key, SENDER_KEY_INFO)
 }
 
 /// The group header of a group message, read without any key (to find the sender key it
