@@ -46,6 +46,7 @@ pub mod browser;
 pub mod client;
 pub mod content;
 pub mod error;
+pub mod group;
 #[cfg(feature = "client")]
 mod hashing;
 pub mod message;

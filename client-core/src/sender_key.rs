@@ -274,6 +274,87 @@ impl SenderKey {
     }
 }
 
+impl SenderKey {
+    /// The persisted state: `0x01 ‖ group header (41) ‖ chain key ‖ signing seed` (105 bytes;
+    /// PROTOCOL.md §10.4). Wiped on drop.
+    pub fn to_state_bytes(&self) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(Vec::with_capacity(1 + DISTRIBUTION_LEN));
+        out.push(STATE_VERSION);
+        out.extend_from_slice(&self.header.encode());
+        out.extend_from_slice(self.chain_key.as_slice());
+        out.extend_from_slice(self.signing.as_bytes());
+        out
+    }
+
+    /// Reads [`SenderKey::to_state_bytes`].
+    pub fn from_state_bytes(bytes: &[u8]) -> Result<Self, SenderKeyError> {
+        let rest = state_body(bytes)?;
+        let (header, rest) = GroupHeader::decode(rest)?;
+        let (chain, seed) =
+            rest.split_first_chunk::<32>().ok_or(SenderKeyError::Malformed("short state"))?;
+        let seed: &[u8; 32] =
+            seed.try_into().map_err(|_| SenderKeyError::Malformed("state length"))?;
+        Ok(Self::from_secrets(header.group_id, header.key_id, header.iteration, chain, seed))
+    }
+}
+
+impl ReceivedKey {
+    /// The persisted state: `0x01 ‖ group header (41) ‖ chain key ‖ signing public key ‖
+    /// count u16 ‖ (iteration u32 ‖ key [32]) × count`, skipped keys oldest first. Wiped on drop.
+    pub fn to_state_bytes(&self) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(Vec::with_capacity(1 + 107 + 36 * self.order.len()));
+        out.push(STATE_VERSION);
+        out.extend_from_slice(&self.header.encode());
+        out.extend_from_slice(self.chain_key.as_slice());
+        out.extend_from_slice(self.verifying.as_bytes());
+        let count = u16::try_from(self.order.len()).unwrap_or(u16::MAX);
+        out.extend_from_slice(&count.to_be_bytes());
+        for i in self.order.iter().take(usize::from(count)) {
+            if let Some(k) = self.skipped.get(i) {
+                out.extend_from_slice(&i.to_be_bytes());
+                out.extend_from_slice(k.as_slice());
+            }
+        }
+        out
+    }
+
+    /// Reads [`ReceivedKey::to_state_bytes`].
+    pub fn from_state_bytes(bytes: &[u8]) -> Result<Self, SenderKeyError> {
+        let short = SenderKeyError::Malformed("short state");
+        let rest = state_body(bytes)?;
+        let (header, rest) = GroupHeader::decode(rest)?;
+        let (chain, rest) = rest.split_first_chunk::<32>().ok_or(short.clone())?;
+        let (signing, rest) = rest.split_first_chunk::<32>().ok_or(short.clone())?;
+        let (count, mut rest) = rest.split_first_chunk::<2>().ok_or(short.clone())?;
+        let count = usize::from(u16::from_be_bytes(*count));
+        if count > MAX_SKIPPED_KEYS || rest.len() != count * 36 {
+            return Err(SenderKeyError::Malformed("state length"));
+        }
+        let d = Distribution { header, chain_key: Zeroizing::new(*chain), signing_key: *signing };
+        let mut key = Self::new(&d)?;
+        while let Some((i, r)) = rest.split_first_chunk::<4>() {
+            let (k, r) = r.split_first_chunk::<32>().ok_or(short.clone())?;
+            let i = u32::from_be_bytes(*i);
+            if key.skipped.insert(i, Zeroizing::new(*k)).is_none() {
+                key.order.push_back(i);
+            }
+            rest = r;
+        }
+        Ok(key)
+    }
+}
+
+/// Version byte of the persisted sender-key states.
+const STATE_VERSION: u8 = 1;
+
+fn state_body(bytes: &[u8]) -> Result<&[u8], SenderKeyError> {
+    match bytes.split_first() {
+        Some((&STATE_VERSION, rest)) => Ok(rest),
+        Some((&v, _)) => Err(SenderKeyError::UnsupportedVersion(v)),
+        None => Err(SenderKeyError::Malformed("empty state")),
+    }
+}
+
 /// ChaCha20-Poly1305 and its nonce for one message key.
 fn aead(message_key: &[u8; 32]) -> (ChaCha20Poly1305, Nonce) {
     crate::ratchet::aead_for(message_key, SENDER_KEY_INFO)
@@ -414,6 +495,20 @@ mod tests {
         let r =
             ReceivedKey::new(&Distribution::decode(&s.distribution().encode()).unwrap()).unwrap();
         (s, r)
+    }
+
+    #[test]
+    fn states_round_trip_with_skipped_keys() {
+        let (mut s, mut r) = pair(9);
+        let msgs: Vec<_> = (0..5).map(|i| s.encrypt(&[i]).unwrap()).collect();
+        r.decrypt(&msgs[3]).unwrap();
+        let mut s2 = SenderKey::from_state_bytes(&s.to_state_bytes()).unwrap();
+        let mut r2 = ReceivedKey::from_state_bytes(&r.to_state_bytes()).unwrap();
+        assert_eq!(r2.decrypt(&msgs[1]).unwrap(), vec![1]);
+        assert_eq!(r2.decrypt(&msgs[3]), Err(SenderKeyError::Duplicate));
+        assert_eq!(r2.decrypt(&s2.encrypt(b"next").unwrap()).unwrap(), b"next");
+        assert!(ReceivedKey::from_state_bytes(&[2]).is_err());
+        assert!(SenderKey::from_state_bytes(&[1, 1]).is_err());
     }
 
     #[test]
