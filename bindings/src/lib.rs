@@ -216,6 +216,8 @@ pub struct Message {
     pub status: MessageStatus,
     /// Pending: why the last attempt did not go through (it is retried); failed: why.
     pub problem: Option<SendProblem>,
+    /// A group event in the timeline ("… added …") rather than a text.
+    pub is_group_event: bool,
 }
 
 /// Why an outgoing message is not sent yet, or will not be.
@@ -240,6 +242,64 @@ impl From<hush_core::MessageView> for Message {
             sent_at_ms: m.sent_at_ms,
             status: m.status.into(),
             problem: m.problem.map(|p| SendProblem { code: p.code, detail: p.message }),
+            is_group_event: m.kind == hush_core::MessageKind::GroupEvent,
+        }
+    }
+}
+
+/// A group.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct Group {
+    /// The group id (names its conversation).
+    pub group_id: String,
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// How many changes it has had.
+    pub epoch: u64,
+    /// Members in ascending account order.
+    pub members: Vec<GroupMember>,
+    /// Whether we are a member.
+    pub am_member: bool,
+    /// Whether we are an admin.
+    pub am_admin: bool,
+}
+
+/// A member of a group.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct GroupMember {
+    /// Account id.
+    pub account_id: String,
+    /// Whether it is an admin.
+    pub admin: bool,
+}
+
+/// Per-member receipts of one of our group messages.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct GroupReceipts {
+    /// Members other than us.
+    pub members: u32,
+    /// Members who have it.
+    pub delivered_to: Vec<String>,
+    /// Members who read it.
+    pub read_by: Vec<String>,
+}
+
+impl From<hush_core::GroupView> for Group {
+    fn from(g: hush_core::GroupView) -> Self {
+        Self {
+            group_id: g.group_id,
+            name: g.name,
+            description: g.description,
+            epoch: g.epoch,
+            members: g
+                .members
+                .into_iter()
+                .map(|m| GroupMember { account_id: m.account_id, admin: m.admin })
+                .collect(),
+            am_member: g.am_member,
+            am_admin: g.am_admin,
         }
     }
 }
@@ -247,9 +307,11 @@ impl From<hush_core::MessageView> for Message {
 /// A conversation in the list.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct Conversation {
-    /// The peer's account id.
+    /// The peer's account id, or the group id.
     pub peer: String,
-    /// The peer's name as we saved it.
+    /// Whether it is a group.
+    pub is_group: bool,
+    /// The peer's name as we saved it, or the group's name.
     pub name: String,
     /// Incoming messages not read yet.
     pub unread: u32,
@@ -263,6 +325,7 @@ impl From<hush_core::ConversationView> for Conversation {
     fn from(c: hush_core::ConversationView) -> Self {
         Self {
             peer: c.peer,
+            is_group: c.is_group,
             name: c.name,
             unread: c.unread,
             last_preview: c.last_preview,
@@ -395,6 +458,11 @@ pub enum HushEvent {
     },
     /// Our account's device list changed.
     DevicesChanged,
+    /// A group's members, admins or name changed, or a group became known.
+    GroupChanged {
+        /// The group id.
+        group: String,
+    },
     /// The connection state changed.
     ConnectionChanged {
         /// The new state.
@@ -439,6 +507,7 @@ impl From<hush_core::Event> for HushEvent {
                 Self::IdentityChanged { contact, device_id, was_verified }
             }
             E::DevicesChanged => Self::DevicesChanged,
+            E::GroupChanged { group } => Self::GroupChanged { group },
             E::ConnectionChanged { state } => Self::ConnectionChanged { state: state.into() },
             E::CaughtUp => Self::CaughtUp,
             E::SendDelayed { conversation, message_id, code, message, retry_in_ms } => {
@@ -584,6 +653,104 @@ impl HushClient {
     pub async fn send_text(&self, conversation: String, text: String) -> Result<String, HushError> {
         let c = self.client.clone();
         run(async move { c.send_text(&conversation, &text).await }).await
+    }
+
+    /// Creates a group with us as admin; returns its id (send to it with `send_text`).
+    pub async fn create_group(
+        &self,
+        name: String,
+        description: String,
+        members: Vec<String>,
+    ) -> Result<String, HushError> {
+        let c = self.client.clone();
+        run(async move { c.create_group(&name, &description, &members).await }).await
+    }
+
+    /// Adds members (admins only).
+    pub async fn add_group_members(
+        &self,
+        group: String,
+        members: Vec<String>,
+    ) -> Result<(), HushError> {
+        let c = self.client.clone();
+        run(async move { c.add_group_members(&group, &members).await }).await
+    }
+
+    /// Removes a member (admins only); later messages are unreadable to it.
+    pub async fn remove_group_member(
+        &self,
+        group: String,
+        member: String,
+    ) -> Result<(), HushError> {
+        let c = self.client.clone();
+        run(async move { c.remove_group_member(&group, &member).await }).await
+    }
+
+    /// Leaves a group.
+    pub async fn leave_group(&self, group: String) -> Result<(), HushError> {
+        let c = self.client.clone();
+        run(async move { c.leave_group(&group).await }).await
+    }
+
+    /// Makes a member an admin (admins only).
+    pub async fn promote_group_member(
+        &self,
+        group: String,
+        member: String,
+    ) -> Result<(), HushError> {
+        let c = self.client.clone();
+        run(async move { c.promote_group_member(&group, &member).await }).await
+    }
+
+    /// Makes an admin a plain member (admins only).
+    pub async fn demote_group_member(
+        &self,
+        group: String,
+        member: String,
+    ) -> Result<(), HushError> {
+        let c = self.client.clone();
+        run(async move { c.demote_group_member(&group, &member).await }).await
+    }
+
+    /// Renames a group (admins only).
+    pub async fn rename_group(&self, group: String, name: String) -> Result<(), HushError> {
+        let c = self.client.clone();
+        run(async move { c.rename_group(&group, &name).await }).await
+    }
+
+    /// Sets a group's description (admins only).
+    pub async fn set_group_description(
+        &self,
+        group: String,
+        description: String,
+    ) -> Result<(), HushError> {
+        let c = self.client.clone();
+        run(async move { c.set_group_description(&group, &description).await }).await
+    }
+
+    /// The groups this device knows.
+    pub async fn groups(&self) -> Result<Vec<Group>, HushError> {
+        let c = self.client.clone();
+        run(async move { c.groups().await.map(|g| g.into_iter().map(Into::into).collect()) }).await
+    }
+
+    /// One group.
+    pub async fn group(&self, group: String) -> Result<Group, HushError> {
+        let c = self.client.clone();
+        run(async move { c.group(&group).await.map(Into::into) }).await
+    }
+
+    /// Per-member receipts of one of our group messages.
+    pub async fn group_receipts(&self, message_id: String) -> Result<GroupReceipts, HushError> {
+        let c = self.client.clone();
+        run(async move {
+            c.group_receipts(&message_id).await.map(|r| GroupReceipts {
+                members: r.members,
+                delivered_to: r.delivered_to,
+                read_by: r.read_by,
+            })
+        })
+        .await
     }
 
     /// Gives up on an outgoing message that is still pending: marked failed (`canceled`).

@@ -21,7 +21,7 @@ pub struct Content {
     #[prost(uint32, tag = "1")]
     pub version: u32,
     /// What it carries.
-    #[prost(oneof = "content::Body", tags = "2, 3, 4, 5, 6")]
+    #[prost(oneof = "content::Body", tags = "2, 3, 4, 5, 6, 7, 8, 9")]
     pub body: Option<content::Body>,
 }
 
@@ -46,6 +46,16 @@ pub mod content {
         /// To our own other devices: messages we have read.
         #[prost(message, tag = "6")]
         SyncRead(super::SyncRead),
+        /// In a group message: a signed change of the group's state.
+        #[prost(message, tag = "7")]
+        GroupUpdate(super::GroupUpdate),
+        /// Pairwise, to one member device: the sender's key for a group, and the group message
+        /// it opens (a device gets this instead of the shared payload until it holds the key).
+        #[prost(message, tag = "8")]
+        GroupKey(super::GroupKey),
+        /// Pairwise, between our own devices: a group's state, or a request for it.
+        #[prost(message, tag = "9")]
+        GroupSync(super::GroupSync),
     }
 }
 
@@ -87,6 +97,43 @@ pub struct Receipt {
     /// The ids of the messages.
     #[prost(bytes = "vec", repeated, tag = "2")]
     pub ids: Vec<Vec<u8>>,
+    /// For messages of a group: the group id (empty in 1:1).
+    #[prost(bytes = "vec", tag = "3")]
+    pub group_id: Vec<u8>,
+}
+
+/// A group change, inside a group message (PROTOCOL.md §17).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GroupUpdate {
+    /// The signed change.
+    #[prost(message, optional, tag = "1")]
+    pub change: Option<crate::group::SignedGroupChange>,
+}
+
+/// A sender-key distribution with the group message it comes with (PROTOCOL.md §17.4).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GroupKey {
+    /// The 105-byte distribution (§16.3) of the sender's current key.
+    #[prost(bytes = "vec", tag = "1")]
+    pub distribution: Vec<u8>,
+    /// The group message (a §16.4 sender-key message) under that key.
+    #[prost(bytes = "vec", tag = "2")]
+    pub message: Vec<u8>,
+    /// The group's state, for a member the message's change adds (it has no state yet).
+    #[prost(message, optional, tag = "3")]
+    pub snapshot: Option<crate::group::GroupSnapshot>,
+}
+
+/// Between our own devices: a group's current state (a new device learns its groups so), or a
+/// request for it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GroupSync {
+    /// The group.
+    #[prost(bytes = "vec", tag = "1")]
+    pub group_id: Vec<u8>,
+    /// The state; absent in a request.
+    #[prost(message, optional, tag = "2")]
+    pub snapshot: Option<crate::group::GroupSnapshot>,
 }
 
 /// A typing indicator.
@@ -117,6 +164,17 @@ pub struct SyncRead {
     /// The messages now read.
     #[prost(bytes = "vec", repeated, tag = "2")]
     pub ids: Vec<Vec<u8>>,
+}
+
+impl Text {
+    /// Whether a receiver accepts it (§15.1): a 16-byte id and a non-empty text of at most
+    /// [`MAX_TEXT_CHARS`] characters.
+    pub fn is_valid(&self) -> bool {
+        // A text has at most as many characters as bytes, so most need no count.
+        self.id.len() == MESSAGE_ID_LEN
+            && !self.body.is_empty()
+            && (self.body.len() <= MAX_TEXT_CHARS || self.body.chars().count() <= MAX_TEXT_CHARS)
+    }
 }
 
 impl Content {

@@ -71,8 +71,8 @@ mod vectors;
 #[cfg(feature = "client")]
 pub use client::{
     Client, ClientConfig, ClientError, ClientOptions, ConnectionState, ContactView,
-    ConversationView, DeviceView, Event, EventStream, MessageStatus, MessageView, SearchHit,
-    TrustState,
+    ConversationView, DeviceView, Event, EventStream, GroupMemberView, GroupReceipts, GroupView,
+    MessageKind, MessageStatus, MessageView, SearchHit, TrustState,
 };
 pub use error::SessionError;
 pub use session::{Role, Session};

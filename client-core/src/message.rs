@@ -3,6 +3,7 @@
 //! ```text
 //! Message       = version(1)=0x01 ‖ type(1)=0x01 ‖ ratchet_key(32) ‖ pn(u32) ‖ n(u32) ‖ ciphertext
 //! PreKeyMessage = version(1)=0x01 ‖ type(1)=0x02 ‖ InitialHeader ‖ Message
+//! GroupMessage  = version(1)=0x01 ‖ type(1)=0x03 ‖ sender-key message (crate::sender_key)
 //! ```
 //! The first 42 bytes of a `Message` are its header; the AEAD authenticates them together with
 //! the session's associated data. Decoding never panics and rejects oversize input before
@@ -20,6 +21,16 @@ pub const MESSAGE_VERSION: u8 = 1;
 pub const TYPE_MESSAGE: u8 = 1;
 /// Type byte of a prekey message.
 pub const TYPE_PREKEY: u8 = 2;
+/// Type byte of a group message: `0x01 ‖ 0x03 ‖ sender-key message` (PROTOCOL.md §16.4, §17).
+pub const TYPE_GROUP: u8 = 3;
+
+/// If `payload` is a group message, the sender-key message inside it.
+pub fn group_message(payload: &[u8]) -> Option<&[u8]> {
+    match payload {
+        [MESSAGE_VERSION, TYPE_GROUP, rest @ ..] => Some(rest),
+        _ => None,
+    }
+}
 /// Length of a message header: version, type, ratchet key, PN, N.
 pub const HEADER_LEN: usize = 1 + 1 + 32 + 4 + 4;
 /// Poly1305 tag length.

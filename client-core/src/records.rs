@@ -259,6 +259,33 @@ pub struct MessageRecord {
     /// The message that came with `problem_code`.
     #[prost(string, tag = "12")]
     pub problem: String,
+    /// What it is: a text, or a group event in the timeline.
+    #[prost(enumeration = "MessageKind", tag = "13")]
+    pub kind: i32,
+    /// Outgoing to a group: each member's receipt so far (members not listed have none).
+    #[prost(message, repeated, tag = "14")]
+    pub receipts: Vec<MemberReceipt>,
+}
+
+/// What a history entry is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]
+#[repr(i32)]
+pub enum MessageKind {
+    /// A text message.
+    Text = 0,
+    /// A group change in the timeline ("Alice added Bob"); `body` describes it.
+    GroupEvent = 1,
+}
+
+/// One member's receipt for an outgoing group message.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MemberReceipt {
+    /// The member's account id.
+    #[prost(bytes = "vec", tag = "1")]
+    pub account: Vec<u8>,
+    /// `Delivered` or `Read`.
+    #[prost(enumeration = "Status", tag = "2")]
+    pub status: i32,
 }
 
 /// One row of the search index: the messages of one commit that contain one token.
@@ -314,6 +341,118 @@ pub struct OutboxRecord {
     /// Envelopes already encrypted; resent verbatim after a restart so no ratchet step repeats.
     #[prost(message, repeated, tag = "6")]
     pub prepared: Vec<PreparedEnvelope>,
+    /// A group send: the group id (empty for 1:1 work). `peer` is then empty.
+    #[prost(bytes = "vec", tag = "8")]
+    pub group_id: Vec<u8>,
+    /// A group send: the distribution (§16.3) of the key `group_payload` is under, at the
+    /// iteration that opens it, for devices that don't hold the key yet.
+    #[prost(bytes = "vec", tag = "9")]
+    pub group_distribution: Vec<u8>,
+    /// A group send: the sender-key message, once encrypted (resent verbatim).
+    #[prost(bytes = "vec", tag = "10")]
+    pub group_payload: Vec<u8>,
+    /// A group send: the key id `group_payload` is under.
+    #[prost(uint32, tag = "11")]
+    pub group_key_id: u32,
+    /// A group send: accounts that get it besides the current members (a removed member
+    /// learns of its removal).
+    #[prost(bytes = "vec", repeated, tag = "12")]
+    pub extra_accounts: Vec<Vec<u8>>,
+    /// A group send: accounts whose devices also get the group's snapshot (added members).
+    #[prost(bytes = "vec", repeated, tag = "13")]
+    pub snapshot_for: Vec<Vec<u8>>,
+    /// A group send: the group's state right after the change it carries, for `snapshot_for`.
+    #[prost(message, optional, tag = "15")]
+    pub snapshot: Option<crate::group::GroupSnapshot>,
+    /// A group send: devices that hold the key and get the shared `group_payload`.
+    #[prost(message, repeated, tag = "14")]
+    pub shared: Vec<PreparedEnvelope>,
+}
+
+/// A group this device belongs to (or belonged to): its canonical log and this device's
+/// sender key. Holds the sender key's secrets: `Debug` is redacted, and drop wipes it.
+#[derive(Clone, PartialEq, prost::Message)]
+#[prost(skip_debug)]
+pub struct GroupRecord {
+    /// [`RECORD_VERSION`].
+    #[prost(uint32, tag = "1")]
+    pub version: u32,
+    /// Group id.
+    #[prost(bytes = "vec", tag = "2")]
+    pub group_id: Vec<u8>,
+    /// The state at the start of the log's window (None: a group known only by its id, whose
+    /// state a sibling device is asked for).
+    #[prost(message, optional, tag = "3")]
+    pub base: Option<crate::group::GroupSnapshot>,
+    /// Canonical changes after `base`, oldest first.
+    #[prost(message, repeated, tag = "4")]
+    pub chain: Vec<crate::group::SignedGroupChange>,
+    /// Hashes of changes that lost a fork.
+    #[prost(bytes = "vec", repeated, tag = "5")]
+    pub beaten: Vec<Vec<u8>>,
+    /// This device's sender key state (empty: none yet).
+    #[prost(bytes = "vec", tag = "6")]
+    pub my_key: Vec<u8>,
+    /// Devices that hold `my_key` (got its distribution in an acked send).
+    #[prost(message, repeated, tag = "7")]
+    pub key_holders: Vec<DeviceRef>,
+    /// Rotate `my_key` before the next group message (a member or device left).
+    #[prost(bool, tag = "8")]
+    pub rotate: bool,
+}
+
+impl std::fmt::Debug for GroupRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupRecord")
+            .field("group_id", &hex::encode(&self.group_id))
+            .field("chain", &self.chain.len())
+            .field("my_key", &redacted(&self.my_key))
+            .field("key_holders", &self.key_holders.len())
+            .field("rotate", &self.rotate)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for GroupRecord {
+    fn drop(&mut self) {
+        self.my_key.zeroize();
+    }
+}
+
+/// A device of an account.
+#[derive(Clone, PartialEq, Eq, Hash, prost::Message)]
+pub struct DeviceRef {
+    /// Account id.
+    #[prost(bytes = "vec", tag = "1")]
+    pub account: Vec<u8>,
+    /// Device id.
+    #[prost(uint32, tag = "2")]
+    pub device_id: u32,
+}
+
+/// The sender keys received from one device for one group (newest first; at most two, so a
+/// message sent just before a rotation still opens). States hold chain keys: redacted, wiped.
+#[derive(Clone, PartialEq, prost::Message)]
+#[prost(skip_debug)]
+pub struct ReceivedKeysRecord {
+    /// [`RECORD_VERSION`].
+    #[prost(uint32, tag = "1")]
+    pub version: u32,
+    /// `ReceivedKey` states (hush-core's versioned encoding), newest first.
+    #[prost(bytes = "vec", repeated, tag = "2")]
+    pub states: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for ReceivedKeysRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReceivedKeysRecord(<{} redacted>)", self.states.len())
+    }
+}
+
+impl Drop for ReceivedKeysRecord {
+    fn drop(&mut self) {
+        self.states.zeroize();
+    }
 }
 
 /// One encrypted envelope waiting for the relay.
@@ -427,7 +566,9 @@ record!(
     ConversationRecord,
     MessageRecord,
     OutboxRecord,
-    PostingsRecord
+    PostingsRecord,
+    GroupRecord,
+    ReceivedKeysRecord
 );
 
 /// Key builders. Identifiers are blinded; order-carrying parts are big-endian.
@@ -481,6 +622,16 @@ pub mod keys {
         v.blind(b"token", token.as_bytes())
     }
 
+    /// A group's row in `Groups`.
+    pub fn group(v: &Vault, group: &[u8]) -> [u8; BLIND_LEN] {
+        v.blind(b"group", group)
+    }
+
+    /// The sender keys received from one device for one group, in `SenderKeys`.
+    pub fn received_keys(v: &Vault, group_id: &[u8], account: &[u8], device: u32) -> Vec<u8> {
+        [&group(v, group_id)[..], &account_prefix(v, account), &device.to_be_bytes()].concat()
+    }
+
     /// `Outbox`: queue position.
     pub fn outbox(seq: u64) -> [u8; 8] {
         seq.to_be_bytes()
@@ -508,6 +659,7 @@ mod tests {
             status: Status::Sent as i32,
             problem_code: String::new(),
             problem: String::new(),
+            ..Default::default()
         };
         let expected = format!(
             "0801{}{}{}{}{}{}{}{}{}",

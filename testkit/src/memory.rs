@@ -69,6 +69,9 @@ struct State {
     resent: bool,
     /// Refusing connections (the relay is down).
     down: bool,
+    /// A copy of every stored delivery, by recipient device (what a relay operator, or an
+    /// attacker with its disk, could keep).
+    stored: Vec<(DeviceKey, wire::Delivery)>,
 }
 
 #[derive(Default)]
@@ -146,6 +149,23 @@ impl MemoryRelay {
     /// Stored (non-ephemeral) sends accepted so far.
     pub fn stored_sends(&self) -> u64 {
         self.lock().stored_sends
+    }
+
+    /// Every stored delivery ever addressed to `device` of `account`, acked or not.
+    pub fn stored_for(&self, account: [u8; 32], device: u32) -> Vec<wire::Delivery> {
+        let st = self.lock();
+        st.stored.iter().filter(|(k, _)| *k == (account, device)).map(|(_, d)| d.clone()).collect()
+    }
+
+    /// Puts a delivery into a device's mailbox as if the relay had stored it for that device
+    /// (a relay handing ciphertext to someone it was not addressed to).
+    pub fn inject(&self, account: [u8; 32], device: u32, mut delivery: wire::Delivery) {
+        let mut st = self.lock();
+        st.next_seq += 1;
+        delivery.seq = st.next_seq;
+        st.mailboxes.entry((account, device)).or_default().insert(delivery.seq, delivery);
+        drop(st);
+        self.shared.changed.notify_waiters();
     }
 
     /// Envelopes waiting, over every mailbox.
@@ -450,6 +470,7 @@ impl State {
             } else {
                 self.next_seq += 1;
                 delivery.seq = self.next_seq;
+                self.stored.push((key, delivery.clone()));
                 self.mailboxes.entry(key).or_default().insert(delivery.seq, delivery);
             }
         }

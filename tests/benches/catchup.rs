@@ -108,6 +108,7 @@ async fn floor(n: usize) -> (Duration, Duration, Duration) {
                 status: Status::Received as i32,
                 problem_code: String::new(),
                 problem: String::new(),
+                ..Default::default()
             }
             .to_bytes();
             let key = keys::message(&vault, &conversation, i, &id);

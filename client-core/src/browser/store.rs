@@ -33,9 +33,10 @@ export function hushIdbLock(name) {
 }
 export function hushIdbOpen(name, tables) {
   return new Promise((resolve, reject) => {
-    // Version 1 holds every table of Table::ALL; a release that adds a table bumps it and
-    // creates the missing stores in onupgradeneeded.
-    const req = indexedDB.open(name, 1);
+    // Each version holds every table of Table::ALL at the time (1: the 1:1 tables; 2: adds
+    // groups and sender_keys); a release that adds a table bumps it and onupgradeneeded
+    // creates the missing stores.
+    const req = indexedDB.open(name, 2);
     req.onupgradeneeded = () => {
       const db = req.result;
       for (const t of tables) if (!db.objectStoreNames.contains(t)) db.createObjectStore(t);

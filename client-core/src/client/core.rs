@@ -14,12 +14,14 @@ use hush_protocol::{AccountKey, AccountKeyPair, DeviceList};
 use zeroize::Zeroizing;
 
 use super::error::ClientError;
+use super::group_state::GroupEntry;
 use super::types::Event;
 use crate::hashing::{Map, map};
 use crate::records::{
-    AccountRecord, ContactRecord, ConversationRecord, MessageRecord, PostingsRecord, Record,
-    SessionRecord, id_row, keys, meta,
+    AccountRecord, ContactRecord, ConversationRecord, GroupRecord, MessageRecord, PostingsRecord,
+    ReceivedKeysRecord, Record, SessionRecord, id_row, keys, meta,
 };
+use crate::sender_key::ReceivedKey;
 use crate::store::{Batch, Scan, Store, Table};
 use crate::vault::{BLIND_LEN, Vault};
 
@@ -41,6 +43,10 @@ pub(crate) struct Core {
     pub own_list: Option<DeviceList>,
     pub contacts: HashMap<AccountId, ContactRecord>,
     pub sessions: HashMap<(AccountId, u32), Vec<Session>>,
+    /// Groups loaded so far (on demand, like sessions).
+    pub groups: HashMap<crate::group::Id, GroupEntry>,
+    /// Sender keys received, by (group, account, device), newest first; loaded on demand.
+    pub received_keys: HashMap<(crate::group::Id, AccountId, u32), Vec<ReceivedKey>>,
 }
 
 impl std::fmt::Debug for Core {
@@ -54,6 +60,7 @@ impl std::fmt::Debug for Core {
             .field("own_list", &self.own_list)
             .field("contacts", &self.contacts.values().collect::<Vec<_>>())
             .field("sessions", &format_args!("<{} devices>", self.sessions.len()))
+            .field("groups", &format_args!("<{} groups>", self.groups.len()))
             .finish()
     }
 }
@@ -103,6 +110,8 @@ impl Core {
             own_list,
             contacts,
             sessions: std::collections::HashMap::new(),
+            groups: std::collections::HashMap::new(),
+            received_keys: std::collections::HashMap::new(),
         })
     }
 
@@ -150,6 +159,58 @@ impl Core {
     }
 }
 
+impl Core {
+    /// Forgets the cached ratchets and sender keys after a failed commit (memory may be ahead
+    /// of the store); they reload as stored.
+    pub fn forget_cached_secrets(&mut self) {
+        self.sessions.clear();
+        self.groups.clear();
+        self.received_keys.clear();
+    }
+
+    /// Loads a group into the cache (if stored) and returns it.
+    pub async fn group_mut(
+        &mut self,
+        store: &dyn Store,
+        vault: &Vault,
+        id: &crate::group::Id,
+    ) -> Result<Option<&mut GroupEntry>, ClientError> {
+        if !self.groups.contains_key(id) {
+            let k = keys::group(vault, id);
+            let Some(sealed) = store.get(Table::Groups, &k).await? else { return Ok(None) };
+            let rec = GroupRecord::from_bytes(&vault.open(Table::Groups, &k, &sealed)?)?;
+            self.groups.insert(*id, GroupEntry::from_record(&rec)?);
+        }
+        Ok(self.groups.get_mut(id))
+    }
+
+    /// Loads the sender keys received from a device for a group and returns them.
+    pub async fn received_keys_mut(
+        &mut self,
+        store: &dyn Store,
+        vault: &Vault,
+        (group, account, device): (crate::group::Id, AccountId, u32),
+    ) -> Result<&mut Vec<ReceivedKey>, ClientError> {
+        let key = (group, account, device);
+        if let std::collections::hash_map::Entry::Vacant(e) = self.received_keys.entry(key) {
+            let k = keys::received_keys(vault, &group, &account, device);
+            let mut loaded = Vec::new();
+            if let Some(sealed) = store.get(Table::SenderKeys, &k).await? {
+                let rec =
+                    ReceivedKeysRecord::from_bytes(&vault.open(Table::SenderKeys, &k, &sealed)?)?;
+                for state in &rec.states {
+                    loaded.push(
+                        ReceivedKey::from_state_bytes(state)
+                            .map_err(|e| ClientError::CorruptStore(e.to_string()))?,
+                    );
+                }
+            }
+            e.insert(loaded);
+        }
+        Ok(self.received_keys.entry(key).or_default())
+    }
+}
+
 /// What a transaction read or wrote of messages and conversations. A transaction that starts
 /// while the previous one is still committing takes these over, so it reads its predecessor's
 /// writes even before they reach the store.
@@ -185,6 +246,10 @@ pub(crate) struct Tx<'a> {
     id_keys: Map<Vec<u8>, [u8; BLIND_LEN]>,
     /// Blinded conversation prefixes, by peer.
     prefixes: Map<Vec<u8>, [u8; BLIND_LEN]>,
+    /// Groups changed in memory, to write with [`Tx::put_touched_groups`].
+    touched_groups: Vec<crate::group::Id>,
+    /// Received sender keys changed in memory, likewise.
+    touched_keys: Vec<(crate::group::Id, AccountId, u32)>,
 }
 
 impl<'a> Tx<'a> {
@@ -207,6 +272,8 @@ impl<'a> Tx<'a> {
             postings: map(),
             id_keys: map(),
             prefixes: map(),
+            touched_groups: Vec::new(),
+            touched_keys: Vec::new(),
         }
     }
 
@@ -257,6 +324,65 @@ impl<'a> Tx<'a> {
             }
             _ => self.batch.delete(Table::Sessions, k),
         }
+    }
+
+    /// Notes a group changed in memory (written by [`Tx::put_touched_groups`]).
+    pub fn touch_group(&mut self, id: crate::group::Id) {
+        if !self.touched_groups.contains(&id) {
+            self.touched_groups.push(id);
+        }
+    }
+
+    /// Notes received sender keys changed in memory.
+    pub fn touch_received_keys(&mut self, key: (crate::group::Id, AccountId, u32)) {
+        if !self.touched_keys.contains(&key) {
+            self.touched_keys.push(key);
+        }
+    }
+
+    /// Writes every group and received key touched so far (once each, however often touched).
+    pub fn put_touched_groups(&mut self, core: &Core) {
+        for id in std::mem::take(&mut self.touched_groups) {
+            self.put_group(core, &id);
+        }
+        for key in std::mem::take(&mut self.touched_keys) {
+            self.put_received_keys(core, key);
+        }
+    }
+
+    /// Writes a group as cached.
+    pub fn put_group(&mut self, core: &Core, id: &crate::group::Id) {
+        if let Some(g) = core.groups.get(id) {
+            let k = keys::group(self.vault, id);
+            self.put(Table::Groups, &k, &Zeroizing::new(g.to_record().to_bytes()));
+        }
+    }
+
+    /// Writes the cached sender keys received from one device for one group.
+    pub fn put_received_keys(&mut self, core: &Core, key: (crate::group::Id, AccountId, u32)) {
+        let (group, account, device) = key;
+        let k = keys::received_keys(self.vault, &group, &account, device);
+        match core.received_keys.get(&key) {
+            Some(list) if !list.is_empty() => {
+                let rec = ReceivedKeysRecord {
+                    version: crate::records::RECORD_VERSION,
+                    states: list.iter().map(|s| s.to_state_bytes().to_vec()).collect(),
+                };
+                self.put(Table::SenderKeys, &k, &Zeroizing::new(rec.to_bytes()));
+            }
+            _ => self.batch.delete(Table::SenderKeys, k),
+        }
+    }
+
+    /// Deletes a message from history (a group change that lost a fork leaves the timeline).
+    pub async fn delete_message(&mut self, id: &[u8]) -> Result<(), ClientError> {
+        if let Some((key, _)) = self.message(id).await? {
+            self.batch.delete(Table::Messages, key);
+            self.batch.delete(Table::MessageIds, keys::message_id(self.vault, id).to_vec());
+            self.dirty_messages.remove(id);
+            self.messages.insert(id.to_vec(), None);
+        }
+        Ok(())
     }
 
     /// A message by id (this transaction's writes included).
@@ -444,6 +570,10 @@ impl<'a> Tx<'a> {
     /// Seals everything into the batch for the caller to commit, with the events to emit once
     /// it is committed and the overlays a successor transaction continues from.
     pub fn finish(mut self) -> (Batch, Vec<Event>, Overlays) {
+        debug_assert!(
+            self.touched_groups.is_empty() && self.touched_keys.is_empty(),
+            "group state changed in memory but not written"
+        );
         self.flush_overlays();
         let overlays = Overlays { messages: self.messages, conversations: self.conversations };
         (self.batch, self.events, overlays)

@@ -66,6 +66,10 @@ pub enum ClientError {
     /// The client was shut down.
     #[error("the client is shut down")]
     ShutDown,
+    /// A group call was refused: `unknown_group`, `not_a_member`, `not_admin`,
+    /// `group_too_large`, `invalid_group_change`… (PROTOCOL.md §17.7).
+    #[error(transparent)]
+    Group(#[from] crate::group::GroupError),
 }
 
 impl ClientError {
@@ -88,6 +92,7 @@ impl ClientError {
             Self::CertificateRejected(_) => "certificate_rejected",
             Self::Protocol(_) => "protocol",
             Self::ShutDown => "shut_down",
+            Self::Group(e) => e.code(),
         }
     }
 }

@@ -2,7 +2,6 @@
 //! incoming messages seen. Used by sending (our own messages), receiving and the app's calls;
 //! and the app's queries of history: a conversation's messages, the conversation list, search.
 
-use super::account::parse_account;
 use super::core::{AccountId, Tx};
 use super::error::ClientError;
 use super::handle::Client;
@@ -105,7 +104,7 @@ impl Client {
         before: Option<String>,
         limit: u32,
     ) -> Result<Vec<MessageView>, ClientError> {
-        let peer = parse_account(conversation)?;
+        let peer = super::groups::parse_conversation(conversation)?;
         let v = &self.inner.vault;
         let prefix = keys::conversation_prefix(v, &peer);
         let mut scan = Scan::prefix(Table::Messages, &prefix);
@@ -136,18 +135,27 @@ impl Client {
         let v = &self.inner.vault;
         let mut out = Vec::new();
         let rows = self.inner.store.scan(Scan::prefix(Table::Conversations, b"")).await?;
-        let core = self.inner.lock_for_app().await;
+        let mut core = self.inner.lock_for_app().await;
         for (k, sealed) in rows {
             let c = ConversationRecord::from_bytes(&v.open(Table::Conversations, &k, &sealed)?)?;
-            let name = AccountId::try_from(c.peer.as_slice())
-                .ok()
-                .and_then(|id| core.contacts.get(&id))
-                .map(|c| c.name.clone())
-                .unwrap_or_default();
+            let id = AccountId::try_from(c.peer.as_slice()).unwrap_or_default();
+            let group = match core.contacts.get(&id) {
+                Some(_) => None,
+                None => core
+                    .group_mut(self.inner.store.as_ref(), v, &id)
+                    .await?
+                    .map(|g| g.state().map(|s| s.name.clone()).unwrap_or_default()),
+            };
+            let is_group = group.is_some();
+            let name = match group {
+                Some(name) => name,
+                None => core.contacts.get(&id).map(|c| c.name.clone()).unwrap_or_default(),
+            };
             out.push((
                 c.last_clock,
                 ConversationView {
                     peer: hex::encode(&c.peer),
+                    is_group,
                     name,
                     unread: c.unread,
                     last_preview: c.last_preview,

@@ -18,11 +18,12 @@ use hush_protocol::wire::{Delivery, server_push};
 
 use super::core::{AccountId, Core, MAX_SESSIONS_PER_DEVICE, Overlays, Tx};
 use super::error::ClientError;
+use super::groups::OwedReceipts;
 use super::inner::Inner;
 use super::types::Event;
-use crate::content::{self, Content, MAX_TEXT_CHARS, MESSAGE_ID_LEN, content::Body};
+use crate::content::{self, Content, content::Body};
 use crate::message::{self, Incoming};
-use crate::records::{MessageRecord, OutboxRecord, RECORD_VERSION, Status};
+use crate::records::{MessageRecord, RECORD_VERSION, Status};
 use crate::store::{Batch, Store, Table};
 use crate::transport::{Deliveries, Link};
 use crate::{Session, SessionError};
@@ -251,12 +252,37 @@ async fn apply_batch<'a>(
 ) -> Result<(Tx<'a>, bool, bool), ClientError> {
     let mut prekeys_used = false;
     let mut touched: Vec<(AccountId, u32)> = Vec::new();
-    let mut receipts: Vec<(AccountId, Vec<Vec<u8>>)> = Vec::new();
+    let mut receipts: OwedReceipts = Vec::new();
+    let before = core.account.next_outbox;
     let me = core.me();
     let mut decrypted = Vec::with_capacity(batch.len());
     for d in batch {
         let Ok(sender) = AccountId::try_from(d.sender_account.as_slice()) else { continue };
         if sender == me && d.sender_device == core.device_id() {
+            continue;
+        }
+        if let Some(message) = message::group_message(&d.payload) {
+            match super::groups::open_group_message(
+                core,
+                &mut tx,
+                (sender, d.sender_device),
+                message,
+            )
+            .await?
+            {
+                Ok((group, plain)) => match Content::from_bytes(&plain) {
+                    Some(c) => decrypted.push((sender, d, c, Some((group, None)))),
+                    None => tx.events.push(Event::Error {
+                        code: "malformed_content".into(),
+                        message: "a group message that does not decode".into(),
+                    }),
+                },
+                Err(crate::sender_key::SenderKeyError::Duplicate) => {}
+                Err(e) => {
+                    tracing::debug!(code = e.code(), "dropped a group message");
+                    tx.events.push(Event::Error { code: e.code().into(), message: e.to_string() });
+                }
+            }
             continue;
         }
         let plain = match decrypt(
@@ -292,11 +318,22 @@ async fn apply_batch<'a>(
             });
             continue;
         };
-        decrypted.push((sender, d, content));
+        // A sender key is taken in at once, in delivery order: a group message under it may
+        // follow in this same batch.
+        if let Some(Body::GroupKey(k)) = content.body {
+            let from = (sender, d.sender_device);
+            if let Some((group, inner, snapshot)) =
+                super::groups::receive_group_key(core, &mut tx, from, k).await?
+            {
+                decrypted.push((sender, d, inner, Some((group, snapshot))));
+            }
+            continue;
+        }
+        decrypted.push((sender, d, content, None));
     }
     // Duplicate checks for the whole batch in two reads.
     let mut ids: Vec<Vec<u8>> = Vec::with_capacity(decrypted.len());
-    for (_, _, c) in &decrypted {
+    for (_, _, c, _) in &decrypted {
         match &c.body {
             Some(Body::Text(t)) => ids.push(t.id.clone()),
             Some(Body::SyncSent(s)) => ids.extend(s.text.iter().map(|t| t.id.clone())),
@@ -305,8 +342,22 @@ async fn apply_batch<'a>(
         }
     }
     tx.prefetch_messages(&ids).await?;
-    for (sender, d, content) in decrypted {
-        apply(core, &mut tx, sender, d, content, &mut receipts).await?;
+    for (sender, d, content, group) in decrypted {
+        match group {
+            Some((g, snapshot)) => {
+                super::groups::apply_group_content(
+                    core,
+                    &mut tx,
+                    g,
+                    (sender, d.sender_device),
+                    content,
+                    snapshot,
+                    &mut receipts,
+                )
+                .await?
+            }
+            None => apply(core, &mut tx, sender, d, content, &mut receipts).await?,
+        }
     }
     for (account, device) in &touched {
         tx.put_sessions(core, account, *device);
@@ -314,30 +365,20 @@ async fn apply_batch<'a>(
     if prekeys_used {
         tx.put_prekeys(core);
     }
-    let queued = !receipts.is_empty();
-    for (account, ids) in receipts {
-        let record = OutboxRecord {
-            version: RECORD_VERSION,
-            peer_content: Content::new(Body::Receipt(content::Receipt {
-                kind: content::ReceiptKind::Delivered as i32,
-                ids,
-            }))
-            .to_bytes(),
-            peer: account.to_vec(),
-            own_content: Vec::new(),
-            message_id: Vec::new(),
-            prepared: Vec::new(),
-            ephemeral: false,
-        };
-        super::outbox::enqueue(core, &mut tx, &record);
+    for (account, group, ids) in receipts {
+        let kind = content::ReceiptKind::Delivered;
+        super::groups::queue_receipt(core, &mut tx, account, group, ids, kind);
     }
+    // Receipts, and group work (state requests, re-issued changes) queue outbox entries.
+    let queued = core.account.next_outbox != before;
+    tx.put_touched_groups(core);
     tx.put_account(core);
     Ok((tx, queued, prekeys_used))
 }
 
 /// After a failed commit, memory is ahead of disk: reload what a batch may have changed.
 async fn reload(inner: &Inner, core: &mut Core) {
-    core.sessions.clear();
+    core.forget_cached_secrets();
     if let Ok(Some(sealed)) = inner.store.get(Table::Meta, crate::records::meta::PREKEYS).await
         && let Ok(plain) = inner.vault.open(Table::Meta, crate::records::meta::PREKEYS, &sealed)
         && let Ok(p) = hush_prekeys::DevicePrekeys::from_state_bytes(&plain)
@@ -458,13 +499,13 @@ async fn apply(
     sender: AccountId,
     d: &Delivery,
     content: Content,
-    receipts: &mut Vec<(AccountId, Vec<Vec<u8>>)>,
+    receipts: &mut OwedReceipts,
 ) -> Result<(), ClientError> {
     let me = core.me();
     let from_me = sender == me;
     match content.body {
         Some(Body::Text(t)) if !from_me => {
-            if !valid_text(&t) {
+            if !t.is_valid() {
                 tx.events.push(Event::Error {
                     code: "malformed_content".into(),
                     message: "a message with a bad id or an oversize text".into(),
@@ -485,13 +526,11 @@ async fn apply(
                 status: Status::Received as i32,
                 problem_code: String::new(),
                 problem: String::new(),
+                ..Default::default()
             };
             let id = record.id.clone();
             if super::history::store_message(tx, record, true).await? {
-                match receipts.iter_mut().find(|(a, _)| *a == sender) {
-                    Some((_, ids)) => ids.push(id),
-                    None => receipts.push((sender, vec![id])),
-                }
+                super::groups::owe_receipt(receipts, sender, &[], id);
             }
         }
         Some(Body::SyncSent(s)) if from_me => {
@@ -500,7 +539,7 @@ async fn apply(
             else {
                 return Ok(());
             };
-            if !valid_text(&t) {
+            if !t.is_valid() {
                 return Ok(());
             }
             core.account.clock = core.account.clock.max(t.clock);
@@ -517,6 +556,7 @@ async fn apply(
                 status: Status::Sent as i32,
                 problem_code: String::new(),
                 problem: String::new(),
+                ..Default::default()
             };
             super::history::store_message(tx, record, false).await?;
         }
@@ -526,6 +566,9 @@ async fn apply(
                 Ok(content::ReceiptKind::Read) => Status::Read,
                 _ => return Ok(()),
             };
+            if !r.group_id.is_empty() {
+                return super::groups::apply_group_receipt(core, tx, sender, &r, status).await;
+            }
             for id in r.ids.iter().take(10_000) {
                 let Some((key, m)) = tx.message(id).await? else { continue };
                 // Only the conversation's peer can acknowledge our messages in it.
@@ -544,6 +587,9 @@ async fn apply(
                 super::history::mark_seen(tx, &conversation, Some(s.ids)).await?;
             }
         }
+        Some(Body::GroupSync(s)) if from_me => {
+            super::groups::apply_group_sync(core, tx, s).await?;
+        }
         Some(Body::Typing(t)) if !from_me => {
             tx.events.push(Event::Typing { conversation: hex::encode(sender), started: t.started });
         }
@@ -552,11 +598,4 @@ async fn apply(
         _ => {}
     }
     Ok(())
-}
-
-fn valid_text(t: &content::Text) -> bool {
-    // A text has at most as many characters as bytes, so most need no count.
-    t.id.len() == MESSAGE_ID_LEN
-        && !t.body.is_empty()
-        && (t.body.len() <= MAX_TEXT_CHARS || t.body.chars().count() <= MAX_TEXT_CHARS)
 }

@@ -21,10 +21,28 @@ impl Client {
         if text.is_empty() {
             return Err(ClientError::InvalidArgument("the text is empty".into()));
         }
-        let peer = parse_account(conversation)?;
+        let peer = super::groups::parse_conversation(conversation)?;
         let mut id = [0u8; MESSAGE_ID_LEN];
         rand::rng().fill(&mut id);
         let mut core = self.inner.lock_for_app().await;
+        let (store, vault) = (self.inner.store.as_ref(), &self.inner.vault);
+        if super::groups::is_group(&mut core, store, vault, &peer).await? {
+            core.account.clock += 1;
+            let text = content::Text {
+                id: id.to_vec(),
+                clock: core.account.clock,
+                body: text.to_owned(),
+                sent_at_ms: crate::runtime::now_ms(),
+            };
+            let mut tx = Tx::new(store, vault);
+            super::groups::queue_group_text(&mut core, &mut tx, peer, text).await?;
+            tx.put_touched_groups(&core);
+            tx.put_account(&core);
+            self.inner.commit_then_emit(tx, core).await?;
+            self.inner.outbox_ready.notify_one();
+            return Ok(hex::encode(id));
+        }
+        parse_account(conversation)?;
         let contact = core.contacts.get(&peer).ok_or(ClientError::UnknownContact)?;
         if contact.trust == Trust::Changed as i32 {
             return Err(ClientError::IdentityChanged);
@@ -50,6 +68,7 @@ impl Client {
             status: Status::Pending as i32,
             problem_code: String::new(),
             problem: String::new(),
+            ..Default::default()
         };
         let outbox = OutboxRecord {
             version: RECORD_VERSION,
@@ -61,8 +80,7 @@ impl Client {
             }))
             .to_bytes(),
             message_id: id.to_vec(),
-            prepared: Vec::new(),
-            ephemeral: false,
+            ..Default::default()
         };
         let mut tx = Tx::new(self.inner.store.as_ref(), &self.inner.vault);
         super::history::store_message(&mut tx, record, false).await?;
@@ -86,29 +104,38 @@ impl Client {
     /// Marks every incoming message of a conversation read: sends read receipts to the peer and
     /// tells our other devices, so their unread counts clear too.
     pub async fn mark_read(&self, conversation: &str) -> Result<(), ClientError> {
-        let peer = parse_account(conversation)?;
+        let peer = super::groups::parse_conversation(conversation)?;
         let mut core = self.inner.lock_for_app().await;
-        let mut tx = Tx::new(self.inner.store.as_ref(), &self.inner.vault);
+        let (store, vault) = (self.inner.store.as_ref(), &self.inner.vault);
+        let group = super::groups::is_group(&mut core, store, vault, &peer).await?;
+        let mut tx = Tx::new(store, vault);
         let ids = super::history::mark_seen(&mut tx, &peer, None).await?;
         if ids.is_empty() {
             return Ok(());
         }
-        let outbox = OutboxRecord {
-            version: RECORD_VERSION,
-            peer_content: Content::new(content::content::Body::Receipt(content::Receipt {
-                kind: content::ReceiptKind::Read as i32,
-                ids: ids.clone(),
-            }))
-            .to_bytes(),
-            peer: peer.to_vec(),
-            own_content: Content::new(content::content::Body::SyncRead(content::SyncRead {
-                conversation: peer.to_vec(),
-                ids,
-            }))
-            .to_bytes(),
-            message_id: Vec::new(),
-            prepared: Vec::new(),
-            ephemeral: false,
+        let own = Content::new(content::content::Body::SyncRead(content::SyncRead {
+            conversation: peer.to_vec(),
+            ids: ids.clone(),
+        }))
+        .to_bytes();
+        let outbox = match group {
+            // Receipts go to each author; our devices get one SyncRead.
+            true => {
+                super::groups::read_receipts(&mut core, &mut tx, peer, &ids).await?;
+                OutboxRecord { version: RECORD_VERSION, own_content: own, ..Default::default() }
+            }
+            false => OutboxRecord {
+                version: RECORD_VERSION,
+                peer_content: Content::new(content::content::Body::Receipt(content::Receipt {
+                    kind: content::ReceiptKind::Read as i32,
+                    ids,
+                    group_id: Vec::new(),
+                }))
+                .to_bytes(),
+                peer: peer.to_vec(),
+                own_content: own,
+                ..Default::default()
+            },
         };
         super::outbox::enqueue(&mut core, &mut tx, &outbox);
         tx.put_account(&core);
@@ -134,10 +161,8 @@ impl Client {
             peer_content: Content::new(content::content::Body::Typing(content::Typing { started }))
                 .to_bytes(),
             peer: peer.to_vec(),
-            own_content: Vec::new(),
-            message_id: Vec::new(),
-            prepared: Vec::new(),
             ephemeral: true,
+            ..Default::default()
         };
         super::outbox::deliver(&self.inner, link.as_ref(), None, &mut record).await
     }

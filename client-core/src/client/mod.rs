@@ -21,7 +21,11 @@ mod contacts;
 mod core;
 mod devices;
 mod error;
+mod fanout;
 mod gate;
+mod group_outbox;
+mod group_state;
+mod groups;
 mod handle;
 mod history;
 mod inbox;
@@ -38,8 +42,9 @@ pub use self::handle::Client;
 pub use self::inbox::MAX_BATCH;
 pub use self::inner::{ClientConfig, ClientOptions, EventStream};
 pub use self::types::{
-    ConnectionState, ContactView, ConversationView, DeviceView, Event, MessageStatus, MessageView,
-    SearchHit, SendProblem, TrustState,
+    ConnectionState, ContactView, ConversationView, DeviceView, Event, GroupMemberView,
+    GroupReceipts, GroupView, MessageKind, MessageStatus, MessageView, SearchHit, SendProblem,
+    TrustState,
 };
 use crate::store::{Scan, Store, Table};
 

@@ -23,7 +23,6 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use hush_prekeys::PreKeyBundle;
 use hush_protocol::wire::{self, request, response};
 use hush_protocol::{ErrorCode, Refusal};
 
@@ -32,7 +31,6 @@ use super::error::ClientError;
 use super::inner::{Inner, unexpected};
 use super::types::Event;
 use super::types::to_hex;
-use crate::Session;
 use crate::records::{OutboxRecord, PreparedEnvelope, Record, Status, keys};
 use crate::store::{Scan, Store, Table};
 use crate::transport::{Link, TransportError};
@@ -51,6 +49,12 @@ pub(crate) fn enqueue(core: &mut Core, tx: &mut Tx<'_>, record: &OutboxRecord) {
     let seq = core.account.next_outbox.max(1);
     core.account.next_outbox = seq + 1;
     tx.put(Table::Outbox, &keys::outbox(seq), &record.to_bytes());
+}
+
+/// The queue an entry waits in: its group for group sends, else its peer. A held entry holds
+/// the later ones of its queue.
+fn queue_of(record: &OutboxRecord) -> &[u8] {
+    if record.group_id.is_empty() { &record.peer } else { &record.group_id }
 }
 
 /// When an entry that was refused may be tried again.
@@ -89,13 +93,13 @@ pub(crate) async fn run(inner: &Inner, link: &dyn Link) -> Result<(), ClientErro
                 start.push(0);
                 let mut record =
                     OutboxRecord::from_bytes(&inner.vault.open(Table::Outbox, &key, &sealed)?)?;
-                if held.contains(&record.peer) {
+                if held.contains(queue_of(&record)) {
                     continue;
                 }
                 let now = crate::runtime::now_ms();
                 if let Some(r) = retries.get(&key).filter(|r| r.at_ms > now) {
                     next_retry = Some(next_retry.map_or(r.at_ms, |t| t.min(r.at_ms)));
-                    held.insert(record.peer.clone());
+                    held.insert(queue_of(&record).to_vec());
                     continue;
                 }
                 match deliver(inner, link, Some(&key), &mut record).await {
@@ -105,7 +109,7 @@ pub(crate) async fn run(inner: &Inner, link: &dyn Link) -> Result<(), ClientErro
                     // Held until the user accepts the change; `set_verified` and
                     // `accept_identity_change` wake the loop.
                     Err(ClientError::IdentityChanged) => {
-                        held.insert(record.peer.clone());
+                        held.insert(queue_of(&record).to_vec());
                     }
                     // The connection is gone or the store failed: this connection's loop ends,
                     // the entry stays, and the next connection tries it again.
@@ -132,7 +136,7 @@ pub(crate) async fn run(inner: &Inner, link: &dyn Link) -> Result<(), ClientErro
                         r.at_ms =
                             now.saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
                         next_retry = Some(next_retry.map_or(r.at_ms, |t| t.min(r.at_ms)));
-                        held.insert(record.peer.clone());
+                        held.insert(queue_of(&record).to_vec());
                         delayed(inner, &record, &e, wait).await?;
                     }
                     Err(e) => {
@@ -251,8 +255,19 @@ pub(crate) async fn deliver(
     key: Option<&[u8]>,
     record: &mut OutboxRecord,
 ) -> Result<(), ClientError> {
+    if !record.group_id.is_empty() {
+        return super::group_outbox::deliver(inner, link, key, record).await;
+    }
+    let mut refreshed = false;
     for _ in 0..MAX_MISMATCH_ROUNDS {
         prepare(inner, link, key, record).await?;
+        if record.prepared.is_empty() && record.peer.is_empty() && !refreshed {
+            // Only for our own devices, and we know of none: the relay checks nothing when
+            // nothing is sent, so make sure of the list first (a device linked a moment ago).
+            refreshed = true;
+            super::devices::refresh_own_list(inner, link).await?;
+            continue;
+        }
         if record.prepared.is_empty() {
             return finish(inner, key, record).await;
         }
@@ -371,45 +386,27 @@ async fn prepare(
     }
 
     // Network first, without the lock: lists we lack and bundles for devices with no session.
-    let mut fetched_lists = Vec::new();
-    let mut bundles: Vec<(AccountId, wire::DeviceBundle)> = Vec::new();
+    let accounts: Vec<AccountId> = targets.iter().map(|t| t.0).collect();
+    let fetched_lists = super::fanout::fetch_unknown_lists(inner, link, &accounts).await?;
+    let mut wanted = Vec::new();
     for (account, _) in &targets {
         let known = inner.core.lock().await.known_list(account);
         let list = match known {
             Some(l) => l,
-            None => {
-                let l = super::devices::fetch_device_list(link, account).await?;
-                fetched_lists.push(l.clone());
-                l
-            }
+            None => match fetched_lists.iter().find(|l| l.account.as_bytes() == account) {
+                Some(l) => l.clone(),
+                None => continue,
+            },
         };
-        let mut need = Vec::new();
-        for d in &list.devices {
-            if !needs_envelope(record, (me, my_device), account, d.device_id) {
-                continue;
-            }
-            let mut core = inner.core.lock().await;
-            if core
-                .sessions_mut(inner.store.as_ref(), &inner.vault, account, d.device_id)
-                .await?
-                .is_empty()
-            {
-                need.push(d.device_id);
-            }
-        }
-        if !need.is_empty() {
-            let body = request::Body::FetchBundles(wire::FetchBundles {
-                account: account.to_vec(),
-                device_ids: need,
-            });
-            match link.request(body).await? {
-                response::Body::Bundles(b) => {
-                    bundles.extend(b.bundles.into_iter().map(|b| (*account, b)))
-                }
-                _ => return Err(unexpected("Bundles")),
-            }
-        }
+        let devices = list
+            .devices
+            .iter()
+            .map(|d| d.device_id)
+            .filter(|d| needs_envelope(record, (me, my_device), account, *d))
+            .collect();
+        wanted.push((*account, devices));
     }
+    let bundles = super::fanout::fetch_bundles(inner, link, wanted).await?;
 
     let mut core = inner.core.lock().await;
     let mut tx = Tx::new(inner.store.as_ref(), &inner.vault);
@@ -425,26 +422,7 @@ async fn prepare(
         inner.commit_then_emit(tx, core).await?;
         return Err(ClientError::IdentityChanged);
     }
-    for (account, b) in &bundles {
-        let Some(list) = core.known_list(account) else { continue };
-        let Some(entry) = list.device(b.device_id) else { continue };
-        let verified = PreKeyBundle::decode(&b.bundle)
-            .and_then(|pb| pb.verify())
-            .map_err(|e| ClientError::Protocol(format!("bundle: {e}")))?;
-        // The bundle must be the device the account signed for, not one the relay made up.
-        if verified.identity() != &entry.identity {
-            return Err(ClientError::Protocol(
-                "a bundle's identity is not in the signed device list".into(),
-            ));
-        }
-        let session = Session::initiate(&mut rand::rng(), &core.identity, &verified)
-            .map_err(|e| ClientError::Protocol(format!("handshake: {e}")))?;
-        let sessions =
-            core.sessions_mut(inner.store.as_ref(), &inner.vault, account, b.device_id).await?;
-        if sessions.is_empty() {
-            sessions.insert(0, session);
-        }
-    }
+    super::fanout::start_sessions(inner, &mut core, &bundles).await?;
     let mut touched = Vec::new();
     for (account, content) in &targets {
         let Some(list) = core.known_list(account) else { continue };
@@ -483,7 +461,7 @@ async fn prepare(
         Ok(ev) => ev,
         Err(e) => {
             // Memory is ahead of disk: forget cached sessions so they reload as stored.
-            core.sessions.clear();
+            core.forget_cached_secrets();
             return Err(e);
         }
     };

@@ -3,7 +3,7 @@
 //! Account ids are 64 lowercase hex digits (the account's Ed25519 key); message ids are 32 hex
 //! digits. A 1:1 conversation is named by the peer's account id.
 
-use crate::records::{MessageRecord, Status};
+use crate::records::{MessageKind as RecordKind, MessageRecord, Status};
 
 /// Where an outgoing message is, or the state of an incoming one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -76,6 +76,19 @@ pub struct MessageView {
     /// Outgoing and still pending: why the last attempt did not go through (it is retried);
     /// failed: why. `None` otherwise.
     pub problem: Option<SendProblem>,
+    /// A text, or a group event in the timeline (`body` then describes it).
+    pub kind: MessageKind,
+}
+
+/// What a history entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "camelCase"))]
+pub enum MessageKind {
+    /// A text message.
+    Text,
+    /// A group change ("… added …"), at the same place in the timeline on every device.
+    GroupEvent,
 }
 
 /// Why an outgoing message is not sent yet, or will not be.
@@ -104,6 +117,10 @@ impl MessageView {
             status: MessageStatus::from_record(r.status),
             problem: (!r.problem_code.is_empty())
                 .then(|| SendProblem { code: r.problem_code.clone(), message: r.problem.clone() }),
+            kind: match RecordKind::try_from(r.kind) {
+                Ok(RecordKind::GroupEvent) => MessageKind::GroupEvent,
+                _ => MessageKind::Text,
+            },
         }
     }
 }
@@ -113,8 +130,10 @@ impl MessageView {
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "camelCase"))]
 pub struct ConversationView {
-    /// The peer's account id (names the conversation).
+    /// The peer's account id, or the group id (names the conversation).
     pub peer: String,
+    /// Whether it is a group (then `name` is the group's name).
+    pub is_group: bool,
     /// The contact's name, if one was given.
     pub name: String,
     /// Incoming messages not yet read.
@@ -178,6 +197,52 @@ pub struct SearchHit {
     pub message: MessageView,
 }
 
+/// A group as this device knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "camelCase"))]
+pub struct GroupView {
+    /// The group id (64 hex digits); names its conversation.
+    pub group_id: String,
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// How many changes the group has had.
+    pub epoch: u64,
+    /// Members, in ascending account order.
+    pub members: Vec<GroupMemberView>,
+    /// Whether this account is a member (false once it left or was removed).
+    pub am_member: bool,
+    /// Whether this account is an admin.
+    pub am_admin: bool,
+}
+
+/// A member of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "camelCase"))]
+pub struct GroupMemberView {
+    /// Account id.
+    pub account_id: String,
+    /// Whether it is an admin.
+    pub admin: bool,
+}
+
+/// Receipts of an outgoing group message, per member ("delivered to 5 of 7, read by Alice
+/// and Bob").
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "camelCase"))]
+pub struct GroupReceipts {
+    /// Members other than us now.
+    pub members: u32,
+    /// Members who have it on a device (read counts as delivered).
+    pub delivered_to: Vec<String>,
+    /// Members who read it.
+    pub read_by: Vec<String>,
+}
+
 /// The relay connection's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
@@ -238,6 +303,11 @@ pub enum Event {
     },
     /// Our own device list changed (a device was linked or removed).
     DevicesChanged,
+    /// A group's state changed (members, admins, name), or a group became known.
+    GroupChanged {
+        /// The group id.
+        group: String,
+    },
     /// The connection state changed.
     ConnectionChanged {
         /// The new state.

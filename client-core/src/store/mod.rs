@@ -44,11 +44,15 @@ pub enum Table {
     Outbox,
     /// The search index: (blinded token, message key) → nothing.
     SearchIndex,
+    /// Groups: their canonical change log and this device's sender key, by blinded group id.
+    Groups,
+    /// Sender keys received, by (blinded group, blinded account, device).
+    SenderKeys,
 }
 
 impl Table {
     /// Every table, in a fixed order.
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 10] = [
         Table::Meta,
         Table::Sessions,
         Table::Contacts,
@@ -57,6 +61,8 @@ impl Table {
         Table::MessageIds,
         Table::Outbox,
         Table::SearchIndex,
+        Table::Groups,
+        Table::SenderKeys,
     ];
 
     /// The table's stable name (backends use it as the table or object-store name).
@@ -70,6 +76,8 @@ impl Table {
             Table::MessageIds => "message_ids",
             Table::Outbox => "outbox",
             Table::SearchIndex => "search_index",
+            Table::Groups => "groups",
+            Table::SenderKeys => "sender_keys",
         }
     }
 }
