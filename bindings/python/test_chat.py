@@ -154,6 +154,72 @@ def test_two_clients_chat_through_the_relay():
         relay.stop()
 
 
+async def group_chat(relay, tmp):
+    """Three participants in a group: create, send, receive, per-member receipts, rename,
+    remove (the removed member stops receiving), typed errors."""
+    loop = asyncio.get_running_loop()
+    names = ("alice", "bob", "carol")
+    clients = [await hush.create_account(relay.setup(os.path.join(tmp, n))) for n in names]
+    events = [Events(loop) for _ in names]
+    handles = [c.listen(e) for c, e in zip(clients, events)]
+    alice, bob, carol = clients
+    ids = [await c.account_id() for c in clients]
+
+    group = await alice.create_group("Python club", "", ids[1:])
+    for e in events[1:]:
+        await e.expect("group known", lambda e: e.is_GROUP_CHANGED() and e.group == group)
+    info = await bob.group(group)
+    assert info.name == "Python club" and len(info.members) == 3 and not info.am_admin
+    assert [m.account_id for m in info.members if m.admin] == [ids[0]]
+
+    sent = await alice.send_text(group, "hello, group")
+    for e in events[1:]:
+        got = await e.expect("group message", lambda e: e.is_MESSAGE_RECEIVED()
+                             and e.message.id == sent)
+        assert got.message.conversation == group and got.message.sender == ids[0]
+    reply = await carol.send_text(group, "hi from carol")
+    await events[1].expect("reply", lambda e: e.is_MESSAGE_RECEIVED() and e.message.id == reply)
+    await events[0].expect("delivered to all", status_is(sent, hush.MessageStatus.DELIVERED))
+    receipts = await alice.group_receipts(sent)
+    assert receipts.members == 2 and sorted(receipts.delivered_to) == sorted(ids[1:])
+    await bob.mark_read(group)
+    await carol.mark_read(group)
+    await events[0].expect("read by all", status_is(sent, hush.MessageStatus.READ))
+
+    with pytest.raises(hush.HushError.Failed) as e:
+        await bob.rename_group(group, "mine")
+    assert e.value.code == "not_admin"
+    await alice.rename_group(group, "Python club 2")
+    await alice.remove_group_member(group, ids[2])
+    await events[2].expect("removed", lambda e: e.is_GROUP_CHANGED() and e.group == group)
+    while (await carol.group(group)).am_member:
+        await asyncio.sleep(0.05)
+    with pytest.raises(hush.HushError.Failed) as e:
+        await carol.send_text(group, "still here?")
+    assert e.value.code == "not_a_member"
+    after = await alice.send_text(group, "only bob now")
+    await events[1].expect("after removal", lambda e: e.is_MESSAGE_RECEIVED()
+                           and e.message.id == after)
+    assert after not in [m.id for m in await carol.messages(group, None, 100)]
+    page = await bob.messages(group, None, 100)
+    assert [m.body for m in page if not m.is_group_event] == [
+        "hello, group", "hi from carol", "only bob now"]
+    assert (await bob.group(group)).name == "Python club 2"
+    for h in handles:
+        h.stop()
+    for c in clients:
+        await c.shutdown()
+
+
+def test_a_group_of_three():
+    relay = Relay()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            asyncio.run(group_chat(relay, tmp))
+    finally:
+        relay.stop()
+
+
 def test_setup_errors_have_codes():
     async def bad():
         setup = hush.ClientSetup(data_dir=tempfile.mkdtemp(), store_key=b"short",

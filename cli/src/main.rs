@@ -16,8 +16,8 @@ use clap::{Parser, Subcommand};
 use hush_core::store::RedbStore;
 use hush_core::transport::{QuicConnector, RelayAddress, trust_from};
 use hush_core::{
-    Client, ClientConfig, ClientError, ClientOptions, ConnectionState, Event, MessageStatus,
-    MessageView, StoreKey,
+    Client, ClientConfig, ClientError, ClientOptions, ConnectionState, Event, MessageKind,
+    MessageStatus, MessageView, StoreKey,
 };
 use rand::RngExt;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -89,6 +89,10 @@ enum Cmd {
         /// The contact's account id.
         account_id: String,
     },
+    /// Group chats: create one, change its members, list them. Send to a group, read its
+    /// history or chat in it with `send`, `history` and `chat` and the group id.
+    #[command(subcommand)]
+    Group(GroupCmd),
     /// On a new device: prints a link code for the primary device to approve.
     LinkBegin,
     /// On the primary device: approves a link code and prints the grant.
@@ -100,6 +104,69 @@ enum Cmd {
     LinkFinish {
         /// The grant from `link-approve`.
         grant: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum GroupCmd {
+    /// Creates a group with you as admin; prints its id.
+    Create {
+        /// A description.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// The group's name.
+        name: String,
+        /// Account ids of the first members.
+        members: Vec<String>,
+    },
+    /// Adds members (admins only).
+    Add {
+        /// The group id.
+        group: String,
+        /// Account ids.
+        #[arg(required = true)]
+        members: Vec<String>,
+    },
+    /// Removes a member (admins only).
+    Remove {
+        /// The group id.
+        group: String,
+        /// Account id.
+        member: String,
+    },
+    /// Leaves a group.
+    Leave {
+        /// The group id.
+        group: String,
+    },
+    /// Makes a member an admin (admins only).
+    Promote {
+        /// The group id.
+        group: String,
+        /// Account id.
+        member: String,
+    },
+    /// Makes an admin a plain member (admins only).
+    Demote {
+        /// The group id.
+        group: String,
+        /// Account id.
+        member: String,
+    },
+    /// Renames a group (admins only).
+    Rename {
+        /// The group id.
+        group: String,
+        /// The new name.
+        #[arg(required = true)]
+        name: Vec<String>,
+    },
+    /// Lists your groups.
+    List,
+    /// Shows a group's name and members.
+    Show {
+        /// The group id.
+        group: String,
     },
 }
 
@@ -170,7 +237,16 @@ fn receipt(s: MessageStatus) -> &'static str {
 }
 
 fn line(m: &MessageView) -> String {
+    if m.kind == MessageKind::GroupEvent {
+        return format!("* {}", m.body);
+    }
     let who = if m.outgoing { "me" } else { "them" };
+    // In a group, say which member wrote it.
+    let who = if m.outgoing || m.conversation == m.sender {
+        who.to_owned()
+    } else {
+        format!("{}…", short(&m.sender))
+    };
     format!("[{}] {who}: {}", receipt(m.status), m.body)
 }
 
@@ -291,8 +367,13 @@ async fn run(cli: Cli) -> Res {
         }
         cmd => {
             // Local reads don't wait for the relay unless told how to reach it.
-            let online = !matches!(cmd, Cmd::Id | Cmd::History { .. } | Cmd::Search { .. })
-                || cli.pin.is_some()
+            let online = !matches!(
+                cmd,
+                Cmd::Id
+                    | Cmd::History { .. }
+                    | Cmd::Search { .. }
+                    | Cmd::Group(GroupCmd::List | GroupCmd::Show { .. })
+            ) || cli.pin.is_some()
                 || cli.ca.is_some();
             let client = Client::open(config(&cli)?).await?;
             let result = command(&client, cmd, online).await;
@@ -339,14 +420,82 @@ async fn command(client: &Client, cmd: &Cmd, online: bool) -> Res {
         }
         Cmd::Chat { account_id } => chat(client, account_id).await?,
         Cmd::LinkApprove { code } => println!("{}", client.approve_link(code).await?),
+        Cmd::Group(g) => group(client, g, online).await?,
         Cmd::Create | Cmd::LinkBegin | Cmd::LinkFinish { .. } => {}
+    }
+    Ok(())
+}
+
+/// A group command; changes wait until the relay has them (they go out on a later run if not).
+async fn group(client: &Client, cmd: &GroupCmd, online: bool) -> Res {
+    let changed = |what: String| async move {
+        println!("{what}");
+        if let Err(e) = client.flush(Duration::from_secs(30)).await {
+            eprintln!("… queued, not yet on the relay ({}): it goes out on a later run", e.code());
+        }
+        Ok::<_, Box<dyn Error>>(())
+    };
+    match cmd {
+        GroupCmd::Create { name, description, members } => {
+            let id = client.create_group(name, description, members).await?;
+            changed(id).await?;
+        }
+        GroupCmd::Add { group, members } => {
+            client.add_group_members(group, members).await?;
+            changed(format!("added {} member(s)", members.len())).await?;
+        }
+        GroupCmd::Remove { group, member } => {
+            client.remove_group_member(group, member).await?;
+            changed(format!("removed {}", short(member))).await?;
+        }
+        GroupCmd::Leave { group } => {
+            client.leave_group(group).await?;
+            changed("left the group".into()).await?;
+        }
+        GroupCmd::Promote { group, member } => {
+            client.promote_group_member(group, member).await?;
+            changed(format!("{} is an admin", short(member))).await?;
+        }
+        GroupCmd::Demote { group, member } => {
+            client.demote_group_member(group, member).await?;
+            changed(format!("{} is a member", short(member))).await?;
+        }
+        GroupCmd::Rename { group, name } => {
+            client.rename_group(group, &name.join(" ")).await?;
+            changed("renamed".into()).await?;
+        }
+        GroupCmd::List => {
+            if online {
+                catch_up(client, Duration::from_secs(10)).await;
+            }
+            for g in client.groups().await? {
+                let state = if g.am_member { "" } else { " (not a member)" };
+                println!("{} {} ({} members){state}", g.group_id, g.name, g.members.len());
+            }
+        }
+        GroupCmd::Show { group } => {
+            if online {
+                catch_up(client, Duration::from_secs(10)).await;
+            }
+            let g = client.group(group).await?;
+            println!("{} (epoch {})", g.name, g.epoch);
+            if !g.description.is_empty() {
+                println!("{}", g.description);
+            }
+            for m in g.members {
+                println!("  {}{}", m.account_id, if m.admin { " admin" } else { "" });
+            }
+        }
     }
     Ok(())
 }
 
 async fn chat(client: &Client, peer: &str) -> Res {
     let contact = client.contacts().await.into_iter().find(|c| c.account_id == peer);
-    let name = contact.map(|c| c.name).ok_or("unknown contact: add it first")?;
+    let name = match contact {
+        Some(c) => c.name,
+        None => client.group(peer).await.map(|g| g.name).map_err(|_| "unknown contact or group")?,
+    };
     let me = client.device_id().await;
     let mut events = client.events();
     for m in client.messages(peer, None, 10).await? {
@@ -365,8 +514,11 @@ async fn chat(client: &Client, peer: &str) -> Res {
                         if m.sender_device != me {
                             println!("me (device {}): {}", m.sender_device, m.body);
                         }
+                    } else if m.kind == MessageKind::GroupEvent {
+                        println!("* {}", m.body);
                     } else {
-                        println!("{name}: {}", m.body);
+                        let who = if m.sender == peer { name.clone() } else { format!("{name}/{}", short(&m.sender)) };
+                        println!("{who}: {}", m.body);
                         client.mark_read(peer).await?;
                     }
                 }

@@ -104,3 +104,46 @@ fn a_send_that_does_not_go_out_exits_non_zero_with_its_code() {
     let sent = hush(&relay, a.path(), &["send", &bob, "after"]);
     assert!(sent.contains('✓'), "{sent}");
 }
+
+/// Three accounts in a group from the command line: create, send, read, rename, remove.
+#[test]
+fn a_group_of_three_from_the_command_line() {
+    let relay = Relay::temp();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let ids: Vec<String> =
+        dirs.iter().map(|d| hush(&relay, d.path(), &["create"]).trim().to_owned()).collect();
+    let group = hush(&relay, dirs[0].path(), &["group", "create", "Book club", &ids[1], &ids[2]]);
+    let group = group.trim().to_owned();
+    assert_eq!(group.len(), 64, "{group}");
+    let sent = hush(&relay, dirs[0].path(), &["send", &group, "first", "chapter"]);
+    assert!(sent.contains('✓'), "{sent}");
+    let wait_for = |dir: &Path, args: &[&str], want: &str| {
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = hush(&relay, dir, args);
+            if out.contains(want) || Instant::now() > until {
+                assert!(out.contains(want), "{args:?}: {out}");
+                return out;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    for d in &dirs[1..] {
+        wait_for(d.path(), &["history", &group], "first chapter");
+    }
+    let shown = wait_for(dirs[2].path(), &["group", "show", &group], "Book club");
+    assert!(shown.contains(&format!("{} admin", ids[0])), "{shown}");
+    let reply = hush(&relay, dirs[1].path(), &["send", &group, "loved", "it"]);
+    assert!(reply.contains('✓'), "{reply}");
+    wait_for(dirs[2].path(), &["history", &group], "loved it");
+    // Not an admin: refused with its code.
+    let (code, _, err) = hush_status(&relay, dirs[1].path(), &["group", "rename", &group, "X"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("[not_admin]"), "{err}");
+    hush(&relay, dirs[0].path(), &["group", "rename", &group, "Book", "club", "2"]);
+    hush(&relay, dirs[0].path(), &["group", "remove", &group, &ids[2]]);
+    let listed = wait_for(dirs[2].path(), &["group", "list"], "(not a member)");
+    assert!(listed.contains("Book club 2"), "{listed}");
+    let history = hush(&relay, dirs[2].path(), &["history", &group]);
+    assert!(history.contains("* ") && history.contains("removed"), "{history}");
+}

@@ -276,3 +276,106 @@ fn sender_key_vector() -> Value {
 fn sender_key_vectors_match() {
     check_or_write("sender_key.json", &sender_key_vector());
 }
+
+/// Groups (PROTOCOL.md §17): a creation and a concurrent pair of changes by two admins, signed
+/// by identities from explicit seeds; their encodings, hashes, the canonical state (smallest
+/// hash wins) and its snapshot; a `GroupKey` content and a group payload as they travel.
+fn group_vector() -> Value {
+    use crate::content::{Content, GroupKey, GroupUpdate, content::Body};
+    use crate::group::{
+        ActionKind, ChangeBody, GroupAction, GroupLog, SignedGroupChange, genesis, validate,
+    };
+    use crate::sender_key::SenderKey;
+    use prost::Message as _;
+
+    let alice = IdentityKeyPair::from_secrets(&[0x31; 32], &[0x32; 32]);
+    let bob = IdentityKeyPair::from_secrets(&[0x41; 32], &[0x42; 32]);
+    let (alice_account, bob_account, carol_account) = ([0xa1u8; 32], [0xb2u8; 32], [0xc3u8; 32]);
+    let group_id = [0x47u8; 32];
+    let sign = |who: &IdentityKeyPair, body: &ChangeBody| {
+        SignedGroupChange::sign(body, who.public().to_bytes(), |m| who.sign(m))
+    };
+    let create_body = ChangeBody {
+        group_id: group_id.to_vec(),
+        epoch: 0,
+        parent: vec![0; 32],
+        author: alice_account.to_vec(),
+        author_device: 1,
+        clock: 1,
+        at_ms: 1_700_000_000_000,
+        actions: vec![
+            GroupAction::text(ActionKind::Rename, "Vectors"),
+            GroupAction::about(ActionKind::Add, &bob_account),
+            GroupAction::about(ActionKind::Promote, &bob_account),
+        ],
+    };
+    let create = sign(&alice, &create_body).verify().unwrap();
+    let s0 = genesis(&create).unwrap();
+    let at = |author: &[u8; 32], clock, actions| ChangeBody {
+        group_id: group_id.to_vec(),
+        epoch: 1,
+        parent: s0.head.to_vec(),
+        author: author.to_vec(),
+        author_device: 1,
+        clock,
+        at_ms: 1_700_000_000_100,
+        actions,
+    };
+    let x = sign(
+        &alice,
+        &at(&alice_account, 2, vec![GroupAction::text(ActionKind::Rename, "By Alice")]),
+    )
+    .verify()
+    .unwrap();
+    let y =
+        sign(&bob, &at(&bob_account, 2, vec![GroupAction::about(ActionKind::Add, &carol_account)]))
+            .verify()
+            .unwrap();
+    let mut log = GroupLog::new(s0.clone());
+    log.receive(&x).unwrap();
+    log.receive(&y).unwrap();
+    let winner = if x.hash < y.hash { &x } else { &y };
+    assert_eq!(log.state(), &validate(&s0, winner).unwrap());
+    let change = |v: &crate::group::Verified| {
+        json!({
+            "body": hex::encode(&v.signed.body),
+            "identity": hex::encode(&v.signed.identity),
+            "signature": hex::encode(&v.signed.signature),
+            "encoded": hex::encode(v.signed.encode_to_vec()),
+            "hash": hex::encode(v.hash),
+        })
+    };
+    let mut sender = SenderKey::from_secrets(group_id, 7, 0, &[0x11; 32], &[0x22; 32]);
+    let distribution = sender.distribution().encode().to_vec();
+    let update = Content::new(Body::GroupUpdate(GroupUpdate { change: Some(y.signed.clone()) }));
+    let message = sender.encrypt(&update.to_bytes()).unwrap();
+    let key = Content::new(Body::GroupKey(GroupKey {
+        distribution: distribution.clone(),
+        message: message.clone(),
+        snapshot: Some(log.state().snapshot()),
+    }));
+    json!({
+        "alice_identity_seeds": { "ed25519": hex::encode([0x31u8; 32]), "x25519": hex::encode([0x32u8; 32]) },
+        "bob_identity_seeds": { "ed25519": hex::encode([0x41u8; 32]), "x25519": hex::encode([0x42u8; 32]) },
+        "accounts": { "alice": hex::encode(alice_account), "bob": hex::encode(bob_account), "carol": hex::encode(carol_account) },
+        "group_id": hex::encode(group_id),
+        "creation": change(&create),
+        "concurrent": { "by_alice": change(&x), "by_bob": change(&y), "canonical": hex::encode(winner.hash) },
+        "state": {
+            "epoch": log.state().epoch,
+            "head": hex::encode(log.state().head),
+            "name": log.state().name,
+            "members": log.state().members.iter().map(|(a, admin)| json!({"account": hex::encode(a), "admin": admin})).collect::<Vec<_>>(),
+            "snapshot": hex::encode(log.state().snapshot().encode_to_vec()),
+        },
+        "sender_key": { "key_id": 7, "chain_key": hex::encode([0x11u8; 32]), "signing_seed": hex::encode([0x22u8; 32]) },
+        "group_update_content": hex::encode(update.to_bytes()),
+        "group_payload": hex::encode([&[1u8, 3][..], &message].concat()),
+        "group_key_content": hex::encode(key.to_bytes()),
+    })
+}
+
+#[test]
+fn group_vectors_match() {
+    check_or_write("group.json", &group_vector());
+}

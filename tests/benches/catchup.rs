@@ -9,6 +9,10 @@
 //! from one moment to the next, so a ratio is taken within its round and the rounds give a
 //! median and a range.
 //!
+//! The same N queued as **group** messages (docs/PROTOCOL.md §17: one shared sender-key payload
+//! per message, Bob holding Alice's key) is caught up in the same rounds, and its time is
+//! compared with the 1:1 catch-up of the round (target: within 1.2×).
+//!
 //! `cargo bench -p hush-e2e --bench catchup` runs N = 10,000 in 9 rounds; under `cargo test` it
 //! runs a small smoke size in 2 rounds. `HUSH_CATCHUP_N` and `HUSH_CATCHUP_ROUNDS` override them.
 
@@ -155,12 +159,13 @@ async fn floor(n: usize) -> (Duration, Duration, Duration) {
 struct Queued {
     relay: Relay,
     bob: Device,
-    alice_id: String,
+    /// The conversation caught up: Alice's account id, or the group's id.
+    conversation: String,
     relay_snapshot: tempfile::TempDir,
     bob_snapshot: tempfile::TempDir,
 }
 
-async fn queue(n: usize) -> Queued {
+async fn queue(n: usize, group: bool) -> Queued {
     let mut relay = Relay::temp_with(&[
         ("account-sends-per-second", "1000000"),
         ("account-send-burst", "1000000"),
@@ -177,6 +182,23 @@ async fn queue(n: usize) -> Queued {
     bob.wait_history(&alice_id, 1).await;
     bob.c().send_text(&alice_id, "warm-up reply").await.unwrap();
     alice.wait_history(&bob_id, 2).await;
+    // The group: Bob holds Alice's sender key after the warm-up, as in a running group.
+    let conversation = match group {
+        false => alice_id.clone(),
+        true => {
+            let g =
+                alice.c().create_group("bench", "", std::slice::from_ref(&bob_id)).await.unwrap();
+            alice.c().send_text(&g, "warm-up").await.unwrap();
+            bob.c().send_text(&g, "warm-up reply").await.unwrap();
+            while texts(&bob, &g).await < 2 || texts(&alice, &g).await < 2 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            alice.c().flush(Duration::from_secs(60)).await.unwrap();
+            bob.c().flush(Duration::from_secs(60)).await.unwrap();
+            g
+        }
+    };
+    let to = if group { conversation.clone() } else { bob_id.clone() };
     bob.stop().await;
     let bob_snapshot = tempfile::tempdir().unwrap();
     // Once the stopped client has let go of its store, the file can be copied.
@@ -184,7 +206,7 @@ async fn queue(n: usize) -> Queued {
     copy_dir(bob.storage.dir(), bob_snapshot.path());
 
     for i in 0..n {
-        alice.c().send_text(&bob_id, &text(i)).await.unwrap();
+        alice.c().send_text(&to, &text(i)).await.unwrap();
     }
     alice.c().flush(Duration::from_secs(600)).await.unwrap();
     // Alice goes offline too: on real devices her receipt processing runs on her own phone,
@@ -193,7 +215,13 @@ async fn queue(n: usize) -> Queued {
     assert!(relay.terminate(), "relay did not shut down cleanly");
     let relay_snapshot = tempfile::tempdir().unwrap();
     copy_dir(relay.data_dir(), relay_snapshot.path());
-    Queued { relay, bob, alice_id, relay_snapshot, bob_snapshot }
+    Queued { relay, bob, conversation, relay_snapshot, bob_snapshot }
+}
+
+/// How many texts (not group events) a device's history of `conversation` holds.
+async fn texts(d: &Device, conversation: &str) -> usize {
+    let page = d.c().messages(conversation, None, 100_000).await.unwrap();
+    page.iter().filter(|m| m.kind == hush_core::MessageKind::Text).count()
 }
 
 /// What one round of the client's catch-up measured.
@@ -243,7 +271,9 @@ async fn catch_up(q: &mut Queued, n: usize) -> Round {
         _ => None,
     };
     let page: Vec<MessageView> =
-        q.bob.c().messages(&q.alice_id, None, u32::try_from(n + 10).unwrap()).await.unwrap();
+        q.bob.c().messages(&q.conversation, None, u32::try_from(n + 10).unwrap()).await.unwrap();
+    let page: Vec<&MessageView> =
+        page.iter().filter(|m| m.kind == hush_core::MessageKind::Text).collect();
     assert_eq!(page.len(), n + 2, "every message stored once");
     assert_eq!(page.last().unwrap().body, text(n - 1));
     q.bob.stop().await;
@@ -288,12 +318,24 @@ fn main() {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let mut q = queue(n).await;
+        let mut q = queue(n, false).await;
+        let mut g = queue(n, true).await;
         let (mut ratios_a, mut ratios_b, mut clients, mut floors_b) = (vec![], vec![], vec![], vec![]);
+        let (mut groups, mut group_ratios) = (vec![], vec![]);
         for r in 1..=rounds {
             // Floor and client alternate, so a slow stretch of the machine hits both alike.
             let (decrypt, one_row, same_rows) = floor(n).await;
             let round = catch_up(&mut q, n).await;
+            let group_round = catch_up(&mut g, n).await;
+            let group = ms(group_round.client);
+            println!(
+                "group catch-up n={n} round {r}/{rounds}: client {group:.1} ms ({:.0} msg/s); 1:1 {:.1} ms; group / 1:1 {:.2}",
+                n as f64 / group_round.client.as_secs_f64(),
+                ms(round.client),
+                group / ms(round.client),
+            );
+            groups.push(group);
+            group_ratios.push(group / ms(round.client));
             let client = ms(round.client);
             let (ra, rb) = (client / ms(decrypt + one_row), client / ms(decrypt + same_rows));
             let cpu = round.cpu.map_or(String::new(), |(c, r)| {
@@ -319,6 +361,12 @@ fn main() {
             summary(&mut floors_b, " ms"),
             summary(&mut ratios_a, ""),
             summary(&mut ratios_b, ""),
+        );
+        let met = group_ratios.iter().filter(|r| **r <= 1.2).count();
+        println!(
+            "group catch-up n={n}, {rounds} rounds: client {}; group / 1:1 {} ({met} of {rounds} rounds <= 1.2)",
+            summary(&mut groups, " ms"),
+            summary(&mut group_ratios, ""),
         );
     });
 }

@@ -360,3 +360,62 @@ async fn a_removed_member_cannot_read_later_messages_even_given_the_ciphertext()
         d.stop().await;
     }
 }
+
+/// Bad group input reaching a member: a tampered group message (bad signature), a replayed
+/// one, and one for a group it doesn't know. Each is refused with its code, changes nothing,
+/// and the good message delivered in the same batch is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_group_input_is_refused_and_loses_nothing_else() {
+    let net = MemoryRelay::new();
+    let alice = Device::create("alice", &net).await;
+    let mut bob = Device::create("bob", &net).await;
+    let mut stranger = Device::create("stranger", &net).await;
+    let (a, b, s) = (alice.id().await, bob.id().await, stranger.id().await);
+    let key = |id: &str| -> [u8; 32] { hex::decode(id).unwrap().try_into().unwrap() };
+    let g = alice.c().create_group("G", "", std::slice::from_ref(&b)).await.unwrap();
+    alice.c().send_text(&g, "one").await.unwrap();
+    alice.c().send_text(&g, "two").await.unwrap();
+    wait_texts(&bob, &g, 2).await;
+    let from_alice: Vec<_> = net
+        .stored_for(key(&b), 1)
+        .into_iter()
+        .filter(|d| d.sender_account == key(&a) && d.payload.starts_with(&[1, 3]))
+        .collect();
+    let shared = from_alice.last().unwrap().clone();
+    let before = bob.c().group(&g).await.unwrap();
+
+    // Tampered (a flipped ciphertext byte breaks the signature), then a replay, then a good one.
+    bob.stop().await;
+    let mut tampered = shared.clone();
+    tampered.payload[60] ^= 1;
+    net.inject(key(&b), 1, tampered);
+    net.inject(key(&b), 1, shared.clone());
+    alice.c().send_text(&g, "three").await.unwrap();
+    alice.c().flush(WAIT).await.unwrap();
+    bob.restart().await;
+    let code = bob
+        .expect("bad signature", |e| match e {
+            Event::Error { code, .. } => Some(code.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(code, "bad_signature");
+    let page = wait_texts(&bob, &g, 3).await;
+    assert_eq!(texts(&page), ["one", "two", "three"], "the replay is dropped, the good one kept");
+    assert_eq!(bob.c().group(&g).await.unwrap(), before);
+
+    // A group message for a group the stranger doesn't know: refused, nothing stored.
+    net.inject(key(&s), 1, shared);
+    let code = stranger
+        .expect("unknown key", |e| match e {
+            Event::Error { code, .. } => Some(code.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(code, "unknown_sender_key");
+    assert_eq!(stranger.c().group(&g).await.unwrap_err().code(), "unknown_group");
+    assert!(stranger.c().groups().await.unwrap().is_empty());
+    for mut d in [alice, bob, stranger] {
+        d.stop().await;
+    }
+}

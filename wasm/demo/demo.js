@@ -11,7 +11,8 @@ const saved = `hush-demo:${profile}`;
 const ticks = { pending: "…", sent: "✓", delivered: "✓✓", read: "✓✓ read", failed: "failed" };
 
 let client;
-let current; // the open conversation (peer account id)
+let current; // the open conversation (peer account id or group id)
+let currentGroup; // the open group's view, when the conversation is a group
 const typingTimers = new Map();
 
 function showError(e) {
@@ -26,7 +27,7 @@ function setState(state) {
 async function start(setup, create) {
   client = create ? await createAccount(setup) : await openAccount(setup);
   $("setup").hidden = true;
-  $("add").hidden = $("search-form").hidden = false;
+  $("add").hidden = $("search-form").hidden = $("new-group").hidden = false;
   $("me").textContent = await client.accountId();
   setState(client.connectionState());
   client.listen(onEvent);
@@ -58,6 +59,10 @@ async function onEvent(e) {
         }
         break;
       case "contactChanged": await renderConversations(); break;
+      case "groupChanged":
+        await renderConversations();
+        if (e.group === current) await renderGroup();
+        break;
       case "error": showError(e); break;
     }
   } catch (err) { showError(err); }
@@ -86,10 +91,22 @@ async function renderConversations() {
   }));
 }
 
+async function renderGroup() {
+  currentGroup = await client.group(current).catch(() => undefined);
+  $("group-info").hidden = !currentGroup;
+  if (!currentGroup) return;
+  $("group-title").textContent = currentGroup.name;
+  $("group-members-list").textContent = currentGroup.members
+    .map((m) => m.accountId.slice(0, 8) + (m.admin ? " (admin)" : "")).join(", ");
+  $("add-member").hidden = !currentGroup.amAdmin;
+  $("composer").hidden = !currentGroup.amMember;
+}
+
 async function openConversation(peer) {
   current = peer;
   $("composer").hidden = false;
   $("typing").textContent = "";
+  await renderGroup();
   await renderMessages();
   await client.markRead(peer);
   await renderConversations();
@@ -102,12 +119,18 @@ async function renderMessages() {
     const li = document.createElement("li");
     li.dataset.id = m.id;
     li.dataset.status = m.status;
-    li.className = m.outgoing ? "out" : "in";
+    li.className = m.kind === "groupEvent" ? "event" : m.outgoing ? "out" : "in";
+    if (currentGroup && !m.outgoing && m.kind !== "groupEvent") {
+      const who = document.createElement("span");
+      who.className = "who";
+      who.textContent = m.sender.slice(0, 8);
+      li.append(who);
+    }
     const body = document.createElement("span");
     body.className = "body";
     body.textContent = m.body;
     li.append(body);
-    if (m.outgoing) {
+    if (m.outgoing && m.kind !== "groupEvent") {
       const status = document.createElement("span");
       status.className = "status";
       status.textContent = ticks[m.status] ?? "";
@@ -136,10 +159,31 @@ $("add").onsubmit = async (ev) => {
   } catch (e) { showError(e); }
 };
 
+$("new-group").onsubmit = async (ev) => {
+  ev.preventDefault();
+  try {
+    const members = $("group-members").value.split(/[\s,]+/).filter(Boolean);
+    const id = await client.createGroup($("group-name").value.trim(), "", members);
+    $("group-name").value = $("group-members").value = "";
+    await openConversation(id);
+    await renderConversations();
+  } catch (e) { showError(e); }
+};
+
+$("add-member").onsubmit = async (ev) => {
+  ev.preventDefault();
+  try {
+    await client.addGroupMembers(current, [$("member-id").value.trim()]);
+    $("member-id").value = "";
+    await renderGroup();
+  } catch (e) { showError(e); }
+};
+
 let typing = false;
 $("text").oninput = () => {
   const now = $("text").value.length > 0;
-  if (now !== typing && current) { typing = now; client.setTyping(current, now).catch(showError); }
+  // Typing indicators are 1:1 only for now.
+  if (now !== typing && current && !currentGroup) { typing = now; client.setTyping(current, now).catch(showError); }
 };
 
 $("composer").onsubmit = async (ev) => {

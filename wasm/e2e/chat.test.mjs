@@ -200,3 +200,50 @@ test("two browsers chat through the relay, one also with a native client, and a 
     [...document.querySelectorAll("#messages li .body")].some((e) => e.textContent === "after the reload"));
   await alice.screenshot({ path: join(artifacts, "demo.png"), fullPage: true });
 });
+
+test("a group of two browsers and a native client", async () => {
+  const alice = await openDemo("group-alice");
+  const bob = await openDemo("group-bob");
+  const aliceId = await createAccount(alice);
+  const bobId = await createAccount(bob);
+  const native = nativeClient(join(work, "group-native"));
+  await native("create");
+  const nativeId = (await native("id")).match(/account ([0-9a-f]{64})/)[1];
+
+  // Alice creates the group from the demo page with Bob and the native device in it.
+  await alice.fill("#group-name", "Browsers & CLI");
+  await alice.fill("#group-members", `${bobId} ${nativeId}`);
+  await alice.click("#create-group");
+  await alice.waitForSelector("#group-info:not([hidden])");
+  const group = await alice.evaluate(() => document.querySelector("#conversations li.active").dataset.peer);
+  assert.equal(group.length, 64);
+  await alice.fill("#text", "hello group, from a browser");
+  await alice.click("#send");
+
+  // Bob's page lists the group; he opens it and replies.
+  await bob.waitForSelector(`#conversations li[data-peer="${group}"]`);
+  await bob.click(`#conversations li[data-peer="${group}"]`);
+  await bob.waitForFunction(() =>
+    [...document.querySelectorAll("#messages li .body")].some((e) => e.textContent === "hello group, from a browser"));
+  assert.match(await bob.textContent("#group-title"), /Browsers & CLI/);
+  await bob.fill("#text", "bob's browser here");
+  await bob.click("#send");
+
+  // The native device reads both and writes to the group over QUIC.
+  let history = "";
+  for (let i = 0; i < 20 && !history.includes("bob's browser here"); i++) {
+    history = await native("history", group);
+  }
+  assert.match(history, /hello group, from a browser/);
+  assert.match(history, /bob's browser here/);
+  await native("send", group, "and the native client");
+  for (const page of [alice, bob]) {
+    await page.waitForFunction(() =>
+      [...document.querySelectorAll("#messages li .body")].some((e) => e.textContent === "and the native client"));
+  }
+  // Everyone has Alice's first message: delivered to every member.
+  await alice.waitForSelector('#messages li.out[data-status="delivered"], #messages li.out[data-status="read"]');
+  const order = async (page) => page.$$eval("#messages li:not(.event) .body", (els) => els.map((e) => e.textContent));
+  assert.deepEqual(await order(alice), await order(bob));
+  await alice.screenshot({ path: join(artifacts, "demo-group.png"), fullPage: true });
+});

@@ -44,11 +44,22 @@ export interface Message {
   id: string; conversation: string; sender: string; senderDevice: number; outgoing: boolean;
   body: string; clock: number; sentAtMs: number; status: MessageStatus;
   problem: SendProblem | null;
+  /** "groupEvent": a group change in the timeline ("… added …"); `body` describes it. */
+  kind: "text" | "groupEvent";
 }
 export interface Conversation {
-  /** The peer's account id. */
-  peer: string; name: string; unread: number; lastPreview: string; lastAtMs: number;
+  /** The peer's account id, or the group id. */
+  peer: string; isGroup: boolean; name: string; unread: number; lastPreview: string;
+  lastAtMs: number;
 }
+export interface GroupMember { accountId: string; admin: boolean; }
+export interface Group {
+  /** The group id: send to it with sendText, read it with messages. */
+  groupId: string; name: string; description: string; epoch: number;
+  members: GroupMember[]; amMember: boolean; amAdmin: boolean;
+}
+/** Per-member receipts of one of our group messages. */
+export interface GroupReceipts { members: number; deliveredTo: string[]; readBy: string[]; }
 export interface Contact { accountId: string; name: string; trust: TrustState; devices: number[]; }
 export interface Device { deviceId: number; thisDevice: boolean; primary: boolean; }
 export interface SearchHit { conversation: string; message: Message; }
@@ -59,6 +70,7 @@ export type HushEvent =
   | { type: "contactChanged"; contact: string }
   | { type: "identityChanged"; contact: string; deviceId: number; wasVerified: boolean }
   | { type: "devicesChanged" }
+  | { type: "groupChanged"; group: string }
   | { type: "connectionChanged"; state: ConnectionState }
   | { type: "caughtUp" }
   | { type: "sendDelayed"; conversation: string; messageId: string; code: string;
@@ -266,6 +278,85 @@ impl HushClient {
     #[wasm_bindgen(js_name = sendText)]
     pub async fn send_text(&self, conversation: String, text: String) -> Result<String, JsValue> {
         self.inner.send_text(&conversation, &text).await.map_err(fail)
+    }
+
+    /// Creates a group with us as its admin and `members` (account ids); resolves with its id.
+    #[wasm_bindgen(js_name = createGroup)]
+    pub async fn create_group(
+        &self,
+        name: String,
+        description: String,
+        members: Vec<String>,
+    ) -> Result<String, JsValue> {
+        self.inner.create_group(&name, &description, &members).await.map_err(fail)
+    }
+
+    /// Adds members (admins only).
+    #[wasm_bindgen(js_name = addGroupMembers)]
+    pub async fn add_group_members(
+        &self,
+        group: String,
+        members: Vec<String>,
+    ) -> Result<(), JsValue> {
+        self.inner.add_group_members(&group, &members).await.map_err(fail)
+    }
+
+    /// Removes a member (admins only); it can't read anything sent afterwards.
+    #[wasm_bindgen(js_name = removeGroupMember)]
+    pub async fn remove_group_member(&self, group: String, member: String) -> Result<(), JsValue> {
+        self.inner.remove_group_member(&group, &member).await.map_err(fail)
+    }
+
+    /// Leaves a group.
+    #[wasm_bindgen(js_name = leaveGroup)]
+    pub async fn leave_group(&self, group: String) -> Result<(), JsValue> {
+        self.inner.leave_group(&group).await.map_err(fail)
+    }
+
+    /// Makes a member an admin (admins only).
+    #[wasm_bindgen(js_name = promoteGroupMember)]
+    pub async fn promote_group_member(&self, group: String, member: String) -> Result<(), JsValue> {
+        self.inner.promote_group_member(&group, &member).await.map_err(fail)
+    }
+
+    /// Makes an admin a plain member (admins only).
+    #[wasm_bindgen(js_name = demoteGroupMember)]
+    pub async fn demote_group_member(&self, group: String, member: String) -> Result<(), JsValue> {
+        self.inner.demote_group_member(&group, &member).await.map_err(fail)
+    }
+
+    /// Renames a group (admins only).
+    #[wasm_bindgen(js_name = renameGroup)]
+    pub async fn rename_group(&self, group: String, name: String) -> Result<(), JsValue> {
+        self.inner.rename_group(&group, &name).await.map_err(fail)
+    }
+
+    /// Sets a group's description (admins only).
+    #[wasm_bindgen(js_name = setGroupDescription)]
+    pub async fn set_group_description(
+        &self,
+        group: String,
+        description: String,
+    ) -> Result<(), JsValue> {
+        self.inner.set_group_description(&group, &description).await.map_err(fail)
+    }
+
+    /// The groups this device knows.
+    #[wasm_bindgen(unchecked_return_type = "Group[]")]
+    pub async fn groups(&self) -> Result<JsValue, JsValue> {
+        to_js(&self.inner.groups().await.map_err(fail)?)
+    }
+
+    /// One group.
+    #[wasm_bindgen(unchecked_return_type = "Group")]
+    pub async fn group(&self, group: String) -> Result<JsValue, JsValue> {
+        to_js(&self.inner.group(&group).await.map_err(fail)?)
+    }
+
+    /// Per-member receipts of one of our group messages.
+    #[wasm_bindgen(js_name = groupReceipts, unchecked_return_type = "GroupReceipts")]
+    pub async fn group_receipts(&self, message_id: String) -> Result<JsValue, JsValue> {
+        to_js(&self.inner.group_receipts(&message_id).await.map_err(fail)?)
     }
 
     /// Gives up on an outgoing message that is still pending: it is marked failed

@@ -147,6 +147,16 @@ impl Client {
     /// Tells the peer's online devices that we started or stopped typing. Ephemeral: never
     /// stored by the relay; dropped if we are offline.
     pub async fn set_typing(&self, conversation: &str, started: bool) -> Result<(), ClientError> {
+        if let Ok(id) = super::groups::parse_conversation(conversation) {
+            let mut core = self.inner.lock_for_app().await;
+            let (store, vault) = (self.inner.store.as_ref(), &self.inner.vault);
+            if super::groups::is_group(&mut core, store, vault, &id).await? {
+                return Err(ClientError::InvalidArgument(
+                    "typing indicators are for 1:1 conversations; groups don't have them yet"
+                        .into(),
+                ));
+            }
+        }
         let peer = parse_account(conversation)?;
         if !self.inner.lock_for_app().await.contacts.contains_key(&peer) {
             return Err(ClientError::UnknownContact);

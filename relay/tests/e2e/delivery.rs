@@ -301,3 +301,40 @@ async fn a_newer_connection_of_the_same_device_takes_over_the_subscription() {
         other => panic!("expected GoAway, got {other:?}"),
     }
 }
+
+/// The largest group send (docs/PROTOCOL.md §17.8): 1,000 members with 6 devices each, one
+/// shared payload, 6,000 envelopes. It fits the default request limits, is one commit (every
+/// device gets it, each mailbox one envelope), and the payload is stored once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_send_to_the_largest_group_fits_and_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(
+        dir.path(),
+        &[("registrations-per-second", "100000"), ("registration-burst", "100000")],
+    );
+    let c = relay.connect().await;
+    let mut members: Vec<User> = (0..1000).map(|_| User::new(6)).collect();
+    for u in &mut members {
+        u.register(&c).await;
+    }
+    let mut alice = User::new(1);
+    alice.register(&c).await;
+    let conn = alice.login(&relay, 1).await;
+    let envelopes: Vec<wire::Envelope> = members.iter().flat_map(|u| u.envelopes(None)).collect();
+    assert_eq!(envelopes.len(), 6000);
+    let payload = vec![9u8; 1024];
+    const STORED: &str = "hush_relay_stored_payload_bytes";
+    let stored_before = relay.metric(STORED).await;
+    let send = wire::Send { payloads: vec![payload.clone()], envelopes, ephemeral: false };
+    conn.send(send).await.unwrap();
+    relay.wait_for_metric(STORED, (stored_before as u64) + 1024).await;
+    let stored = relay.metric(STORED).await - stored_before;
+    assert_eq!(stored, 1024.0, "the payload is stored once");
+    for (u, d) in [(&members[0], 1), (&members[499], 6), (&members[999], 3)] {
+        let dc = u.login(&relay, d).await;
+        let mut sub = dc.subscribe().await.unwrap();
+        let got = drain(&mut sub).await;
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1, payload);
+    }
+}

@@ -143,4 +143,61 @@ class ChatTest {
             assertTrue(aliceInbox.drain().none { it is HushEvent.Error })
         }
     }
+
+    @Test
+    fun aGroupOfThree() = runBlocking {
+        Relay().use { relay ->
+            val inboxes = Job(coroutineContext[Job])
+            val scope = CoroutineScope(coroutineContext + inboxes)
+            val clients = listOf("alice", "bob", "carol").map { createAccount(relay.setup(it)) }
+            val boxes = clients.map { Inbox(it, scope) }
+            val ids = clients.map { it.accountId() }
+            val (alice, bob, carol) = clients
+
+            val group = alice.createGroup("Kotlin club", "weekly", ids.drop(1))
+            for (box in boxes.drop(1)) {
+                box.expect("group known") { (it as? HushEvent.GroupChanged)?.takeIf { g -> g.group == group } }
+            }
+            val info = carol.group(group)
+            assertEquals("Kotlin club", info.name)
+            assertEquals(3, info.members.size)
+            assertEquals(listOf(ids[0]), info.members.filter { it.admin }.map { it.accountId })
+
+            val sent = alice.sendText(group, "hello, group")
+            for (box in boxes.drop(1)) {
+                val m = box.expect("group message") {
+                    (it as? HushEvent.MessageReceived)?.message?.takeIf { m -> m.id == sent }
+                }
+                assertEquals(group, m.conversation)
+                assertEquals(ids[0], m.sender)
+            }
+            val reply = bob.sendText(group, "hi from bob")
+            boxes[2].expect("reply") {
+                (it as? HushEvent.MessageReceived)?.message?.takeIf { m -> m.id == reply }
+            }
+            boxes[0].expect("delivered to both", statusOf(sent, MessageStatus.DELIVERED))
+            assertEquals(ids.drop(1).sorted(), alice.groupReceipts(sent).deliveredTo.sorted())
+
+            assertEquals("not_admin", errorCode { carol.renameGroup(group, "mine") })
+            alice.promoteGroupMember(group, ids[1])
+            while (!bob.group(group).amAdmin) delay(50)
+            bob.removeGroupMember(group, ids[2])
+            boxes[2].expect("removed") {
+                (it as? HushEvent.GroupChanged)?.takeIf { g -> g.group == group }
+            }
+            while (carol.group(group).amMember) delay(50)
+            assertEquals("not_a_member", errorCode { carol.sendText(group, "still here?") })
+            val after = alice.sendText(group, "just the two of us")
+            boxes[1].expect("after removal") {
+                (it as? HushEvent.MessageReceived)?.message?.takeIf { m -> m.id == after }
+            }
+            assertFalse(carol.messages(group, null, 100u).any { it.id == after })
+            assertEquals(
+                listOf("hello, group", "hi from bob", "just the two of us"),
+                bob.messages(group, null, 100u).filter { !it.isGroupEvent }.map { it.body },
+            )
+            clients.forEach { it.shutdown() }
+            inboxes.cancel()
+        }
+    }
 }
