@@ -49,8 +49,8 @@ pub mod content {
         /// In a group message: a signed change of the group's state.
         #[prost(message, tag = "7")]
         GroupUpdate(super::GroupUpdate),
-        /// Pairwise, to one member device: the sender's key for a group, and the group message
-        /// it opens (a device gets this instead of the shared payload until it holds the key).
+        /// Pairwise, to one member device: the sender's key for a group, ahead of the group
+        /// messages under it.
         #[prost(message, tag = "8")]
         GroupKey(super::GroupKey),
         /// Pairwise, between our own devices: a group's state, or a request for it.
@@ -108,20 +108,19 @@ pub struct GroupUpdate {
     /// The signed change.
     #[prost(message, optional, tag = "1")]
     pub change: Option<crate::group::SignedGroupChange>,
+    /// The state right after the change, when it adds members (they have none yet).
+    #[prost(message, optional, tag = "2")]
+    pub snapshot: Option<crate::group::GroupSnapshot>,
 }
 
-/// A sender-key distribution with the group message it comes with (PROTOCOL.md §17.4).
+/// Pairwise, to one member device: the sender's key for a group (PROTOCOL.md §17.4). The group
+/// messages under it follow as shared payloads.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct GroupKey {
-    /// The 105-byte distribution (§16.3) of the sender's current key.
+    /// The 105-byte distribution (§16.3) of the sender's current key, at the iteration of the
+    /// next message.
     #[prost(bytes = "vec", tag = "1")]
     pub distribution: Vec<u8>,
-    /// The group message (a §16.4 sender-key message) under that key.
-    #[prost(bytes = "vec", tag = "2")]
-    pub message: Vec<u8>,
-    /// The group's state, for a member the message's change adds (it has no state yet).
-    #[prost(message, optional, tag = "3")]
-    pub snapshot: Option<crate::group::GroupSnapshot>,
 }
 
 /// Between our own devices: a group's current state (a new device learns its groups so), or a

@@ -358,13 +358,8 @@ pub struct OutboxRecord {
     /// learns of its removal).
     #[prost(bytes = "vec", repeated, tag = "12")]
     pub extra_accounts: Vec<Vec<u8>>,
-    /// A group send: accounts whose devices also get the group's snapshot (added members).
-    #[prost(bytes = "vec", repeated, tag = "13")]
-    pub snapshot_for: Vec<Vec<u8>>,
-    /// A group send: the group's state right after the change it carries, for `snapshot_for`.
-    #[prost(message, optional, tag = "15")]
-    pub snapshot: Option<crate::group::GroupSnapshot>,
-    /// A group send: devices that hold the key and get the shared `group_payload`.
+    /// A group send: devices that hold the key and get the shared `group_payload` (worked out
+    /// for each attempt; empty as stored).
     #[prost(message, repeated, tag = "14")]
     pub shared: Vec<PreparedEnvelope>,
 }

@@ -347,13 +347,13 @@ fn group_vector() -> Value {
     };
     let mut sender = SenderKey::from_secrets(group_id, 7, 0, &[0x11; 32], &[0x22; 32]);
     let distribution = sender.distribution().encode().to_vec();
-    let update = Content::new(Body::GroupUpdate(GroupUpdate { change: Some(y.signed.clone()) }));
-    let message = sender.encrypt(&update.to_bytes()).unwrap();
-    let key = Content::new(Body::GroupKey(GroupKey {
-        distribution: distribution.clone(),
-        message: message.clone(),
-        snapshot: Some(log.state().snapshot()),
+    // Bob's change adds Carol: the state after it travels with it.
+    let update = Content::new(Body::GroupUpdate(GroupUpdate {
+        change: Some(y.signed.clone()),
+        snapshot: Some(validate(&s0, &y).unwrap().snapshot()),
     }));
+    let message = sender.encrypt(&update.to_bytes()).unwrap();
+    let key = Content::new(Body::GroupKey(GroupKey { distribution: distribution.clone() }));
     json!({
         "alice_identity_seeds": { "ed25519": hex::encode([0x31u8; 32]), "x25519": hex::encode([0x32u8; 32]) },
         "bob_identity_seeds": { "ed25519": hex::encode([0x41u8; 32]), "x25519": hex::encode([0x42u8; 32]) },

@@ -43,7 +43,11 @@ fn cpu_time() -> Duration {
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let sizes: &[usize] = if full { &[10, 100, 1000] } else { &[10] };
+    let sizes: Vec<usize> = match std::env::var("HUSH_GROUP_SIZES") {
+        Ok(v) => v.split(',').map(|n| n.trim().parse().unwrap()).collect(),
+        Err(_) if full => vec![10, 100, 1000],
+        Err(_) => vec![10],
+    };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let relay = Relay::temp_with(&[
@@ -61,8 +65,14 @@ fn main() {
         println!("| members (× 3 devices) | sender CPU per send | encoding the Send alone | ratio | wall time per send |");
         println!("|---|---|---|---|---|");
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        for &members in sizes {
-            let (alice, group, users) = setup(&relay, members).await;
+        for &members in &sizes {
+            // The sender is a member too: `members` in all.
+            let (alice, group, users) = setup(&relay, members - 1).await;
+            // `perf record --control fifo:…` with PERF_CTL naming the fifo profiles the sends only.
+            let ctl = std::env::var("PERF_CTL").ok();
+            if let Some(c) = &ctl {
+                std::fs::write(c, "enable\n").unwrap();
+            }
             let c0 = cpu_time();
             let t0 = Instant::now();
             for i in 0..SENDS {
@@ -70,8 +80,13 @@ fn main() {
             }
             alice.c().flush(Duration::from_secs(300)).await.unwrap();
             let wall = t0.elapsed() / SENDS;
+            sent(&alice, &group).await;
             let cpu = (cpu_time() - c0) / SENDS;
+            if let Some(c) = &ctl {
+                std::fs::write(c, "disable\n").unwrap();
+            }
             let encode = encode_floor(&users);
+            assert!(encode > Duration::ZERO);
             println!(
                 "| {members} | {:.2} ms | {:.3} ms | {:.1}× | {:.1} ms |",
                 ms(cpu),
@@ -107,7 +122,16 @@ async fn setup(relay: &Relay, members: usize) -> (Device, String, Vec<User>) {
     let group = alice.c().create_group("bench", "", &ids).await.unwrap();
     alice.c().send_text(&group, "warm-up").await.unwrap();
     alice.c().flush(Duration::from_secs(600)).await.unwrap();
+    sent(&alice, &group).await;
     (alice, group, users)
+}
+
+/// Every message of the group reached the relay (a send refused for good would also leave the
+/// outbox, and be measured as fast).
+async fn sent(alice: &Device, group: &str) {
+    for m in alice.c().messages(group, None, 1000).await.unwrap() {
+        assert_eq!(m.status, hush_core::MessageStatus::Sent, "{m:?}");
+    }
 }
 
 /// CPU time of encoding the `Send` of one group message to every member device: the part of a
@@ -142,6 +166,7 @@ async fn rotation(alice: &Device, group: &str, users: &[User]) {
     alice.c().send_text(group, "the first message after the removal").await.unwrap();
     alice.c().flush(Duration::from_secs(600)).await.unwrap();
     let (wall, cpu) = (t0.elapsed(), cpu_time() - c0);
+    sent(alice, group).await;
     let per = pairwise_encrypt_cost();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(

@@ -47,6 +47,10 @@ pub(crate) struct Core {
     pub groups: HashMap<crate::group::Id, GroupEntry>,
     /// Sender keys received, by (group, account, device), newest first; loaded on demand.
     pub received_keys: HashMap<(crate::group::Id, AccountId, u32), Vec<ReceivedKey>>,
+    /// Contacts' device lists as decoded and verified, reused while the stored bytes are the
+    /// same: a list's decoding checks four or more signatures, and a send to a large group
+    /// asks for a thousand lists.
+    pub list_cache: std::sync::Mutex<HashMap<AccountId, DeviceList>>,
 }
 
 impl std::fmt::Debug for Core {
@@ -112,6 +116,7 @@ impl Core {
             sessions: std::collections::HashMap::new(),
             groups: std::collections::HashMap::new(),
             received_keys: std::collections::HashMap::new(),
+            list_cache: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -129,7 +134,15 @@ impl Core {
             return self.own_list.clone();
         }
         let c = self.contacts.get(account)?;
-        DeviceList::decode(&c.device_list).ok()
+        let mut cache = self.list_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = cache.get(account)
+            && l.encoded() == c.device_list.as_slice()
+        {
+            return Some(l.clone());
+        }
+        let list = DeviceList::decode(&c.device_list).ok()?;
+        cache.insert(*account, list.clone());
+        Some(list)
     }
 
     /// Loads a device's sessions into the cache (if stored) and returns them.

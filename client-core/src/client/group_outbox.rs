@@ -1,15 +1,22 @@
 //! Sending a group outbox entry: one payload, one envelope per member device.
 //!
 //! The entry's group message was encrypted once under this device's sender key when it was
-//! queued (`groups`). Here every current member device (and every device of the accounts the
-//! entry names besides, such as members a change removes) gets an envelope: devices known to
-//! hold the key reference the shared payload; the others get a pairwise [`GroupKey`] carrying
-//! the key's distribution with the same message, so they can read it and every later one. All
-//! of it is one `Send`, one atomic relay commit. Once the relay acks, those devices count as
-//! key holders. Envelopes are prepared and stored before the send and resent verbatim, as for
-//! 1:1 (see `outbox`). On `device_mismatch` the lists are refreshed, envelopes of removed or
-//! reinstalled devices dropped (a removed device makes the next message rotate the key), and
-//! new devices get the key.
+//! queued (`groups`). Every current member device (and every device of the accounts the entry
+//! names besides, such as members a change removes) must get it:
+//! 1. devices that don't hold the key yet get its distribution first, in a pairwise
+//!    [`GroupKey`] (all devices of an account that has one such device: the relay wants every
+//!    device of an account it is asked to deliver to); one `Send`; once the relay acks, they
+//!    hold the key. These envelopes are prepared and stored before the send and resent
+//!    verbatim, as in 1:1 (see `outbox`);
+//! 2. then the message: **one payload, one envelope per device**, one `Send`, one atomic relay
+//!    commit, whatever the group's size.
+//!
+//! Each device's mailbox keeps the order, so the key arrives before the message. On
+//! `device_mismatch` the lists are refreshed, envelopes of removed or reinstalled devices
+//! dropped (a removed device makes the next message rotate the key), and new devices get the
+//! key.
+
+use std::collections::HashSet;
 
 use hush_protocol::wire::{self, request, response};
 use hush_protocol::{ErrorCode, Refusal};
@@ -33,37 +40,79 @@ pub(crate) async fn deliver(
     key: Option<&[u8]>,
     record: &mut OutboxRecord,
 ) -> Result<(), ClientError> {
-    for _ in 0..MAX_MISMATCH_ROUNDS {
+    // Each round is one `Send`: the key to the devices that lack it, or the message to all.
+    let mut rounds = 0;
+    while rounds < 2 * MAX_MISMATCH_ROUNDS {
         prepare(inner, link, key, record).await?;
-        let mut send = wire::Send { payloads: Vec::new(), envelopes: Vec::new(), ephemeral: false };
-        if !record.shared.is_empty() {
-            send.payloads.push(record.group_payload.clone());
-            for s in &record.shared {
-                send.envelopes.push(envelope(s, 0));
-            }
-        }
-        for p in &record.prepared {
-            let index = u32::try_from(send.payloads.len()).unwrap_or(u32::MAX);
-            send.payloads.push(p.ciphertext.clone());
-            send.envelopes.push(envelope(p, index));
-        }
-        if send.envelopes.is_empty() {
+        let keys = !record.prepared.is_empty();
+        // The keys go out in sends of whole accounts, each under `KEY_SEND_BYTES` (a first
+        // message to a device carries the handshake, about 1.5 KB: a thousand members' worth
+        // would pass the relay's request limit).
+        let chunk = if keys { key_chunk(&record.prepared) } else { 0 };
+        let send = match keys {
+            true => wire::Send {
+                payloads: record
+                    .prepared
+                    .iter()
+                    .take(chunk)
+                    .map(|p| p.ciphertext.clone())
+                    .collect(),
+                envelopes: record
+                    .prepared
+                    .iter()
+                    .take(chunk)
+                    .enumerate()
+                    .map(|(i, p)| envelope(p, u32::try_from(i).unwrap_or(u32::MAX)))
+                    .collect(),
+                ephemeral: false,
+            },
             // Nobody else to tell (a group of one device).
-            return finish(inner, key, record).await;
-        }
-        match link.request(request::Body::Send(send)).await {
+            false if record.shared.is_empty() => return finish(inner, key, record).await,
+            false => wire::Send {
+                payloads: vec![record.group_payload.clone()],
+                envelopes: record.shared.iter().map(|s| envelope(s, 0)).collect(),
+                ephemeral: false,
+            },
+        };
+        let r = link.request(request::Body::Send(send)).await;
+        match r {
+            Ok(response::Body::Sent(_)) if keys => keys_sent(inner, key, record, chunk).await?,
             Ok(response::Body::Sent(_)) => return finish(inner, key, record).await,
             Ok(_) => return Err(unexpected("Sent")),
             Err(TransportError::Relay(r)) if r.is(ErrorCode::DeviceMismatch) => {
+                rounds += 1;
                 reconcile(inner, link, key, record, &r.mismatches).await?;
             }
             Err(e) => return Err(e.into()),
+        }
+        if !keys {
+            rounds += 1;
         }
     }
     Err(ClientError::Relay(Refusal::new(
         ErrorCode::DeviceMismatch,
         "the members' device sets are still changing; retrying shortly",
     )))
+}
+
+/// Most ciphertext bytes in one key-distribution send (well under the relay's default request
+/// limit of 4 MiB, PROTOCOL.md §14.13).
+const KEY_SEND_BYTES: usize = 1 << 20;
+
+/// How many of the first prepared envelopes go in the next key send: whole accounts (the relay
+/// wants every device of an account in one send), as many as fit in [`KEY_SEND_BYTES`], and at
+/// least one account.
+fn key_chunk(prepared: &[PreparedEnvelope]) -> usize {
+    let (mut end, mut bytes) = (0, 0);
+    for group in prepared.chunk_by(|a, b| a.account == b.account) {
+        let add: usize = group.iter().map(|p| p.ciphertext.len() + 64).sum();
+        if end > 0 && bytes + add > KEY_SEND_BYTES {
+            break;
+        }
+        bytes += add;
+        end += group.len();
+    }
+    end
 }
 
 fn envelope(p: &PreparedEnvelope, payload: u32) -> wire::Envelope {
@@ -117,30 +166,44 @@ async fn prepare(
     };
 
     let fetched = super::fanout::fetch_unknown_lists(inner, link, &accounts).await?;
+    // Who holds the key this entry is under, and who already has an envelope: sets, since a
+    // large group asks for thousands.
+    let holders: HashSet<(Vec<u8>, u32)> = {
+        let core = inner.core.lock().await;
+        core.groups
+            .get(&group)
+            .filter(|g| g.my_key.as_ref().is_some_and(|k| k.header().key_id == record.group_key_id))
+            .map(|g| g.key_holders.iter().map(|d| (d.account.clone(), d.device_id)).collect())
+            .unwrap_or_default()
+    };
+    // Shared envelopes carry no ciphertext: they are worked out afresh on every attempt, from
+    // the holders and the current lists, and never stored (a large group's list of them would
+    // be rewritten with every message).
+    record.shared.clear();
+    let mut addressed: HashSet<(Vec<u8>, u32)> =
+        record.prepared.iter().map(|p| (p.account.clone(), p.device_id)).collect();
+    let holds = |a: &AccountId, d: u32| holders.contains(&(a.to_vec(), d));
     let mut wanted = Vec::new();
     {
         let core = inner.core.lock().await;
-        let holds = |a: &AccountId, d: u32| {
-            core.groups.get(&group).is_some_and(|g| {
-                g.my_key.as_ref().is_some_and(|k| k.header().key_id == record.group_key_id)
-                    && g.holds_key(a, d)
-            })
-        };
         for account in &accounts {
             let list = core
                 .known_list(account)
                 .or_else(|| fetched.iter().find(|l| l.account.as_bytes() == account).cloned());
             let Some(list) = list else { continue };
-            let devices = list
+            // Sessions are needed with the devices of accounts that will get the key.
+            let others: Vec<u32> = list
                 .devices
                 .iter()
                 .map(|d| d.device_id)
-                .filter(|d| {
-                    let this_device = *account == me && *d == my_device;
-                    let shared =
-                        holds(account, *d) && !record.snapshot_for.iter().any(|a| a == account);
-                    !(this_device || shared || addressed(record, account, *d))
-                })
+                .filter(|d| !(*account == me && *d == my_device))
+                .collect();
+            if others.iter().all(|d| holds(account, *d)) {
+                continue;
+            }
+            let devices = others
+                .into_iter()
+                .filter(|d| !addressed.contains(&(account.to_vec(), *d)))
                 .collect();
             wanted.push((*account, devices));
         }
@@ -153,55 +216,49 @@ async fn prepare(
         super::devices::apply_device_list(&mut core, &mut tx, l, None);
     }
     super::fanout::start_sessions(inner, &mut core, &bundles).await?;
-    let message = crate::message::group_message(&record.group_payload).unwrap_or_default().to_vec();
     let mut touched = Vec::new();
-    for account in &accounts {
-        let Some(list) = core.known_list(account) else { continue };
-        let keep = |p: &PreparedEnvelope| {
-            p.account.as_slice() != account.as_slice() || list.device(p.device_id).is_some()
-        };
-        record.prepared.retain(keep);
-        record.shared.retain(keep);
-        for d in &list.devices {
-            if (*account == me && d.device_id == my_device)
-                || addressed(record, account, d.device_id)
-            {
+    let lists: Vec<(AccountId, hush_protocol::DeviceList)> =
+        accounts.iter().filter_map(|a| core.known_list(a).map(|l| (*a, l))).collect();
+    // Envelopes prepared for devices that have since left their account's list are dropped.
+    let current: HashSet<(Vec<u8>, u32)> = lists
+        .iter()
+        .flat_map(|(a, l)| l.devices.iter().map(|d| (a.to_vec(), d.device_id)))
+        .collect();
+    let listed: HashSet<&[u8]> = lists.iter().map(|(a, _)| a.as_slice()).collect();
+    let before = record.prepared.len();
+    record.prepared.retain(|p| {
+        !listed.contains(p.account.as_slice())
+            || current.contains(&(p.account.clone(), p.device_id))
+    });
+    let dropped = record.prepared.len() != before;
+    let content =
+        Content::new(Body::GroupKey(GroupKey { distribution: record.group_distribution.clone() }))
+            .to_bytes();
+    for (account, list) in &lists {
+        let devices: Vec<_> =
+            list.devices.iter().filter(|d| !(*account == me && d.device_id == my_device)).collect();
+        // The relay takes a send only if it addresses every device of each account it names,
+        // so an account with one device lacking the key gets the key on all of them.
+        let needs_key = devices.iter().any(|d| !holds(account, d.device_id));
+        for d in devices {
+            record.shared.push(PreparedEnvelope {
+                account: account.to_vec(),
+                device_id: d.device_id,
+                registration_id: d.registration_id,
+                ciphertext: Vec::new(),
+            });
+            if !needs_key || !addressed.insert((account.to_vec(), d.device_id)) {
                 continue;
             }
-            // Members this change adds get the state with it, pairwise, even if they hold
-            // the key (from a change that lost a fork).
-            let holder = !record.snapshot_for.iter().any(|a| a == account)
-                && core.groups.get(&group).is_some_and(|g| {
-                    g.my_key.as_ref().is_some_and(|k| k.header().key_id == record.group_key_id)
-                        && g.holds_key(account, d.device_id)
-                });
-            if holder {
-                record.shared.push(PreparedEnvelope {
-                    account: account.to_vec(),
-                    device_id: d.device_id,
-                    registration_id: d.registration_id,
-                    ciphertext: Vec::new(),
-                });
-                continue;
-            }
-            let content = Content::new(Body::GroupKey(GroupKey {
-                distribution: record.group_distribution.clone(),
-                message: message.clone(),
-                snapshot: record
-                    .snapshot_for
-                    .iter()
-                    .any(|a| a == account)
-                    .then(|| record.snapshot.clone())
-                    .flatten(),
-            }));
             let sessions =
                 core.sessions_mut(inner.store.as_ref(), &inner.vault, account, d.device_id).await?;
             let Some(session) = sessions.first_mut() else {
                 // No bundle for it (the relay had none): the relay's mismatch check will tell.
+                addressed.remove(&(account.to_vec(), d.device_id));
                 continue;
             };
             let ciphertext = session
-                .encrypt(&mut rand::rng(), &content.to_bytes())
+                .encrypt(&mut rand::rng(), &content)
                 .map_err(|e| ClientError::Protocol(format!("encrypt: {e}")))?;
             record.prepared.push(PreparedEnvelope {
                 account: account.to_vec(),
@@ -212,11 +269,17 @@ async fn prepare(
             touched.push((*account, d.device_id));
         }
     }
+    // Whole accounts together, for the key sends (`key_chunk`).
+    record.prepared.sort_by(|a, b| a.account.cmp(&b.account));
     for (account, device) in &touched {
         tx.put_sessions(&core, account, *device);
     }
-    if let Some(key) = key {
+    if let Some(key) = key
+        && (dropped || !touched.is_empty())
+    {
+        let shared = std::mem::take(&mut record.shared);
         tx.put(Table::Outbox, key, &record.to_bytes());
+        record.shared = shared;
     }
     match tx.commit().await {
         Ok(events) => {
@@ -231,21 +294,13 @@ async fn prepare(
     }
 }
 
-/// Whether the entry already has an envelope for `device` of `account`.
-fn addressed(record: &OutboxRecord, account: &AccountId, device: u32) -> bool {
-    record
-        .prepared
-        .iter()
-        .chain(&record.shared)
-        .any(|p| p.account.as_slice() == account.as_slice() && p.device_id == device)
-}
-
-/// The relay has the send: the devices that got the key now hold it; the entry leaves the
-/// outbox and its message is sent.
-async fn finish(
+/// The relay has the key's distribution for the devices that lacked it: they hold it now,
+/// and the entry goes on with the message itself.
+async fn keys_sent(
     inner: &Inner,
     key: Option<&[u8]>,
-    record: &OutboxRecord,
+    record: &mut OutboxRecord,
+    sent: usize,
 ) -> Result<(), ClientError> {
     let group = group_of(record)?;
     let mut core = inner.core.lock().await;
@@ -253,14 +308,33 @@ async fn finish(
     if let Some(g) = core.group_mut(inner.store.as_ref(), &inner.vault, &group).await?
         && g.my_key.as_ref().is_some_and(|k| k.header().key_id == record.group_key_id)
     {
-        for p in &record.prepared {
-            if !g.holds_key(&p.account, p.device_id) {
+        let mut held: HashSet<(Vec<u8>, u32)> =
+            g.key_holders.iter().map(|d| (d.account.clone(), d.device_id)).collect();
+        for p in record.prepared.iter().take(sent) {
+            if held.insert((p.account.clone(), p.device_id)) {
                 g.key_holders
                     .push(DeviceRef { account: p.account.clone(), device_id: p.device_id });
             }
         }
         tx.touch_group(group);
     }
+    record.prepared.drain(..sent.min(record.prepared.len()));
+    record.shared.clear();
+    if let Some(key) = key {
+        tx.put(Table::Outbox, key, &record.to_bytes());
+    }
+    tx.put_touched_groups(&core);
+    inner.commit_then_emit(tx, core).await
+}
+
+/// The relay has the message: the entry leaves the outbox and its message is sent.
+async fn finish(
+    inner: &Inner,
+    key: Option<&[u8]>,
+    record: &OutboxRecord,
+) -> Result<(), ClientError> {
+    let core = inner.core.lock().await;
+    let mut tx = Tx::new(inner.store.as_ref(), &inner.vault);
     if let Some(key) = key {
         tx.batch.delete(Table::Outbox, key.to_vec());
     }
@@ -272,7 +346,6 @@ async fn finish(
         m.problem.clear();
         tx.set_status(k, m, Status::Sent);
     }
-    tx.put_touched_groups(&core);
     inner.commit_then_emit(tx, core).await
 }
 
@@ -320,6 +393,7 @@ async fn reconcile(
         }
     }
     if let Some(key) = key {
+        record.shared.clear();
         tx.put(Table::Outbox, key, &record.to_bytes());
     }
     tx.put_touched_groups(&core);

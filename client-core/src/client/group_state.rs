@@ -42,11 +42,6 @@ impl GroupEntry {
         self.log.as_ref().map(GroupLog::state)
     }
 
-    /// Whether `device` of `account` holds this device's current sender key.
-    pub fn holds_key(&self, account: &[u8], device: u32) -> bool {
-        self.key_holders.iter().any(|d| d.account == account && d.device_id == device)
-    }
-
     pub fn from_record(r: &GroupRecord) -> Result<Self, ClientError> {
         let corrupt = |what: &str| ClientError::CorruptStore(format!("group record: {what}"));
         let id: Id = r.group_id.as_slice().try_into().map_err(|_| corrupt("id"))?;

@@ -327,7 +327,10 @@ pub(crate) async fn issue_change(
         .map(|a| a.to_vec())
         .collect();
     let timeline_id = add_timeline_entry(tx, &v, true).await?;
-    let content = Content::new(Body::GroupUpdate(GroupUpdate { change: Some(signed) }));
+    // Members it adds have no state yet: the state after it travels with it, once, in the
+    // shared payload.
+    let snapshot = (!added.is_empty()).then(|| after.snapshot());
+    let content = Content::new(Body::GroupUpdate(GroupUpdate { change: Some(signed), snapshot }));
     let g = core.groups.get_mut(&group).ok_or(GroupError::UnknownGroup)?;
     let mut record = encrypt_for_group(g, &content)?;
     // Rotate after this change (which removed members may still read), before the next one.
@@ -335,10 +338,6 @@ pub(crate) async fn issue_change(
         g.rotate = true;
     }
     record.extra_accounts = removed;
-    if !added.is_empty() {
-        record.snapshot = Some(after.snapshot());
-    }
-    record.snapshot_for = added;
     record.message_id = timeline_id;
     super::outbox::enqueue(core, tx, &record);
     tx.touch_group(group);
@@ -477,15 +476,15 @@ pub(crate) async fn open_group_message(
     Ok(opened.map(|p| (group, p)))
 }
 
-/// A pairwise [`GroupKey`] from `sender`: keeps the key (if the sender may hold one) and opens
-/// the message it carries. Returns the group and the message's content, or `None` after
-/// reporting why not.
+/// A pairwise [`GroupKey`] from `sender`: keeps the key, if the sender may hold one (a member
+/// of the state held; anyone for a group this device doesn't know yet, whose state then comes
+/// with the change that adds us, or from our own devices, which are asked for it).
 pub(crate) async fn receive_group_key(
     core: &mut Core,
     tx: &mut Tx<'_>,
     sender: (AccountId, u32),
-    k: GroupKey,
-) -> Result<Option<(Id, Content, Option<crate::group::GroupSnapshot>)>, ClientError> {
+    k: &GroupKey,
+) -> Result<(), ClientError> {
     let report = |tx: &mut Tx<'_>, code: &str, message: String| {
         tx.events.push(Event::Error { code: code.into(), message });
     };
@@ -493,11 +492,10 @@ pub(crate) async fn receive_group_key(
         Ok(d) => d,
         Err(e) => {
             report(tx, e.code(), e.to_string());
-            return Ok(None);
+            return Ok(());
         }
     };
     let group = d.header.group_id;
-    let me = core.me();
     match core.group_mut(tx.store, tx.vault, &group).await? {
         Some(g) => {
             if let Some(s) = g.state()
@@ -508,52 +506,29 @@ pub(crate) async fn receive_group_key(
                     "not_a_member",
                     "a sender key from a device that is not a member".into(),
                 );
-                return Ok(None);
+                return Ok(());
             }
         }
         None => {
-            // A group we don't know: we were just added (the message carries its snapshot), or
-            // this device is new; then our own devices are asked for the state.
             core.groups.insert(group, GroupEntry::unknown(group));
             tx.touch_group(group);
-            if k.snapshot.is_none() {
-                request_sync(core, tx, group);
-            }
+            request_sync(core, tx, group);
         }
     }
     let slot = (group, sender.0, sender.1);
     let keys = core.received_keys_mut(tx.store, tx.vault, slot).await?;
-    if !keys.iter().any(|r| r.header().key_id == d.header.key_id) {
-        let fresh = match ReceivedKey::new(&d) {
-            Ok(r) => r,
-            Err(e) => {
-                report(tx, e.code(), e.to_string());
-                return Ok(None);
-            }
-        };
-        keys.insert(0, fresh);
-        keys.truncate(RECEIVED_KEYS_KEPT);
-        tx.touch_received_keys(slot);
+    if keys.iter().any(|r| r.header().key_id == d.header.key_id) {
+        return Ok(());
     }
-    let _ = me;
-    match open_group_message(core, tx, sender, &k.message).await? {
-        Ok((g, plain)) if g == group => match Content::from_bytes(&plain) {
-            Some(c) => Ok(Some((group, c, k.snapshot))),
-            None => {
-                report(tx, "malformed_content", "a group message that does not decode".into());
-                Ok(None)
-            }
-        },
-        Ok(_) => {
-            report(tx, "unknown_sender_key", "a group message for another group".into());
-            Ok(None)
+    match ReceivedKey::new(&d) {
+        Ok(fresh) => {
+            keys.insert(0, fresh);
+            keys.truncate(RECEIVED_KEYS_KEPT);
+            tx.touch_received_keys(slot);
         }
-        Err(crate::sender_key::SenderKeyError::Duplicate) => Ok(None),
-        Err(e) => {
-            report(tx, e.code(), e.to_string());
-            Ok(None)
-        }
+        Err(e) => report(tx, e.code(), e.to_string()),
     }
+    Ok(())
 }
 
 /// Applies the content of a group message from `sender`.
@@ -563,7 +538,6 @@ pub(crate) async fn apply_group_content(
     group: Id,
     sender: (AccountId, u32),
     content: Content,
-    snapshot: Option<crate::group::GroupSnapshot>,
     owed: &mut OwedReceipts,
 ) -> Result<(), ClientError> {
     let me = core.me();
@@ -608,7 +582,7 @@ pub(crate) async fn apply_group_content(
         }
         Some(Body::GroupUpdate(u)) => {
             let Some(signed) = u.change else { return Ok(()) };
-            if let Err(e) = receive_change(core, tx, group, sender, &signed, snapshot).await? {
+            if let Err(e) = receive_change(core, tx, group, sender, &signed, u.snapshot).await? {
                 tx.events.push(Event::Error { code: e.code().into(), message: e.to_string() });
             }
         }

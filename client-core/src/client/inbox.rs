@@ -271,7 +271,7 @@ async fn apply_batch<'a>(
             .await?
             {
                 Ok((group, plain)) => match Content::from_bytes(&plain) {
-                    Some(c) => decrypted.push((sender, d, c, Some((group, None)))),
+                    Some(c) => decrypted.push((sender, d, c, Some(group))),
                     None => tx.events.push(Event::Error {
                         code: "malformed_content".into(),
                         message: "a group message that does not decode".into(),
@@ -320,13 +320,8 @@ async fn apply_batch<'a>(
         };
         // A sender key is taken in at once, in delivery order: a group message under it may
         // follow in this same batch.
-        if let Some(Body::GroupKey(k)) = content.body {
-            let from = (sender, d.sender_device);
-            if let Some((group, inner, snapshot)) =
-                super::groups::receive_group_key(core, &mut tx, from, k).await?
-            {
-                decrypted.push((sender, d, inner, Some((group, snapshot))));
-            }
+        if let Some(Body::GroupKey(k)) = &content.body {
+            super::groups::receive_group_key(core, &mut tx, (sender, d.sender_device), k).await?;
             continue;
         }
         decrypted.push((sender, d, content, None));
@@ -344,14 +339,13 @@ async fn apply_batch<'a>(
     tx.prefetch_messages(&ids).await?;
     for (sender, d, content, group) in decrypted {
         match group {
-            Some((g, snapshot)) => {
+            Some(g) => {
                 super::groups::apply_group_content(
                     core,
                     &mut tx,
                     g,
                     (sender, d.sender_device),
                     content,
-                    snapshot,
                     &mut receipts,
                 )
                 .await?

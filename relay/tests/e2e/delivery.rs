@@ -310,7 +310,12 @@ async fn a_send_to_the_largest_group_fits_and_is_stored_once() {
     let dir = tempfile::tempdir().unwrap();
     let relay = Relay::start(
         dir.path(),
-        &[("registrations-per-second", "100000"), ("registration-burst", "100000")],
+        &[
+            ("registrations-per-second", "100000"),
+            ("registration-burst", "100000"),
+            ("connection-requests-per-second", "100000"),
+            ("connection-request-burst", "100000"),
+        ],
     );
     let c = relay.connect().await;
     let mut members: Vec<User> = (0..1000).map(|_| User::new(6)).collect();
