@@ -189,6 +189,9 @@ async fn queue(n: usize, group: bool) -> Queued {
             let g =
                 alice.c().create_group("bench", "", std::slice::from_ref(&bob_id)).await.unwrap();
             alice.c().send_text(&g, "warm-up").await.unwrap();
+            while texts(&bob, &g).await < 1 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             bob.c().send_text(&g, "warm-up reply").await.unwrap();
             while texts(&bob, &g).await < 2 || texts(&alice, &g).await < 2 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
