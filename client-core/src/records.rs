@@ -358,6 +358,10 @@ pub struct OutboxRecord {
     /// learns of its removal).
     #[prost(bytes = "vec", repeated, tag = "12")]
     pub extra_accounts: Vec<Vec<u8>>,
+    /// A group send: devices the relay acked this entry's key to (they hold it even if this
+    /// device has rotated since).
+    #[prost(message, repeated, tag = "16")]
+    pub keyed: Vec<DeviceRef>,
     /// A group send: devices that hold the key and get the shared `group_payload` (worked out
     /// for each attempt; empty as stored).
     #[prost(message, repeated, tag = "14")]

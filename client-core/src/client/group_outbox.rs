@@ -30,8 +30,9 @@ use crate::records::{DeviceRef, OutboxRecord, PreparedEnvelope, Record, Status};
 use crate::store::Table;
 use crate::transport::{Link, TransportError};
 
-/// Most rounds of device-list refresh before the entry is retried later.
-const MAX_MISMATCH_ROUNDS: usize = 5;
+/// Most sends one attempt makes (keys in chunks, the message, and device-list refreshes)
+/// before the entry is retried later.
+const MAX_SENDS: usize = 24;
 
 /// Sends one group entry (see the module docs).
 pub(crate) async fn deliver(
@@ -41,8 +42,11 @@ pub(crate) async fn deliver(
     record: &mut OutboxRecord,
 ) -> Result<(), ClientError> {
     // Each round is one `Send`: the key to the devices that lack it, or the message to all.
+    // Every send counts: key sends (a few for a large group), the message, and the rounds a
+    // changing device set costs.
     let mut rounds = 0;
-    while rounds < 2 * MAX_MISMATCH_ROUNDS {
+    while rounds < MAX_SENDS {
+        rounds += 1;
         prepare(inner, link, key, record).await?;
         let keys = !record.prepared.is_empty();
         // The keys go out in sends of whole accounts, each under `KEY_SEND_BYTES` (a first
@@ -80,13 +84,9 @@ pub(crate) async fn deliver(
             Ok(response::Body::Sent(_)) => return finish(inner, key, record).await,
             Ok(_) => return Err(unexpected("Sent")),
             Err(TransportError::Relay(r)) if r.is(ErrorCode::DeviceMismatch) => {
-                rounds += 1;
                 reconcile(inner, link, key, record, &r.mismatches).await?;
             }
             Err(e) => return Err(e.into()),
-        }
-        if !keys {
-            rounds += 1;
         }
     }
     Err(ClientError::Relay(Refusal::new(
@@ -170,11 +170,14 @@ async fn prepare(
     // large group asks for thousands.
     let holders: HashSet<(Vec<u8>, u32)> = {
         let core = inner.core.lock().await;
-        core.groups
+        let mut h: HashSet<(Vec<u8>, u32)> = core
+            .groups
             .get(&group)
             .filter(|g| g.my_key.as_ref().is_some_and(|k| k.header().key_id == record.group_key_id))
             .map(|g| g.key_holders.iter().map(|d| (d.account.clone(), d.device_id)).collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        h.extend(record.keyed.iter().map(|d| (d.account.clone(), d.device_id)));
+        h
     };
     // Shared envelopes carry no ciphertext: they are worked out afresh on every attempt, from
     // the holders and the current lists, and never stored (a large group's list of them would
@@ -305,19 +308,26 @@ async fn keys_sent(
     let group = group_of(record)?;
     let mut core = inner.core.lock().await;
     let mut tx = Tx::new(inner.store.as_ref(), &inner.vault);
+    let sent_to: Vec<DeviceRef> = record
+        .prepared
+        .iter()
+        .take(sent)
+        .map(|p| DeviceRef { account: p.account.clone(), device_id: p.device_id })
+        .collect();
     if let Some(g) = core.group_mut(inner.store.as_ref(), &inner.vault, &group).await?
         && g.my_key.as_ref().is_some_and(|k| k.header().key_id == record.group_key_id)
     {
         let mut held: HashSet<(Vec<u8>, u32)> =
             g.key_holders.iter().map(|d| (d.account.clone(), d.device_id)).collect();
-        for p in record.prepared.iter().take(sent) {
-            if held.insert((p.account.clone(), p.device_id)) {
-                g.key_holders
-                    .push(DeviceRef { account: p.account.clone(), device_id: p.device_id });
+        for d in &sent_to {
+            if held.insert((d.account.clone(), d.device_id)) {
+                g.key_holders.push(d.clone());
             }
         }
         tx.touch_group(group);
     }
+    // This entry's key, whether or not it is still the current one.
+    record.keyed.extend(sent_to);
     record.prepared.drain(..sent.min(record.prepared.len()));
     record.shared.clear();
     if let Some(key) = key {
@@ -383,6 +393,10 @@ async fn reconcile(
         };
         record.prepared.retain(|p| !gone(p));
         record.shared.retain(|p| !gone(p));
+        record.keyed.retain(|d| {
+            d.account.as_slice() != account.as_slice()
+                || !(m.stale.contains(&d.device_id) || m.extra.contains(&d.device_id))
+        });
         if let Some(g) = core.group_mut(inner.store.as_ref(), &inner.vault, &group).await? {
             g.key_holders.retain(|d| {
                 d.account.as_slice() != account.as_slice()
