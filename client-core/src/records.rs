@@ -354,10 +354,12 @@ pub struct OutboxRecord {
     /// A group send: the key id `group_payload` is under.
     #[prost(uint32, tag = "11")]
     pub group_key_id: u32,
-    /// A group send: accounts that get it besides the current members (a removed member
-    /// learns of its removal).
+    /// A group send: who gets it. Set for a change: the members before and after it, as they
+    /// were when it was made (removed members learn of their removal; a later change doesn't
+    /// take anyone out of an earlier one's chain). Empty for a message: the members at the
+    /// time it is sent.
     #[prost(bytes = "vec", repeated, tag = "12")]
-    pub extra_accounts: Vec<Vec<u8>>,
+    pub recipients: Vec<Vec<u8>>,
     /// A group send: devices the relay acked this entry's key to (they hold it even if this
     /// device has rotated since).
     #[prost(message, repeated, tag = "16")]

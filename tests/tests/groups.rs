@@ -419,3 +419,23 @@ async fn bad_group_input_is_refused_and_loses_nothing_else() {
         d.stop().await;
     }
 }
+
+on_both_networks!(changes_made_back_to_back_reach_everyone_they_concern);
+/// A rename and then a removal made at once: the removed member still gets the rename (it was a
+/// member when it was made), then its removal, in order.
+async fn changes_made_back_to_back_reach_everyone_they_concern(net: impl Joinable) {
+    let alice = Device::create("alice", &net).await;
+    let bob = Device::create("bob", &net).await;
+    let carol = Device::create("carol", &net).await;
+    let (b, c) = (bob.id().await, carol.id().await);
+    let g = alice.c().create_group("G", "", &[b.clone(), c.clone()]).await.unwrap();
+    wait_group(&carol, &g, "created", |v| v.am_member).await;
+    alice.c().rename_group(&g, "renamed").await.unwrap();
+    alice.c().remove_group_member(&g, &c).await.unwrap();
+    wait_group(&carol, &g, "renamed, then removed", |v| v.name == "renamed" && !v.am_member).await;
+    wait_group(&bob, &g, "renamed, Carol removed", |v| v.name == "renamed" && v.members.len() == 2)
+        .await;
+    for mut d in [alice, bob, carol] {
+        d.stop().await;
+    }
+}

@@ -1,8 +1,8 @@
 //! Sending a group outbox entry: one payload, one envelope per member device.
 //!
 //! The entry's group message was encrypted once under this device's sender key when it was
-//! queued (`groups`). Every current member device (and every device of the accounts the entry
-//! names besides, such as members a change removes) must get it:
+//! queued (`groups`). Every device of its recipients must get it: the current members for a
+//! message; for a change, the members before and after it (so removed members learn of it):
 //! 1. devices that don't hold the key yet get its distribution first, in a pairwise
 //!    [`GroupKey`] (all devices of an account that has one such device: the relay wants every
 //!    device of an account it is asked to deliver to); one `Send`; once the relay acks, they
@@ -150,14 +150,14 @@ async fn prepare(
             .await?
             .ok_or(crate::group::GroupError::UnknownGroup)?;
         let state = g.state().ok_or(crate::group::GroupError::UnknownGroup)?;
-        let mut accounts: Vec<AccountId> = state.members.keys().copied().collect();
-        for a in &record.extra_accounts {
-            if let Ok(a) = AccountId::try_from(a.as_slice())
-                && !accounts.contains(&a)
-            {
-                accounts.push(a);
-            }
-        }
+        let mut accounts: Vec<AccountId> = match record.recipients.is_empty() {
+            true => state.members.keys().copied().collect(),
+            false => record
+                .recipients
+                .iter()
+                .filter_map(|a| AccountId::try_from(a.as_slice()).ok())
+                .collect(),
+        };
         // Our own other devices get every group message too (after we leave, the change).
         if !accounts.contains(&me) {
             accounts.push(me);

@@ -337,7 +337,10 @@ pub(crate) async fn issue_change(
     if !removed.is_empty() {
         g.rotate = true;
     }
-    record.extra_accounts = removed;
+    // Everyone it concerns, fixed now: the members before and after it.
+    let mut recipients: Vec<Vec<u8>> = after.members.keys().map(|a| a.to_vec()).collect();
+    recipients.extend(removed);
+    record.recipients = recipients;
     record.message_id = timeline_id;
     super::outbox::enqueue(core, tx, &record);
     tx.touch_group(group);
