@@ -1,15 +1,19 @@
-//! What every send needs before it can encrypt for a set of devices: the accounts' verified
-//! device lists, and a session with each device (bundles fetched and checked against the
-//! list). Network calls happen without the state lock; sessions start under it.
+//! What 1:1 and group sends share: before encrypting, the accounts' verified device lists and a
+//! session with each device (bundles fetched and checked against the list); on the relay's
+//! `device_mismatch`, the refreshed lists with the sessions of gone devices dropped; once the
+//! relay has the send, the entry out of the outbox and its message sent. Network calls happen
+//! without the state lock; sessions start under it.
 
 use hush_prekeys::PreKeyBundle;
 use hush_protocol::DeviceList;
 use hush_protocol::wire::{self, request, response};
 
-use super::core::{AccountId, Core};
+use super::core::{AccountId, Core, Tx};
 use super::error::ClientError;
 use super::inner::{Inner, unexpected};
 use crate::Session;
+use crate::records::{OutboxRecord, Status};
+use crate::store::Table;
 use crate::transport::Link;
 
 /// Fetches the device lists of the `accounts` this device doesn't know yet (state unlocked).
@@ -92,4 +96,64 @@ pub(crate) async fn start_sessions(
         }
     }
     Ok(())
+}
+
+/// The accounts a `device_mismatch` names, with their lists fetched again (state unlocked).
+pub(crate) async fn fetch_mismatched(
+    link: &dyn Link,
+    mismatches: &[wire::DeviceMismatch],
+) -> Result<Vec<(AccountId, DeviceList, wire::DeviceMismatch)>, ClientError> {
+    let mut lists = Vec::new();
+    for m in mismatches {
+        let account: AccountId = m
+            .account
+            .as_slice()
+            .try_into()
+            .map_err(|_| ClientError::Protocol("mismatch account".into()))?;
+        lists.push((account, super::devices::fetch_device_list(link, &account).await?, m.clone()));
+    }
+    Ok(lists)
+}
+
+/// Takes the refreshed lists in, and drops the sessions of devices that are gone (`extra`) or
+/// were reinstalled (`stale`): new ones start from fresh bundles.
+pub(crate) fn apply_mismatched(
+    core: &mut Core,
+    tx: &mut Tx<'_>,
+    lists: &[(AccountId, DeviceList, wire::DeviceMismatch)],
+) {
+    for (account, list, m) in lists {
+        super::devices::apply_device_list(core, tx, list, None);
+        for device in m.stale.iter().chain(&m.extra) {
+            core.sessions.insert((*account, *device), Vec::new());
+            tx.put_sessions(core, account, *device);
+        }
+    }
+}
+
+/// Whether `device` of `account` is one a mismatch says is gone or reinstalled.
+pub(crate) fn is_gone(m: &wire::DeviceMismatch, account: &[u8], device: u32) -> bool {
+    m.account.as_slice() == account && (m.stale.contains(&device) || m.extra.contains(&device))
+}
+
+/// Removes a sent entry from the outbox and moves its message to `Sent`: even if the user gave
+/// up on it while this attempt was on the wire (`cancel` marked it failed), the relay has it.
+pub(crate) async fn finish(
+    inner: &Inner,
+    key: Option<&[u8]>,
+    record: &OutboxRecord,
+) -> Result<(), ClientError> {
+    let Some(key) = key else { return Ok(()) };
+    let _core = inner.core.lock().await;
+    let mut tx = Tx::new(inner.store.as_ref(), &inner.vault);
+    tx.batch.delete(Table::Outbox, key.to_vec());
+    if !record.message_id.is_empty()
+        && let Some((k, mut m)) = tx.message(&record.message_id).await?
+        && (m.status < Status::Sent as i32 || m.status == Status::Failed as i32)
+    {
+        m.problem_code.clear();
+        m.problem.clear();
+        tx.set_status(k, m, Status::Sent);
+    }
+    inner.commit_then_emit(tx, ()).await
 }

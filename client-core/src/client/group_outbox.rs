@@ -26,7 +26,7 @@ use super::error::ClientError;
 use super::inner::{Inner, unexpected};
 use crate::content::{Content, GroupKey, content::Body};
 use crate::group::Id;
-use crate::records::{DeviceRef, OutboxRecord, PreparedEnvelope, Record, Status};
+use crate::records::{DeviceRef, OutboxRecord, PreparedEnvelope, Record};
 use crate::store::Table;
 use crate::transport::{Link, TransportError};
 
@@ -71,7 +71,9 @@ pub(crate) async fn deliver(
                 ephemeral: false,
             },
             // Nobody else to tell (a group of one device).
-            false if record.shared.is_empty() => return finish(inner, key, record).await,
+            false if record.shared.is_empty() => {
+                return super::fanout::finish(inner, key, record).await;
+            }
             false => wire::Send {
                 payloads: vec![record.group_payload.clone()],
                 envelopes: record.shared.iter().map(|s| envelope(s, 0)).collect(),
@@ -81,7 +83,7 @@ pub(crate) async fn deliver(
         let r = link.request(request::Body::Send(send)).await;
         match r {
             Ok(response::Body::Sent(_)) if keys => keys_sent(inner, key, record, chunk).await?,
-            Ok(response::Body::Sent(_)) => return finish(inner, key, record).await,
+            Ok(response::Body::Sent(_)) => return super::fanout::finish(inner, key, record).await,
             Ok(_) => return Err(unexpected("Sent")),
             Err(TransportError::Relay(r)) if r.is(ErrorCode::DeviceMismatch) => {
                 reconcile(inner, link, key, record, &r.mismatches).await?;
@@ -337,28 +339,6 @@ async fn keys_sent(
     inner.commit_then_emit(tx, core).await
 }
 
-/// The relay has the message: the entry leaves the outbox and its message is sent.
-async fn finish(
-    inner: &Inner,
-    key: Option<&[u8]>,
-    record: &OutboxRecord,
-) -> Result<(), ClientError> {
-    let core = inner.core.lock().await;
-    let mut tx = Tx::new(inner.store.as_ref(), &inner.vault);
-    if let Some(key) = key {
-        tx.batch.delete(Table::Outbox, key.to_vec());
-    }
-    if !record.message_id.is_empty()
-        && let Some((k, mut m)) = tx.message(&record.message_id).await?
-        && (m.status < Status::Sent as i32 || m.status == Status::Failed as i32)
-    {
-        m.problem_code.clear();
-        m.problem.clear();
-        tx.set_status(k, m, Status::Sent);
-    }
-    inner.commit_then_emit(tx, core).await
-}
-
 /// Handles the relay's device mismatch for a group entry: refreshed lists; envelopes, sessions
 /// and key holding dropped for devices that are gone or were reinstalled; a removed device
 /// makes the next message rotate.
@@ -370,38 +350,17 @@ async fn reconcile(
     mismatches: &[wire::DeviceMismatch],
 ) -> Result<(), ClientError> {
     let group = group_of(record)?;
-    let mut lists = Vec::new();
-    for m in mismatches {
-        let account: AccountId = m
-            .account
-            .as_slice()
-            .try_into()
-            .map_err(|_| ClientError::Protocol("mismatch account".into()))?;
-        lists.push((account, super::devices::fetch_device_list(link, &account).await?, m.clone()));
-    }
+    let lists = super::fanout::fetch_mismatched(link, mismatches).await?;
     let mut core = inner.core.lock().await;
     let mut tx = Tx::new(inner.store.as_ref(), &inner.vault);
-    for (account, list, m) in &lists {
-        super::devices::apply_device_list(&mut core, &mut tx, list, None);
-        for device in m.stale.iter().chain(&m.extra) {
-            core.sessions.insert((*account, *device), Vec::new());
-            tx.put_sessions(&core, account, *device);
-        }
-        let gone = |p: &PreparedEnvelope| {
-            p.account.as_slice() == account.as_slice()
-                && (m.stale.contains(&p.device_id) || m.extra.contains(&p.device_id))
-        };
-        record.prepared.retain(|p| !gone(p));
-        record.shared.retain(|p| !gone(p));
-        record.keyed.retain(|d| {
-            d.account.as_slice() != account.as_slice()
-                || !(m.stale.contains(&d.device_id) || m.extra.contains(&d.device_id))
-        });
+    super::fanout::apply_mismatched(&mut core, &mut tx, &lists);
+    for (_, _, m) in &lists {
+        let gone = |account: &[u8], device| super::fanout::is_gone(m, account, device);
+        record.prepared.retain(|p| !gone(&p.account, p.device_id));
+        record.shared.retain(|p| !gone(&p.account, p.device_id));
+        record.keyed.retain(|d| !gone(&d.account, d.device_id));
         if let Some(g) = core.group_mut(inner.store.as_ref(), &inner.vault, &group).await? {
-            g.key_holders.retain(|d| {
-                d.account.as_slice() != account.as_slice()
-                    || !(m.stale.contains(&d.device_id) || m.extra.contains(&d.device_id))
-            });
+            g.key_holders.retain(|d| !gone(&d.account, d.device_id));
             g.rotate |= !m.extra.is_empty();
             tx.touch_group(group);
         }

@@ -4,7 +4,7 @@
 use rand::RngExt;
 
 use super::account::parse_account;
-use super::core::Tx;
+use super::core::{AccountId, Core, Tx};
 use super::error::ClientError;
 use super::handle::Client;
 use crate::content::{self, Content, MAX_TEXT_CHARS, MESSAGE_ID_LEN};
@@ -26,26 +26,13 @@ impl Client {
         rand::rng().fill(&mut id);
         let mut core = self.inner.lock_for_app().await;
         let (store, vault) = (self.inner.store.as_ref(), &self.inner.vault);
-        if super::groups::is_group(&mut core, store, vault, &peer).await? {
-            core.account.clock += 1;
-            let text = content::Text {
-                id: id.to_vec(),
-                clock: core.account.clock,
-                body: text.to_owned(),
-                sent_at_ms: crate::runtime::now_ms(),
-            };
-            let mut tx = Tx::new(store, vault);
-            super::groups::queue_group_text(&mut core, &mut tx, peer, text).await?;
-            tx.put_touched_groups(&core);
-            tx.put_account(&core);
-            self.inner.commit_then_emit(tx, core).await?;
-            self.inner.outbox_ready.notify_one();
-            return Ok(hex::encode(id));
-        }
-        parse_account(conversation)?;
-        let contact = core.contacts.get(&peer).ok_or(ClientError::UnknownContact)?;
-        if contact.trust == Trust::Changed as i32 {
-            return Err(ClientError::IdentityChanged);
+        let group = super::groups::is_group(&mut core, store, vault, &peer).await?;
+        if !group {
+            parse_account(conversation)?;
+            let contact = core.contacts.get(&peer).ok_or(ClientError::UnknownContact)?;
+            if contact.trust == Trust::Changed as i32 {
+                return Err(ClientError::IdentityChanged);
+            }
         }
         core.account.clock += 1;
         let text = content::Text {
@@ -54,37 +41,13 @@ impl Client {
             body: text.to_owned(),
             sent_at_ms: crate::runtime::now_ms(),
         };
-        let me = core.me();
-        let record = MessageRecord {
-            version: RECORD_VERSION,
-            id: id.to_vec(),
-            conversation: peer.to_vec(),
-            sender: me.to_vec(),
-            sender_device: core.device_id(),
-            clock: text.clock,
-            body: text.body.clone(),
-            sent_at_ms: text.sent_at_ms,
-            outgoing: true,
-            status: Status::Pending as i32,
-            problem_code: String::new(),
-            problem: String::new(),
-            ..Default::default()
-        };
-        let outbox = OutboxRecord {
-            version: RECORD_VERSION,
-            peer_content: Content::new(content::content::Body::Text(text.clone())).to_bytes(),
-            peer: peer.to_vec(),
-            own_content: Content::new(content::content::Body::SyncSent(content::SyncSent {
-                conversation: peer.to_vec(),
-                text: Some(text),
-            }))
-            .to_bytes(),
-            message_id: id.to_vec(),
-            ..Default::default()
-        };
-        let mut tx = Tx::new(self.inner.store.as_ref(), &self.inner.vault);
-        super::history::store_message(&mut tx, record, false).await?;
-        super::outbox::enqueue(&mut core, &mut tx, &outbox);
+        let mut tx = Tx::new(store, vault);
+        if group {
+            super::groups::queue_group_text(&mut core, &mut tx, peer, text).await?;
+            tx.put_touched_groups(&core);
+        } else {
+            queue_text(&mut core, &mut tx, peer, text).await?;
+        }
         tx.put_account(&core);
         self.inner.commit_then_emit(tx, core).await?;
         self.inner.outbox_ready.notify_one();
@@ -176,4 +139,45 @@ impl Client {
         };
         super::outbox::deliver(&self.inner, link.as_ref(), None, &mut record).await
     }
+}
+
+/// A 1:1 text into history and the outbox (fanned out to the peer's devices and, as a
+/// transcript, to our other devices), within the caller's transaction.
+async fn queue_text(
+    core: &mut Core,
+    tx: &mut Tx<'_>,
+    peer: AccountId,
+    text: content::Text,
+) -> Result<(), ClientError> {
+    let me = core.me();
+    let record = MessageRecord {
+        version: RECORD_VERSION,
+        id: text.id.clone(),
+        conversation: peer.to_vec(),
+        sender: me.to_vec(),
+        sender_device: core.device_id(),
+        clock: text.clock,
+        body: text.body.clone(),
+        sent_at_ms: text.sent_at_ms,
+        outgoing: true,
+        status: Status::Pending as i32,
+        problem_code: String::new(),
+        problem: String::new(),
+        ..Default::default()
+    };
+    let outbox = OutboxRecord {
+        version: RECORD_VERSION,
+        peer_content: Content::new(content::content::Body::Text(text.clone())).to_bytes(),
+        peer: peer.to_vec(),
+        own_content: Content::new(content::content::Body::SyncSent(content::SyncSent {
+            conversation: peer.to_vec(),
+            text: Some(text),
+        }))
+        .to_bytes(),
+        message_id: record.id.clone(),
+        ..Default::default()
+    };
+    super::history::store_message(tx, record, false).await?;
+    super::outbox::enqueue(core, tx, &outbox);
+    Ok(())
 }

@@ -269,7 +269,7 @@ pub(crate) async fn deliver(
             continue;
         }
         if record.prepared.is_empty() {
-            return finish(inner, key, record).await;
+            return super::fanout::finish(inner, key, record).await;
         }
         let mut send =
             wire::Send { payloads: Vec::new(), envelopes: Vec::new(), ephemeral: record.ephemeral };
@@ -283,7 +283,7 @@ pub(crate) async fn deliver(
             });
         }
         match link.request(request::Body::Send(send)).await {
-            Ok(response::Body::Sent(_)) => return finish(inner, key, record).await,
+            Ok(response::Body::Sent(_)) => return super::fanout::finish(inner, key, record).await,
             Ok(_) => return Err(unexpected("Sent")),
             Err(TransportError::Relay(r)) if r.is(ErrorCode::DeviceMismatch) => {
                 reconcile(inner, link, key, record, &r.mismatches).await?;
@@ -297,30 +297,6 @@ pub(crate) async fn deliver(
     )))
 }
 
-/// Removes a sent record and moves its message to `Sent`.
-async fn finish(
-    inner: &Inner,
-    key: Option<&[u8]>,
-    record: &OutboxRecord,
-) -> Result<(), ClientError> {
-    let Some(key) = key else { return Ok(()) };
-    let _core = inner.core.lock().await;
-    let mut tx = Tx::new(inner.store.as_ref(), &inner.vault);
-    tx.batch.delete(Table::Outbox, key.to_vec());
-    // The relay has it: sent, even if the user gave up on it while this attempt was on the
-    // wire (`cancel` marked it failed).
-    if !record.message_id.is_empty()
-        && let Some((k, mut m)) = tx.message(&record.message_id).await?
-        && (m.status < Status::Sent as i32 || m.status == Status::Failed as i32)
-    {
-        m.problem_code.clear();
-        m.problem.clear();
-        tx.set_status(k, m, Status::Sent);
-    }
-    inner.commit_then_emit(tx, ()).await?;
-    Ok(())
-}
-
 /// Handles the relay's device mismatch: refresh the lists, drop envelopes for devices that are
 /// gone or were reinstalled (and their sessions), so `prepare` encrypts to the current set.
 async fn reconcile(
@@ -330,27 +306,12 @@ async fn reconcile(
     record: &mut OutboxRecord,
     mismatches: &[wire::DeviceMismatch],
 ) -> Result<(), ClientError> {
-    let mut lists = Vec::new();
-    for m in mismatches {
-        let account: AccountId = m
-            .account
-            .as_slice()
-            .try_into()
-            .map_err(|_| ClientError::Protocol("mismatch account".into()))?;
-        lists.push((account, super::devices::fetch_device_list(link, &account).await?, m.clone()));
-    }
+    let lists = super::fanout::fetch_mismatched(link, mismatches).await?;
     let mut core = inner.core.lock().await;
     let mut tx = Tx::new(inner.store.as_ref(), &inner.vault);
-    for (account, list, m) in &lists {
-        super::devices::apply_device_list(&mut core, &mut tx, list, None);
-        for device in m.stale.iter().chain(&m.extra) {
-            core.sessions.insert((*account, *device), Vec::new());
-            tx.put_sessions(&core, account, *device);
-        }
-        record.prepared.retain(|p| {
-            p.account.as_slice() != account.as_slice()
-                || !(m.stale.contains(&p.device_id) || m.extra.contains(&p.device_id))
-        });
+    super::fanout::apply_mismatched(&mut core, &mut tx, &lists);
+    for (_, _, m) in &lists {
+        record.prepared.retain(|p| !super::fanout::is_gone(m, &p.account, p.device_id));
     }
     if let Some(key) = key {
         tx.put(Table::Outbox, key, &record.to_bytes());
