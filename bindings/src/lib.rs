@@ -435,10 +435,12 @@ pub enum HushEvent {
         /// The new status.
         status: MessageStatus,
     },
-    /// The peer started or stopped typing.
+    /// Someone in a conversation started or stopped typing.
     Typing {
-        /// The conversation.
+        /// The conversation: the typist's account id in a 1:1 chat, or the group id.
         conversation: String,
+        /// The typist's account id.
+        from: String,
         /// Started (true) or stopped.
         started: bool,
     },
@@ -501,7 +503,9 @@ impl From<hush_core::Event> for HushEvent {
             E::StatusChanged { conversation, message_id, status } => {
                 Self::StatusChanged { conversation, message_id, status: status.into() }
             }
-            E::Typing { conversation, started } => Self::Typing { conversation, started },
+            E::Typing { conversation, from, started } => {
+                Self::Typing { conversation, from, started }
+            }
             E::ContactChanged { contact } => Self::ContactChanged { contact },
             E::IdentityChanged { contact, device_id, was_verified } => {
                 Self::IdentityChanged { contact, device_id, was_verified }

@@ -533,7 +533,7 @@ async fn chat(client: &Client, peer: &str) -> Res {
                 {
                     println!("  … pending ({}): {message} [{code}]", short(&message_id));
                 }
-                Some(Event::Typing { conversation, started }) if conversation == peer => {
+                Some(Event::Typing { conversation, started, .. }) if conversation == peer => {
                     println!("{name} {}", if started { "is typing…" } else { "stopped typing" });
                 }
                 Some(Event::IdentityChanged { contact, .. }) if contact == peer => {

@@ -168,6 +168,21 @@ impl MemoryRelay {
         self.shared.changed.notify_waiters();
     }
 
+    /// Takes out of a device's mailbox what waits there from `sender`, in order: a relay holding
+    /// envelopes back, to hand them over later and out of order with [`Self::inject`].
+    pub fn withhold(
+        &self,
+        account: [u8; 32],
+        device: u32,
+        sender: [u8; 32],
+    ) -> Vec<wire::Delivery> {
+        let mut st = self.lock();
+        let Some(mailbox) = st.mailboxes.get_mut(&(account, device)) else { return Vec::new() };
+        let seqs: Vec<u64> =
+            mailbox.iter().filter(|(_, d)| d.sender_account == sender).map(|(s, _)| *s).collect();
+        seqs.into_iter().filter_map(|s| mailbox.remove(&s)).collect()
+    }
+
     /// Envelopes waiting, over every mailbox.
     pub fn waiting(&self) -> usize {
         self.lock().mailboxes.values().map(BTreeMap::len).sum()

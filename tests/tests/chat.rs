@@ -187,7 +187,9 @@ async fn typing_reaches_an_online_peer_and_is_never_stored(relay: impl Joinable)
     alice.c().set_typing(&bob_id, true).await.unwrap();
     let started = bob
         .expect("typing", |e| match e {
-            Event::Typing { conversation, started } if *conversation == alice_id => Some(*started),
+            Event::Typing { conversation, started, .. } if *conversation == alice_id => {
+                Some(*started)
+            }
             _ => None,
         })
         .await;

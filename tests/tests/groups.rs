@@ -439,3 +439,98 @@ async fn changes_made_back_to_back_reach_everyone_they_concern(net: impl Joinabl
         d.stop().await;
     }
 }
+
+on_both_networks!(typing_reaches_the_members_online);
+/// Typing in a group reaches the members' online devices with who is typing. Before the typist's
+/// first message (no sender key handed out yet) it sends nothing and is no error; a removed
+/// member can't type in the group.
+async fn typing_reaches_the_members_online(net: impl Joinable) {
+    let alice = Device::create("alice", &net).await;
+    let mut bob = Device::create("bob", &net).await;
+    let mut carol = Device::create("carol", &net).await;
+    let (a, b, c) = (alice.id().await, bob.id().await, carol.id().await);
+    let g = alice.c().create_group("G", "", &[b.clone(), c.clone()]).await.unwrap();
+    wait_group(&bob, &g, "created", |v| v.am_member).await;
+    wait_group(&carol, &g, "created", |v| v.am_member).await;
+    bob.c().set_typing(&g, true).await.unwrap();
+
+    alice.c().send_text(&g, "hello").await.unwrap();
+    wait_texts(&bob, &g, 1).await;
+    wait_texts(&carol, &g, 1).await;
+    alice.c().set_typing(&g, true).await.unwrap();
+    for d in [&mut bob, &mut carol] {
+        let seen = d
+            .expect("Alice typing", |e| match e {
+                Event::Typing { conversation, from, started: true } => {
+                    Some((conversation.clone(), from.clone()))
+                }
+                _ => None,
+            })
+            .await;
+        assert_eq!(seen, (g.clone(), a.clone()));
+    }
+    alice.c().set_typing(&g, false).await.unwrap();
+    bob.expect("Alice stopped", |e| {
+        matches!(e, Event::Typing { started: false, .. }).then_some(())
+    })
+    .await;
+
+    alice.c().remove_group_member(&g, &c).await.unwrap();
+    wait_group(&carol, &g, "removed", |v| !v.am_member).await;
+    assert_eq!(carol.c().set_typing(&g, true).await.unwrap_err().code(), "not_a_member");
+    for mut d in [alice, bob, carol] {
+        d.stop().await;
+    }
+}
+
+/// A sender key handed out by someone who is no longer a member: the relay holds back Carol's
+/// key and her message under it, and hands them to Bob after her removal. Bob refuses both
+/// (`not_a_member`, then `unknown_sender_key`: he kept no key of hers), and keeps Alice's
+/// messages on either side of them in the same batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_key_from_a_non_member_is_refused() {
+    let net = MemoryRelay::new();
+    let alice = Device::create("alice", &net).await;
+    let mut bob = Device::create("bob", &net).await;
+    let carol = Device::create("carol", &net).await;
+    let (b, c) = (bob.id().await, carol.id().await);
+    let key = |id: &str| -> [u8; 32] { hex::decode(id).unwrap().try_into().unwrap() };
+    let g = alice.c().create_group("G", "", &[b.clone(), c.clone()]).await.unwrap();
+    wait_group(&bob, &g, "created", |v| v.am_member).await;
+    wait_group(&carol, &g, "created", |v| v.am_member).await;
+
+    bob.stop().await;
+    carol.c().send_text(&g, "from carol").await.unwrap();
+    carol.c().flush(WAIT).await.unwrap();
+    let held = net.withhold(key(&b), 1, key(&c));
+    assert!(held.iter().any(|d| d.payload.starts_with(&[1, 3])), "her message");
+    assert!(held.iter().any(|d| !d.payload.starts_with(&[1, 3])), "her key, pairwise");
+    alice.c().remove_group_member(&g, &c).await.unwrap();
+    alice.c().send_text(&g, "after").await.unwrap();
+    alice.c().flush(WAIT).await.unwrap();
+    for d in held {
+        net.inject(key(&b), 1, d);
+    }
+    alice.c().send_text(&g, "later").await.unwrap();
+    alice.c().flush(WAIT).await.unwrap();
+
+    bob.restart().await;
+    let mut codes = Vec::new();
+    while codes.len() < 2 {
+        let code = bob
+            .expect("refusals", |e| match e {
+                Event::Error { code, .. } => Some(code.clone()),
+                _ => None,
+            })
+            .await;
+        codes.push(code);
+    }
+    assert_eq!(codes, ["not_a_member", "unknown_sender_key"]);
+    let page = wait_texts(&bob, &g, 2).await;
+    assert_eq!(texts(&page), ["after", "later"]);
+    let view = bob.c().group(&g).await.unwrap();
+    assert!(!view.members.iter().any(|m| m.account_id == c), "{view:?}");
+    for mut d in [alice, bob, carol] {
+        d.stop().await;
+    }
+}

@@ -53,7 +53,13 @@ async function onEvent(e) {
         break;
       case "typing":
         if (e.conversation === current) {
-          $("typing").textContent = e.started ? "typing…" : "";
+          // In a group, say who: the contact's name if we have one, else the id's start.
+          let who = "";
+          if (currentGroup) {
+            const c = (await client.contacts()).find((c) => c.accountId === e.from);
+            who = (c?.name || e.from.slice(0, 12)) + " is ";
+          }
+          $("typing").textContent = e.started ? who + "typing…" : "";
           clearTimeout(typingTimers.get(current));
           if (e.started) typingTimers.set(current, setTimeout(() => ($("typing").textContent = ""), 6000));
         }
@@ -182,8 +188,7 @@ $("add-member").onsubmit = async (ev) => {
 let typing = false;
 $("text").oninput = () => {
   const now = $("text").value.length > 0;
-  // Typing indicators are 1:1 only for now.
-  if (now !== typing && current && !currentGroup) { typing = now; client.setTyping(current, now).catch(showError); }
+  if (now !== typing && current) { typing = now; client.setTyping(current, now).catch(showError); }
 };
 
 $("composer").onsubmit = async (ev) => {

@@ -66,7 +66,7 @@ export interface SearchHit { conversation: string; message: Message; }
 export type HushEvent =
   | { type: "messageReceived"; message: Message }
   | { type: "statusChanged"; conversation: string; messageId: string; status: MessageStatus }
-  | { type: "typing"; conversation: string; started: boolean }
+  | { type: "typing"; conversation: string; from: string; started: boolean }
   | { type: "contactChanged"; contact: string }
   | { type: "identityChanged"; contact: string; deviceId: number; wasVerified: boolean }
   | { type: "devicesChanged" }
@@ -372,7 +372,7 @@ impl HushClient {
         self.inner.mark_read(&conversation).await.map_err(fail)
     }
 
-    /// Tells the peer we started or stopped typing.
+    /// Tells the conversation (the peer, or a group's members) we started or stopped typing.
     #[wasm_bindgen(js_name = setTyping)]
     pub async fn set_typing(&self, conversation: String, started: bool) -> Result<(), JsValue> {
         self.inner.set_typing(&conversation, started).await.map_err(fail)

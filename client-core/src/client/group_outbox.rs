@@ -372,3 +372,71 @@ async fn reconcile(
     tx.put_touched_groups(&core);
     inner.commit_then_emit(tx, core).await
 }
+
+/// Sends a typing indicator to a group: ephemeral (the relay hands it to devices online at that
+/// moment and stores nothing), one payload under this device's sender key, one envelope per
+/// device of each member whose every device already holds the key.
+///
+/// A typing indicator is not worth a key distribution: members who don't hold our current key
+/// yet (newly added, a new device, or a rotation due after someone left) get none until our
+/// next message has handed it to them. A device-list change the relay reports drops this one
+/// indicator the same way. The advanced sender chain is committed before the ciphertext leaves,
+/// so a crash can't make the chain repeat a step.
+pub(crate) async fn send_typing(
+    inner: &Inner,
+    link: &dyn Link,
+    group: Id,
+    started: bool,
+) -> Result<(), ClientError> {
+    use crate::group::GroupError;
+    let mut core = inner.lock_for_app().await;
+    let (store, vault) = (inner.store.as_ref(), &inner.vault);
+    let me = core.me();
+    let (members, holders) = {
+        let g = core.group_mut(store, vault, &group).await?.ok_or(GroupError::UnknownGroup)?;
+        let state = g.state().ok_or(GroupError::UnknownGroup)?;
+        if !state.is_member(&me) {
+            return Err(GroupError::NotAMember.into());
+        }
+        if g.rotate || g.my_key.is_none() {
+            return Ok(());
+        }
+        let members: Vec<AccountId> = state.members.keys().copied().filter(|a| *a != me).collect();
+        let holders: HashSet<(Vec<u8>, u32)> =
+            g.key_holders.iter().map(|d| (d.account.clone(), d.device_id)).collect();
+        (members, holders)
+    };
+    let mut envelopes = Vec::new();
+    for account in &members {
+        let Some(list) = core.known_list(account) else { continue };
+        if list.devices.iter().all(|d| holders.contains(&(account.to_vec(), d.device_id))) {
+            envelopes.extend(list.devices.iter().map(|d| wire::Envelope {
+                account: account.to_vec(),
+                device_id: d.device_id,
+                registration_id: d.registration_id,
+                payload: 0,
+            }));
+        }
+    }
+    if envelopes.is_empty() {
+        return Ok(());
+    }
+    let content = Content::new(Body::Typing(crate::content::Typing { started })).to_bytes();
+    let g = core.group_mut(store, vault, &group).await?.ok_or(GroupError::UnknownGroup)?;
+    let key = g.my_key.as_mut().ok_or(GroupError::UnknownGroup)?;
+    let message =
+        key.encrypt(&content).map_err(|e| ClientError::Protocol(format!("group encrypt: {e}")))?;
+    let payload =
+        [&[crate::message::MESSAGE_VERSION, crate::message::TYPE_GROUP][..], &message].concat();
+    let mut tx = Tx::new(store, vault);
+    tx.touch_group(group);
+    tx.put_touched_groups(&core);
+    inner.commit_then_emit(tx, core).await?;
+    let send = wire::Send { payloads: vec![payload], envelopes, ephemeral: true };
+    match link.request(request::Body::Send(send)).await {
+        Ok(response::Body::Sent(_)) => Ok(()),
+        Ok(_) => Err(unexpected("Sent")),
+        Err(TransportError::Relay(r)) if r.is(ErrorCode::DeviceMismatch) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -583,6 +583,21 @@ pub(crate) async fn apply_group_content(
                 owe_receipt(owed, sender.0, &group, id);
             }
         }
+        Some(Body::Typing(t)) if !from_me => {
+            let known = core.group_mut(tx.store, tx.vault, &group).await?;
+            let event = match known.as_ref().and_then(|g| g.state()) {
+                Some(s) if s.is_member(&sender.0) => Event::Typing {
+                    conversation: hex::encode(group),
+                    from: hex::encode(sender.0),
+                    started: t.started,
+                },
+                _ => Event::Error {
+                    code: "not_a_member".into(),
+                    message: "a typing indicator from someone who is not a member".into(),
+                },
+            };
+            tx.events.push(event);
+        }
         Some(Body::GroupUpdate(u)) => {
             let Some(signed) = u.change else { return Ok(()) };
             if let Err(e) = receive_change(core, tx, group, sender, &signed, u.snapshot).await? {

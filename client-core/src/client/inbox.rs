@@ -255,7 +255,7 @@ async fn apply_batch<'a>(
     let mut receipts: OwedReceipts = Vec::new();
     let before = core.account.next_outbox;
     let me = core.me();
-    let mut decrypted = Vec::with_capacity(batch.len());
+    let mut decrypted: Decrypted<'_> = Vec::with_capacity(batch.len());
     for d in batch {
         let Ok(sender) = AccountId::try_from(d.sender_account.as_slice()) else { continue };
         if sender == me && d.sender_device == core.device_id() {
@@ -319,40 +319,16 @@ async fn apply_batch<'a>(
             continue;
         };
         // A sender key is taken in at once, in delivery order: a group message under it may
-        // follow in this same batch.
+        // follow in this same batch. What came before it is applied first, so a change that
+        // removed its sender (earlier in the batch) is in the state the key is checked against.
         if let Some(Body::GroupKey(k)) = &content.body {
+            apply_decrypted(core, &mut tx, std::mem::take(&mut decrypted), &mut receipts).await?;
             super::groups::receive_group_key(core, &mut tx, (sender, d.sender_device), k).await?;
             continue;
         }
         decrypted.push((sender, d, content, None));
     }
-    // Duplicate checks for the whole batch in two reads.
-    let mut ids: Vec<Vec<u8>> = Vec::with_capacity(decrypted.len());
-    for (_, _, c, _) in &decrypted {
-        match &c.body {
-            Some(Body::Text(t)) => ids.push(t.id.clone()),
-            Some(Body::SyncSent(s)) => ids.extend(s.text.iter().map(|t| t.id.clone())),
-            Some(Body::Receipt(r)) => ids.extend(r.ids.iter().take(10_000).cloned()),
-            _ => {}
-        }
-    }
-    tx.prefetch_messages(&ids).await?;
-    for (sender, d, content, group) in decrypted {
-        match group {
-            Some(g) => {
-                super::groups::apply_group_content(
-                    core,
-                    &mut tx,
-                    g,
-                    (sender, d.sender_device),
-                    content,
-                    &mut receipts,
-                )
-                .await?
-            }
-            None => apply(core, &mut tx, sender, d, content, &mut receipts).await?,
-        }
-    }
+    apply_decrypted(core, &mut tx, decrypted, &mut receipts).await?;
     for (account, device) in &touched {
         tx.put_sessions(core, account, *device);
     }
@@ -487,6 +463,42 @@ async fn check_sender(
 }
 
 /// Applies one decrypted content.
+/// Decrypted contents of a batch (sender, delivery, content, group if a group message).
+type Decrypted<'a> = Vec<(AccountId, &'a Delivery, Content, Option<crate::group::Id>)>;
+
+/// Applies decrypted contents in delivery order, with the duplicate checks for all of them in
+/// two reads.
+async fn apply_decrypted(
+    core: &mut Core,
+    tx: &mut Tx<'_>,
+    decrypted: Decrypted<'_>,
+    receipts: &mut OwedReceipts,
+) -> Result<(), ClientError> {
+    if decrypted.is_empty() {
+        return Ok(());
+    }
+    let mut ids: Vec<Vec<u8>> = Vec::with_capacity(decrypted.len());
+    for (_, _, c, _) in &decrypted {
+        match &c.body {
+            Some(Body::Text(t)) => ids.push(t.id.clone()),
+            Some(Body::SyncSent(s)) => ids.extend(s.text.iter().map(|t| t.id.clone())),
+            Some(Body::Receipt(r)) => ids.extend(r.ids.iter().take(10_000).cloned()),
+            _ => {}
+        }
+    }
+    tx.prefetch_messages(&ids).await?;
+    for (sender, d, content, group) in decrypted {
+        match group {
+            Some(g) => {
+                let from = (sender, d.sender_device);
+                super::groups::apply_group_content(core, tx, g, from, content, receipts).await?
+            }
+            None => apply(core, tx, sender, d, content, receipts).await?,
+        }
+    }
+    Ok(())
+}
+
 async fn apply(
     core: &mut Core,
     tx: &mut Tx<'_>,
@@ -585,7 +597,8 @@ async fn apply(
             super::groups::apply_group_sync(core, tx, s).await?;
         }
         Some(Body::Typing(t)) if !from_me => {
-            tx.events.push(Event::Typing { conversation: hex::encode(sender), started: t.started });
+            let from = hex::encode(sender);
+            tx.events.push(Event::Typing { conversation: from.clone(), from, started: t.started });
         }
         // Anything else (unknown kinds from newer clients, or a kind from the wrong party) is
         // ignored: the envelope was authentic, just not for us to act on.

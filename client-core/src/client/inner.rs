@@ -271,7 +271,7 @@ mod tests {
     use super::*;
 
     fn typing(n: usize) -> Event {
-        Event::Typing { conversation: n.to_string(), started: true }
+        Event::Typing { conversation: n.to_string(), from: n.to_string(), started: true }
     }
 
     fn hub_with(streams: usize) -> (EventHub, Vec<EventStream>) {

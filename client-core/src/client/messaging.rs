@@ -107,28 +107,33 @@ impl Client {
         Ok(())
     }
 
-    /// Tells the peer's online devices that we started or stopped typing. Ephemeral: never
-    /// stored by the relay; dropped if we are offline.
+    /// Tells the conversation's online devices that we started or stopped typing: the peer's in
+    /// a 1:1 chat; in a group, the members' (those that hold our current sender key: see
+    /// `group_outbox::send_typing`). Ephemeral: never stored by the relay; dropped if we are
+    /// offline.
     pub async fn set_typing(&self, conversation: &str, started: bool) -> Result<(), ClientError> {
+        let link = || {
+            self.inner.current_link().ok_or_else(|| {
+                self.inner
+                    .last_failure()
+                    .unwrap_or_else(|| ClientError::Network("not connected to the relay".into()))
+            })
+        };
         if let Ok(id) = super::groups::parse_conversation(conversation) {
             let mut core = self.inner.lock_for_app().await;
             let (store, vault) = (self.inner.store.as_ref(), &self.inner.vault);
             if super::groups::is_group(&mut core, store, vault, &id).await? {
-                return Err(ClientError::InvalidArgument(
-                    "typing indicators are for 1:1 conversations; groups don't have them yet"
-                        .into(),
-                ));
+                drop(core);
+                let link = link()?;
+                return super::group_outbox::send_typing(&self.inner, link.as_ref(), id, started)
+                    .await;
             }
         }
         let peer = parse_account(conversation)?;
         if !self.inner.lock_for_app().await.contacts.contains_key(&peer) {
             return Err(ClientError::UnknownContact);
         }
-        let link = self.inner.current_link().ok_or_else(|| {
-            self.inner
-                .last_failure()
-                .unwrap_or_else(|| ClientError::Network("not connected to the relay".into()))
-        })?;
+        let link = link()?;
         let mut record = OutboxRecord {
             version: RECORD_VERSION,
             peer_content: Content::new(content::content::Body::Typing(content::Typing { started }))

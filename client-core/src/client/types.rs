@@ -282,8 +282,10 @@ pub enum Event {
     },
     /// A peer started or stopped typing.
     Typing {
-        /// The conversation (the typist's account id).
+        /// The conversation: the typist's account id in a 1:1 chat, or the group id.
         conversation: String,
+        /// The typist's account id.
+        from: String,
         /// Started (true) or stopped.
         started: bool,
     },
