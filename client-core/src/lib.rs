@@ -40,6 +40,7 @@
 //! assert_eq!(b.decrypt(&first).unwrap_err().code(), "duplicate_message");
 //! ```
 
+pub mod attachment;
 #[cfg(all(feature = "client", target_arch = "wasm32"))]
 pub mod browser;
 #[cfg(feature = "client")]

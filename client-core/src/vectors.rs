@@ -379,3 +379,57 @@ fn group_vector() -> Value {
 fn group_vectors_match() {
     check_or_write("group.json", &group_vector());
 }
+
+/// Attachments (PROTOCOL.md §18): a key, its expansion, and three files (empty, 5 bytes, and
+/// two segments plus one byte of a fixed pattern) with their blob sizes and digests; the two
+/// small blobs in full, the large one's header and segment tags.
+fn attachment_vector() -> Value {
+    use crate::attachment::{
+        ATTACHMENT_INFO, AttachmentKey, BLOB_HEADER_LEN, Encryptor, SEALED_SEGMENT_LEN, SEGMENT_LEN,
+    };
+    let key_bytes = [0x5au8; 32];
+    let key = AttachmentKey::from_bytes(key_bytes);
+    let okm = hush_prekeys::kdf::hkdf_sha256::<64>(&[0; 32], &key_bytes, ATTACHMENT_INFO);
+    let mut files = Vec::new();
+    for (name, plain) in [
+        ("empty", Vec::new()),
+        ("hello", b"hello".to_vec()),
+        ("two segments and a byte", (0..2 * SEGMENT_LEN + 1).map(|i| (i % 251) as u8).collect()),
+    ] {
+        let mut blob = Vec::new();
+        let mut e = Encryptor::new(&key, &mut blob);
+        e.update(&plain, &mut blob);
+        let sealed = e.finish(&mut blob);
+        let mut v = json!({
+            "name": name,
+            "plaintext_len": sealed.plaintext_len,
+            "blob_len": sealed.blob_len,
+            "digest": hex::encode(sealed.digest),
+        });
+        if plain.len() < 64 {
+            v["plaintext"] = json!(hex::encode(&plain));
+            v["blob"] = json!(hex::encode(&blob));
+        } else {
+            v["plaintext"] = json!("byte i = i mod 251");
+            v["header"] = json!(hex::encode(&blob[..BLOB_HEADER_LEN]));
+            let tags: Vec<String> = blob[BLOB_HEADER_LEN..]
+                .chunks(SEALED_SEGMENT_LEN)
+                .map(|s| hex::encode(&s[s.len() - 16..]))
+                .collect();
+            v["segment_tags"] = json!(tags);
+        }
+        files.push(v);
+    }
+    json!({
+        "key": hex::encode(key_bytes),
+        "segment_key": hex::encode(&okm[..32]),
+        "commitment": hex::encode(&okm[32..]),
+        "segment_len": SEGMENT_LEN,
+        "files": files,
+    })
+}
+
+#[test]
+fn attachment_vectors_match() {
+    check_or_write("attachment.json", &attachment_vector());
+}
