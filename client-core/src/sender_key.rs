@@ -360,6 +360,52 @@ fn aead(message_key: &[u8; 32]) -> (ChaCha20Poly1305, Nonce) {
     crate::ratchet::aead_for(message_key, SENDER_KEY_INFO)
 }
 
+/// A group message's signed part and its signature.
+pub fn split_signature(message: &[u8]) -> Result<(&[u8], Signature), SenderKeyError> {
+    let split =
+        message.len().checked_sub(SIGNATURE_LEN).ok_or(SenderKeyError::Malformed("length"))?;
+    let (signed, signature) = message.split_at(split);
+    let signature =
+        Signature::from_slice(signature).map_err(|_| SenderKeyError::Malformed("signature"))?;
+    Ok((signed, signature))
+}
+
+/// Signatures checked per Ed25519 batch in [`verify_all`].
+const VERIFY_BATCH: usize = 64;
+
+/// Checks the signatures of many group messages, each under its key: whether each is valid.
+///
+/// Ed25519 batch verification in chunks of [`VERIFY_BATCH`] costs about half as much per
+/// signature as checking them one by one (docs/BENCHMARKS.md); a chunk that fails as a whole is
+/// checked one by one, so one bad signature costs its chunk the saving and nothing else.
+pub fn verify_all(items: &[(&[u8], VerifyingKey)]) -> Vec<bool> {
+    let mut valid = Vec::with_capacity(items.len());
+    for chunk in items.chunks(VERIFY_BATCH) {
+        let mut messages = Vec::with_capacity(chunk.len());
+        let mut signatures = Vec::with_capacity(chunk.len());
+        let mut keys = Vec::with_capacity(chunk.len());
+        let mut well_formed = true;
+        for (message, key) in chunk {
+            match split_signature(message) {
+                Ok((signed, signature)) => {
+                    messages.push(signed);
+                    signatures.push(signature);
+                    keys.push(*key);
+                }
+                Err(_) => well_formed = false,
+            }
+        }
+        if well_formed && ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
+            valid.extend(std::iter::repeat_n(true, chunk.len()));
+            continue;
+        }
+        valid.extend(chunk.iter().map(|(message, key)| {
+            split_signature(message).is_ok_and(|(signed, sig)| key.verify(signed, &sig).is_ok())
+        }));
+    }
+    valid
+}
+
 /// The group header of a group message, read without any key (to find the sender key it
 /// needs).
 pub fn peek_header(message: &[u8]) -> Result<GroupHeader, SenderKeyError> {
@@ -407,17 +453,32 @@ impl ReceivedKey {
         self.header
     }
 
+    /// The key this chain's messages are signed with.
+    pub fn verifying_key(&self) -> VerifyingKey {
+        self.verifying
+    }
+
     /// Checks the signature, then decrypts. On any error the state is unchanged.
     pub fn decrypt(&mut self, message: &[u8]) -> Result<Vec<u8>, SenderKeyError> {
+        self.decrypt_checked(message, None)
+    }
+
+    /// [`Self::decrypt`], except that the signature check is skipped when `checked` is this
+    /// chain's signing key: the caller already verified this very message under it (with
+    /// [`verify_all`], for a whole batch at once).
+    pub fn decrypt_checked(
+        &mut self,
+        message: &[u8],
+        checked: Option<&VerifyingKey>,
+    ) -> Result<Vec<u8>, SenderKeyError> {
         let header = peek_header(message)?;
         if header.group_id != self.header.group_id || header.key_id != self.header.key_id {
             return Err(SenderKeyError::WrongKey);
         }
-        let split = message.len() - SIGNATURE_LEN;
-        let (signed, signature) = message.split_at(split);
-        let signature =
-            Signature::from_slice(signature).map_err(|_| SenderKeyError::Malformed("signature"))?;
-        self.verifying.verify(signed, &signature).map_err(|_| SenderKeyError::BadSignature)?;
+        let (signed, signature) = split_signature(message)?;
+        if checked != Some(&self.verifying) {
+            self.verifying.verify(signed, &signature).map_err(|_| SenderKeyError::BadSignature)?;
+        }
         let ciphertext = signed.get(GROUP_HEADER_LEN..).unwrap_or_default();
 
         // Find the message key without changing anything yet.
@@ -495,6 +556,41 @@ mod tests {
         let r =
             ReceivedKey::new(&Distribution::decode(&s.distribution().encode()).unwrap()).unwrap();
         (s, r)
+    }
+
+    #[test]
+    fn batch_checks_find_exactly_the_bad_signatures() {
+        let (mut s1, r1) = pair(1);
+        let (mut s2, r2) = pair(2);
+        let mut messages: Vec<Vec<u8>> = Vec::new();
+        let mut keys = Vec::new();
+        for i in 0..150 {
+            let (s, r) = if i % 3 == 0 { (&mut s2, &r2) } else { (&mut s1, &r1) };
+            messages.push(s.encrypt(format!("m{i}").as_bytes()).unwrap());
+            keys.push(r.verifying_key());
+        }
+        let items = |m: &[Vec<u8>]| -> Vec<(Vec<u8>, VerifyingKey)> {
+            m.iter().cloned().zip(keys.iter().copied()).collect()
+        };
+        let check = |list: &[(Vec<u8>, VerifyingKey)]| {
+            verify_all(&list.iter().map(|(m, k)| (m.as_slice(), *k)).collect::<Vec<_>>())
+        };
+        assert!(check(&items(&messages)).iter().all(|v| *v));
+        // A flipped byte, a message under the wrong key, one too short to hold a signature.
+        let mut bad = items(&messages);
+        bad[5].0[50] ^= 1;
+        bad[70].1 = r2.verifying_key();
+        bad[140].0.truncate(10);
+        let valid = check(&bad);
+        let wrong: Vec<usize> = (0..150).filter(|i| !valid[*i]).collect();
+        assert_eq!(wrong, [5, 70, 140]);
+        // A message checked under another key than the chain's is checked again, and refused.
+        let (_, mut r) = pair(1);
+        let mut forged = messages[1].clone();
+        forged[50] ^= 1;
+        let other = r2.verifying_key();
+        assert_eq!(r.decrypt_checked(&forged, Some(&other)), Err(SenderKeyError::BadSignature));
+        assert_eq!(r.decrypt_checked(&messages[1], Some(&keys[1])).unwrap(), b"m1");
     }
 
     #[test]

@@ -462,6 +462,7 @@ pub(crate) async fn open_group_message(
     tx: &mut Tx<'_>,
     sender: (AccountId, u32),
     message: &[u8],
+    checked: Option<&ed25519_dalek::VerifyingKey>,
 ) -> Result<Result<(Id, Vec<u8>), crate::sender_key::SenderKeyError>, ClientError> {
     let header = match crate::sender_key::peek_header(message) {
         Ok(h) => h,
@@ -472,11 +473,46 @@ pub(crate) async fn open_group_message(
     let Some(key) = keys.iter_mut().find(|k| k.header().key_id == header.key_id) else {
         return Ok(Err(crate::sender_key::SenderKeyError::WrongKey));
     };
-    let opened = key.decrypt(message);
+    let opened = key.decrypt_checked(message, checked);
     if opened.is_ok() {
         tx.touch_received_keys((group, sender.0, sender.1));
     }
     Ok(opened.map(|p| (group, p)))
+}
+
+/// Checks up front the signatures of a batch's group messages whose sender keys this device
+/// already holds: together (Ed25519 batch verification), and half of them on a second core where
+/// there is one. Returns, by position in `batch`, the key each one verified under, for
+/// [`open_group_message`] to skip its own check; a message left out (a key that comes later in
+/// the batch, a bad signature) is checked there, one by one, as before.
+pub(crate) async fn check_signatures(
+    core: &mut Core,
+    tx: &mut Tx<'_>,
+    batch: &[hush_protocol::wire::Delivery],
+) -> Result<std::collections::HashMap<usize, ed25519_dalek::VerifyingKey>, ClientError> {
+    let mut items = Vec::new();
+    for (i, d) in batch.iter().enumerate() {
+        let Some(message) = crate::message::group_message(&d.payload) else { continue };
+        let Ok(sender) = AccountId::try_from(d.sender_account.as_slice()) else { continue };
+        let Ok(header) = crate::sender_key::peek_header(message) else { continue };
+        let slot = (header.group_id, sender, d.sender_device);
+        let keys = core.received_keys_mut(tx.store, tx.vault, slot).await?;
+        if let Some(k) = keys.iter().find(|k| k.header().key_id == header.key_id) {
+            items.push((i, message, k.verifying_key()));
+        }
+    }
+    let list: Vec<(&[u8], ed25519_dalek::VerifyingKey)> =
+        items.iter().map(|(_, m, k)| (*m, *k)).collect();
+    let (first, second) = list.split_at(list.len() / 2);
+    let (a, b) = crate::runtime::join(
+        || crate::sender_key::verify_all(first),
+        || crate::sender_key::verify_all(second),
+    );
+    Ok(items
+        .into_iter()
+        .zip(a.into_iter().chain(b))
+        .filter_map(|((i, _, key), valid)| valid.then_some((i, key)))
+        .collect())
 }
 
 /// A pairwise [`GroupKey`] from `sender`: keeps the key, if the sender may hold one (a member

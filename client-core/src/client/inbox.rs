@@ -256,7 +256,8 @@ async fn apply_batch<'a>(
     let before = core.account.next_outbox;
     let me = core.me();
     let mut decrypted: Decrypted<'_> = Vec::with_capacity(batch.len());
-    for d in batch {
+    let checked = super::groups::check_signatures(core, &mut tx, batch).await?;
+    for (i, d) in batch.iter().enumerate() {
         let Ok(sender) = AccountId::try_from(d.sender_account.as_slice()) else { continue };
         if sender == me && d.sender_device == core.device_id() {
             continue;
@@ -267,6 +268,7 @@ async fn apply_batch<'a>(
                 &mut tx,
                 (sender, d.sender_device),
                 message,
+                checked.get(&i),
             )
             .await?
             {
