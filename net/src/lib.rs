@@ -437,6 +437,51 @@ impl Connection {
         }
     }
 
+    /// Starts a blob upload of `size` bytes (docs/PROTOCOL.md §14.16).
+    pub async fn blob_create(&self, size: u64) -> Result<wire::BlobCreated, NetError> {
+        match self.request(request::Body::BlobCreate(wire::BlobCreate { size })).await? {
+            response::Body::BlobCreated(c) => Ok(c),
+            _ => Err(NetError::Unexpected("expected BlobCreated")),
+        }
+    }
+
+    /// Appends `data` at `offset` to one of our uploads; answers once it is durable.
+    pub async fn blob_put(
+        &self,
+        blob_id: &[u8],
+        offset: u64,
+        data: Vec<u8>,
+    ) -> Result<wire::BlobProgress, NetError> {
+        let put = wire::BlobPut { blob_id: blob_id.to_vec(), offset, data };
+        match self.request(request::Body::BlobPut(put)).await? {
+            response::Body::BlobProgress(p) => Ok(p),
+            _ => Err(NetError::Unexpected("expected BlobProgress")),
+        }
+    }
+
+    /// How much of a blob is committed.
+    pub async fn blob_status(&self, blob_id: &[u8]) -> Result<wire::BlobProgress, NetError> {
+        let status = wire::BlobStatus { blob_id: blob_id.to_vec() };
+        match self.request(request::Body::BlobStatus(status)).await? {
+            response::Body::BlobProgress(p) => Ok(p),
+            _ => Err(NetError::Unexpected("expected BlobProgress")),
+        }
+    }
+
+    /// Reads up to `max_len` bytes of a complete blob from `offset`.
+    pub async fn blob_get(
+        &self,
+        blob_id: &[u8],
+        offset: u64,
+        max_len: u32,
+    ) -> Result<wire::BlobData, NetError> {
+        let get = wire::BlobGet { blob_id: blob_id.to_vec(), offset, max_len };
+        match self.request(request::Body::BlobGet(get)).await? {
+            response::Body::BlobData(d) => Ok(d),
+            _ => Err(NetError::Unexpected("expected BlobData")),
+        }
+    }
+
     /// Opens the delivery subscription.
     pub async fn subscribe(&self) -> Result<Subscription, NetError> {
         let (mut send, mut recv) = self.conn.open_bi().await?;

@@ -55,11 +55,22 @@ pub enum ErrorCode {
     /// payload at its budget. Nothing was written; retry with backoff (space comes back as
     /// devices drain their mailboxes).
     StorageFull,
+    /// No such blob, an upload that is not this device's, or one that is not complete yet
+    /// (for a read), or expired.
+    UnknownBlob,
+    /// A blob larger than the relay's limit.
+    BlobTooLarge,
+    /// A put not at the blob's committed length, misaligned, or past its size: ask
+    /// `BlobStatus` and resume from `committed`.
+    BadOffset,
+    /// The account's upload bytes for the day, or the device's unfinished uploads, are at
+    /// their limit; `retry_after_ms` says when to retry.
+    QuotaExceeded,
 }
 
 impl ErrorCode {
     /// Every code, for documentation tests and exhaustive round trips.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 25] = [
         Self::MalformedFrame,
         Self::FrameTooLarge,
         Self::BadRequest,
@@ -81,6 +92,10 @@ impl ErrorCode {
         Self::Internal,
         Self::StorageUnavailable,
         Self::StorageFull,
+        Self::UnknownBlob,
+        Self::BlobTooLarge,
+        Self::BadOffset,
+        Self::QuotaExceeded,
     ];
 
     /// The stable machine code.
@@ -107,6 +122,10 @@ impl ErrorCode {
             Self::Internal => "internal",
             Self::StorageUnavailable => "storage_unavailable",
             Self::StorageFull => "storage_full",
+            Self::UnknownBlob => "unknown_blob",
+            Self::BlobTooLarge => "blob_too_large",
+            Self::BadOffset => "bad_offset",
+            Self::QuotaExceeded => "quota_exceeded",
         }
     }
 
@@ -123,6 +142,7 @@ impl ErrorCode {
                 | Self::StorageUnavailable
                 | Self::StorageFull
                 | Self::DeviceMismatch
+                | Self::QuotaExceeded
         )
     }
 

@@ -13,7 +13,7 @@
 /// A client request.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Request {
-    #[prost(oneof = "request::Body", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
+    #[prost(oneof = "request::Body", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13")]
     pub body: Option<request::Body>,
 }
 
@@ -39,7 +39,51 @@ pub mod request {
         Send(super::Send),
         #[prost(message, tag = "9")]
         Subscribe(super::Subscribe),
+        #[prost(message, tag = "10")]
+        BlobCreate(super::BlobCreate),
+        #[prost(message, tag = "11")]
+        BlobPut(super::BlobPut),
+        #[prost(message, tag = "12")]
+        BlobStatus(super::BlobStatus),
+        #[prost(message, tag = "13")]
+        BlobGet(super::BlobGet),
     }
+}
+
+/// Starts an upload of an encrypted blob of `size` bytes (docs/PROTOCOL.md §14.16).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct BlobCreate {
+    #[prost(uint64, tag = "1")]
+    pub size: u64,
+}
+
+/// Appends `data` at `offset` (which must be the blob's committed length) to an upload of ours.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct BlobPut {
+    #[prost(bytes = "vec", tag = "1")]
+    pub blob_id: Vec<u8>,
+    #[prost(uint64, tag = "2")]
+    pub offset: u64,
+    #[prost(bytes = "vec", tag = "3")]
+    pub data: Vec<u8>,
+}
+
+/// How much of a blob is committed.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct BlobStatus {
+    #[prost(bytes = "vec", tag = "1")]
+    pub blob_id: Vec<u8>,
+}
+
+/// Reads up to `max_len` bytes of a complete blob from `offset`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct BlobGet {
+    #[prost(bytes = "vec", tag = "1")]
+    pub blob_id: Vec<u8>,
+    #[prost(uint64, tag = "2")]
+    pub offset: u64,
+    #[prost(uint32, tag = "3")]
+    pub max_len: u32,
 }
 
 /// Creates an account, or replaces its device list with a newer signed one.
@@ -130,7 +174,7 @@ pub struct Subscribe {}
 /// The relay's answer to a request.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Response {
-    #[prost(oneof = "response::Body", tags = "1, 2, 3, 4, 5, 6, 7, 8, 15")]
+    #[prost(oneof = "response::Body", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 15")]
     pub body: Option<response::Body>,
 }
 
@@ -154,6 +198,12 @@ pub mod response {
         Sent(super::Sent),
         #[prost(message, tag = "8")]
         Subscribed(super::Subscribed),
+        #[prost(message, tag = "9")]
+        BlobCreated(super::BlobCreated),
+        #[prost(message, tag = "10")]
+        BlobProgress(super::BlobProgress),
+        #[prost(message, tag = "11")]
+        BlobData(super::BlobData),
         #[prost(message, tag = "15")]
         Error(super::Error),
     }
@@ -220,6 +270,45 @@ pub struct Sent {
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Subscribed {}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct BlobCreated {
+    /// 32 random bytes: the blob's name, unguessable.
+    #[prost(bytes = "vec", tag = "1")]
+    pub blob_id: Vec<u8>,
+    /// Most `data` bytes one `BlobPut` may carry; every put but the last is a multiple of
+    /// `put_align`.
+    #[prost(uint32, tag = "2")]
+    pub max_put: u32,
+    #[prost(uint32, tag = "3")]
+    pub put_align: u32,
+    /// When the upload is dropped unless a put comes first (each put moves it on).
+    #[prost(uint64, tag = "4")]
+    pub expires_at_ms: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct BlobProgress {
+    #[prost(uint64, tag = "1")]
+    pub size: u64,
+    /// Bytes committed durably, from the start.
+    #[prost(uint64, tag = "2")]
+    pub committed: u64,
+    #[prost(bool, tag = "3")]
+    pub complete: bool,
+    #[prost(uint64, tag = "4")]
+    pub expires_at_ms: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct BlobData {
+    #[prost(uint64, tag = "1")]
+    pub size: u64,
+    #[prost(uint64, tag = "2")]
+    pub offset: u64,
+    #[prost(bytes = "vec", tag = "3")]
+    pub data: Vec<u8>,
+}
 
 /// An error answer: a stable code, a human message and code-specific details.
 #[derive(Clone, PartialEq, prost::Message)]

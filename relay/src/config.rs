@@ -103,6 +103,14 @@ options! {
     mailbox_sender_share_percent: u8 = 25, "HUSH_MAILBOX_SENDER_SHARE_PERCENT";
     /// How long an envelope nobody acked is kept, in seconds (30 days).
     retention_secs: u64 = 30 * 24 * 3600, "HUSH_RETENTION_SECS";
+    /// Largest attachment blob, in bytes (100 MiB).
+    max_blob_bytes: u64 = 100 * 1024 * 1024, "HUSH_MAX_BLOB_BYTES";
+    /// Blob bytes one account may upload per UTC day (declared sizes; 2 GiB).
+    blob_upload_bytes_per_day: u64 = 2 * 1024 * 1024 * 1024, "HUSH_BLOB_UPLOAD_BYTES_PER_DAY";
+    /// Unfinished blob uploads per device at once.
+    blob_uploads_per_device: u64 = 4, "HUSH_BLOB_UPLOADS_PER_DEVICE";
+    /// How long an unfinished upload is kept after its last put, in seconds (1 day).
+    blob_upload_ttl_secs: u64 = 24 * 3600, "HUSH_BLOB_UPLOAD_TTL_SECS";
     /// How often the retention sweeper runs, in milliseconds.
     sweep_interval_ms: u64 = 60_000, "HUSH_SWEEP_INTERVAL_MS";
     /// Most one-time prekeys (of each kind) per upload.
@@ -210,6 +218,12 @@ impl Config {
             || self.max_devices > hush_protocol::device_list::MAX_DEVICES_IN_LIST
         {
             return bad("max_devices must be between 1 and 255");
+        }
+        if self.max_request_bytes < crate::blobs::MIN_REQUEST_FOR_BLOBS {
+            return bad("max_request_bytes must be at least 20096 (one blob put of 16,000 bytes)");
+        }
+        if self.blob_upload_ttl_secs == 0 {
+            return bad("blob_upload_ttl_secs must be positive");
         }
         if self.retention_secs == 0 || self.sweep_interval_ms == 0 {
             return bad("retention_secs and sweep_interval_ms must be positive");

@@ -155,6 +155,33 @@ pub enum RelayError {
     /// Storage failure; nothing was written.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// No such blob here (or not ours to write, not complete to read, or expired).
+    #[error("unknown blob")]
+    UnknownBlob,
+    /// A blob larger than allowed.
+    #[error("a blob of {size} bytes exceeds the limit of {max} bytes")]
+    BlobTooLarge {
+        /// Declared size.
+        size: u64,
+        /// Limit.
+        max: u64,
+    },
+    /// A put not where the upload stands.
+    #[error("bad offset: {why}; the blob has {committed} bytes committed")]
+    BadOffset {
+        /// What is wrong.
+        why: &'static str,
+        /// Bytes committed.
+        committed: u64,
+    },
+    /// An upload quota is used up.
+    #[error("{what}; retry after {retry_after_ms} ms")]
+    QuotaExceeded {
+        /// Which quota.
+        what: &'static str,
+        /// When to retry.
+        retry_after_ms: u64,
+    },
 }
 
 impl RelayError {
@@ -181,6 +208,10 @@ impl RelayError {
             Self::Store(StoreError::Unavailable(_)) => ErrorCode::StorageUnavailable,
             Self::Store(StoreError::Full(_)) => ErrorCode::StorageFull,
             Self::Store(_) => ErrorCode::Internal,
+            Self::UnknownBlob => ErrorCode::UnknownBlob,
+            Self::BlobTooLarge { .. } => ErrorCode::BlobTooLarge,
+            Self::BadOffset { .. } => ErrorCode::BadOffset,
+            Self::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
         }
     }
 
@@ -199,7 +230,8 @@ impl RelayError {
         let mut err =
             wire::Error { code: self.code().as_str().to_owned(), message, ..Default::default() };
         match self {
-            Self::RateLimited { retry_after_ms, .. } => err.retry_after_ms = *retry_after_ms,
+            Self::RateLimited { retry_after_ms, .. }
+            | Self::QuotaExceeded { retry_after_ms, .. } => err.retry_after_ms = *retry_after_ms,
             Self::DeviceMismatch(m) => err.mismatches = m.clone(),
             _ => {}
         }

@@ -11,6 +11,7 @@
 //! - [`accounts`]: accounts and signed device lists;
 //! - [`prekeys`]: verified prekey uploads and atomic one-time key claims;
 //! - [`mailbox`]: device-set checks, durable multi-recipient sends, acks and retention;
+//! - [`blobs`]: encrypted attachment blobs: resumable uploads, ranged reads, expiry;
 //! - [`delivery`]: ordered drain, queue-empty marker, live and ephemeral pushes;
 //! - [`online`]: which devices are connected and subscribed;
 //! - [`writer`]: the single database writer with group commit and storage recovery;
@@ -25,6 +26,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod blobs;
 pub mod budget;
 pub mod config;
 pub mod delivery;

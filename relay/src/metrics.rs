@@ -76,10 +76,18 @@ pub struct Metrics {
     pub disk_free_bytes: Gauge,
     /// Size of the database file.
     pub database_bytes: Gauge,
-    /// Payload bytes stored (each shared payload once), against `max_stored_bytes`.
+    /// Payload and blob bytes stored (each shared payload once), against `max_stored_bytes`.
     pub stored_payload_bytes: Gauge,
     /// Bundles handed out without one-time keys because the device's claim limit was used up.
     pub one_time_claims_limited_total: Counter,
+    /// Blob uploads completed.
+    pub blob_uploads_total: Counter,
+    /// Blob bytes committed by puts.
+    pub blob_upload_bytes_total: Counter,
+    /// Blob bytes read by downloads.
+    pub blob_download_bytes_total: Counter,
+    /// Blobs deleted by the sweep (expired, or unfinished past their upload time).
+    pub blobs_expired_total: Counter,
 }
 
 impl Metrics {
@@ -108,6 +116,10 @@ impl Metrics {
             database_bytes: Gauge::default(),
             stored_payload_bytes: Gauge::default(),
             one_time_claims_limited_total: Counter::default(),
+            blob_uploads_total: Counter::default(),
+            blob_upload_bytes_total: Counter::default(),
+            blob_download_bytes_total: Counter::default(),
+            blobs_expired_total: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -199,13 +211,29 @@ impl Metrics {
         registry.register("database_bytes", "Size of the database file", m.database_bytes.clone());
         registry.register(
             "stored_payload_bytes",
-            "Payload bytes stored, each shared payload once",
+            "Payload and blob bytes stored, each shared payload once",
             m.stored_payload_bytes.clone(),
         );
         registry.register(
             "one_time_claims_limited",
             "Bundles handed out without one-time keys: the device's claim limit was used up",
             m.one_time_claims_limited_total.clone(),
+        );
+        registry.register("blob_uploads", "Blob uploads completed", m.blob_uploads_total.clone());
+        registry.register(
+            "blob_upload_bytes",
+            "Blob bytes committed by uploads",
+            m.blob_upload_bytes_total.clone(),
+        );
+        registry.register(
+            "blob_download_bytes",
+            "Blob bytes read by downloads",
+            m.blob_download_bytes_total.clone(),
+        );
+        registry.register(
+            "blobs_expired",
+            "Blobs deleted by the sweep (expired or abandoned)",
+            m.blobs_expired_total.clone(),
         );
         Self { registry, ..m }
     }

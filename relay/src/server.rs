@@ -29,7 +29,7 @@ use crate::online::Online;
 use crate::store::{AccountId, Store};
 use crate::streams::{FrameRead, FrameWrite, Peer, ReadError};
 use crate::writer::Writer;
-use crate::{accounts, delivery, prekeys};
+use crate::{accounts, blobs, delivery, prekeys};
 
 /// How long a client may take to send a whole request frame.
 const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(15);
@@ -433,6 +433,20 @@ impl Relay {
                 Ok(response::Body::Bundles(wire::Bundles { bundles }))
             }
             request::Body::Send(s) => self.send(conn, s).await,
+            request::Body::BlobCreate(b) => self.blob_create(conn, b).await,
+            request::Body::BlobPut(b) => self.blob_put(conn, b).await,
+            request::Body::BlobStatus(b) => {
+                authed(conn)?;
+                let id = blobs::parse_id(&b.blob_id)?;
+                Ok(response::Body::BlobProgress(self.store.blob_status(id, now_ms())?))
+            }
+            request::Body::BlobGet(b) => {
+                authed(conn)?;
+                let id = blobs::parse_id(&b.blob_id)?;
+                let data = self.store.blob_read(id, b.offset, b.max_len, now_ms())?;
+                self.metrics.blob_download_bytes_total.inc_by(data.data.len() as u64);
+                Ok(response::Body::BlobData(data))
+            }
             request::Body::Subscribe(_) => {
                 Err(RelayError::BadRequest("subscribe is handled on its own stream".into()))
             }
@@ -452,6 +466,63 @@ impl Relay {
             tracing::info!(removed = outcome.removed.len(), "devices removed from an account");
         }
         Ok(response::Body::Registered(wire::Registered { list_version: outcome.version }))
+    }
+
+    /// The operator's blob limits.
+    pub fn blob_limits(&self) -> blobs::BlobLimits {
+        let c = &self.config;
+        blobs::BlobLimits {
+            max_blob_bytes: c.max_blob_bytes,
+            upload_bytes_per_day: c.blob_upload_bytes_per_day,
+            uploads_per_device: c.blob_uploads_per_device,
+            upload_ttl_ms: c.blob_upload_ttl_secs.saturating_mul(1000),
+            retention_ms: c.retention_secs.saturating_mul(1000),
+            max_stored_bytes: c.max_stored_bytes,
+            max_put: blobs::max_put_for(c.max_request_bytes),
+        }
+    }
+
+    async fn blob_create(
+        &self,
+        conn: &Conn,
+        b: wire::BlobCreate,
+    ) -> Result<response::Body, RelayError> {
+        let owner = authed(conn)?;
+        if let Some(e) = self.health.refuse_growth() {
+            return Err(e.into());
+        }
+        let mut id = [0u8; 32];
+        rand::RngExt::fill(&mut rand::rng(), &mut id[..]);
+        let limits = self.blob_limits();
+        let now = now_ms();
+        let expires_at_ms =
+            self.writer.run(move |txn| blobs::create(txn, owner, id, b.size, now, &limits)).await?;
+        Ok(response::Body::BlobCreated(wire::BlobCreated {
+            blob_id: id.to_vec(),
+            max_put: u32::try_from(limits.max_put).unwrap_or(u32::MAX),
+            put_align: blobs::PUT_ALIGN as u32,
+            expires_at_ms,
+        }))
+    }
+
+    async fn blob_put(&self, conn: &Conn, b: wire::BlobPut) -> Result<response::Body, RelayError> {
+        let owner = authed(conn)?;
+        let id = blobs::parse_id(&b.blob_id)?;
+        if let Some(e) = self.health.refuse_growth() {
+            return Err(e.into());
+        }
+        let limits = self.blob_limits();
+        let now = now_ms();
+        let len = b.data.len() as u64;
+        let progress = self
+            .writer
+            .run(move |txn| blobs::put(txn, owner, id, b.offset, &b.data, now, &limits))
+            .await?;
+        self.metrics.blob_upload_bytes_total.inc_by(len);
+        if progress.complete && progress.committed == b.offset + len && len > 0 {
+            self.metrics.blob_uploads_total.inc();
+        }
+        Ok(response::Body::BlobProgress(progress))
     }
 
     async fn send(&self, conn: &Conn, s: wire::Send) -> Result<response::Body, RelayError> {
@@ -518,7 +589,32 @@ impl Relay {
                     }
                 }
             }
+            self.sweep_blobs().await;
             self.limiters.shrink();
+        }
+    }
+
+    /// Deletes expired and abandoned blobs, a bounded number of chunks per transaction (about
+    /// 16 MB), so sends queued behind a sweep wait for one small commit at most.
+    async fn sweep_blobs(&self) {
+        const CHUNKS_PER_BATCH: usize = 1024;
+        loop {
+            let now = now_ms();
+            match self.writer.run(move |txn| Ok(blobs::sweep(txn, now, CHUNKS_PER_BATCH)?)).await {
+                Ok(swept) => {
+                    self.metrics.blobs_expired_total.inc_by(swept.blobs);
+                    if swept.blobs > 0 {
+                        tracing::info!(blobs = swept.blobs, bytes = swept.bytes, "blob sweep");
+                    }
+                    if swept.chunks < CHUNKS_PER_BATCH {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "blob sweep failed");
+                    return;
+                }
+            }
         }
     }
 }

@@ -67,6 +67,23 @@ pub(crate) const MAILBOX_SENDERS: TableDefinition<(AccountId, u32, AccountId), &
 pub(crate) const EXPIRY: TableDefinition<(u64, AccountId, u32, u64), ()> =
     TableDefinition::new("expiry");
 
+/// blob id → v1 ‖ owner account ‖ owner device u32 ‖ size u64 ‖ committed u64 ‖ expires at
+/// ms u64 (all big-endian): an upload, complete once committed = size ([`crate::blobs`]).
+pub(crate) const BLOBS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("blobs");
+/// (blob id, index) → v1 ‖ up to [`CHUNK_LEN`] bytes: chunk `index` covers bytes from
+/// `index × CHUNK_LEN`.
+pub(crate) const BLOB_CHUNKS: TableDefinition<([u8; 32], u32), &[u8]> =
+    TableDefinition::new("blob_chunks");
+/// (expires at ms, blob id) → (): the blob sweep walks this in order.
+pub(crate) const BLOB_EXPIRY: TableDefinition<(u64, [u8; 32]), ()> =
+    TableDefinition::new("blob_expiry");
+/// (account, device) → unfinished uploads of that device.
+pub(crate) const BLOB_UPLOADS: TableDefinition<(AccountId, u32), u64> =
+    TableDefinition::new("blob_uploads");
+/// (UTC day number, account) → bytes the account declared in uploads that day.
+pub(crate) const BLOB_DAILY: TableDefinition<(u64, AccountId), u64> =
+    TableDefinition::new("blob_daily");
+
 /// Version of the table layout this build writes.
 ///
 /// - 1: the first layout.
@@ -74,7 +91,10 @@ pub(crate) const EXPIRY: TableDefinition<(u64, AccountId, u32, u64), ()> =
 ///   mailboxes (a version-1 database is migrated when it is opened, in one pass over them),
 ///   and `payload_chunks` with version-2 payload records (payloads over 16 KiB stored in
 ///   chunks; version-1 records, whole, still read).
-pub const SCHEMA_VERSION: u64 = 2;
+/// - 3: adds the blob tables (`blobs`, `blob_chunks`, `blob_expiry`, `blob_uploads`,
+///   `blob_daily`), empty when a version-2 database is opened; blob bytes count in
+///   `stored_bytes`.
+pub const SCHEMA_VERSION: u64 = 3;
 const RECORD_V1: u8 = 1;
 
 /// The open database, shared by readers and the writer thread.
@@ -107,9 +127,12 @@ impl Store {
                     return Err(StoreError::SchemaTooNew { found: v, supported: SCHEMA_VERSION });
                 }
                 Some(SCHEMA_VERSION) => {}
-                Some(_) => {
+                Some(v) => {
                     drop(meta);
-                    crate::mailbox::derive_counters(&txn)?;
+                    // Version 2 derived the counters; version 3 only adds (empty) tables.
+                    if v < 2 {
+                        crate::mailbox::derive_counters(&txn)?;
+                    }
                     txn.open_table(META)?.insert("schema_version", SCHEMA_VERSION)?;
                     tracing::info!(from = found, to = SCHEMA_VERSION, "database schema migrated");
                 }
@@ -131,6 +154,11 @@ impl Store {
             txn.open_table(PAYLOADS)?;
             txn.open_table(PAYLOAD_CHUNKS)?;
             txn.open_table(EXPIRY)?;
+            txn.open_table(BLOBS)?;
+            txn.open_table(BLOB_CHUNKS)?;
+            txn.open_table(BLOB_EXPIRY)?;
+            txn.open_table(BLOB_UPLOADS)?;
+            txn.open_table(BLOB_DAILY)?;
         }
         txn.commit()?;
         Ok(Self {

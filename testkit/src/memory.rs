@@ -67,6 +67,8 @@ struct State {
     /// Payloads of stored sends whose response was lost, and whether one came again.
     lost_sends: Vec<Vec<Vec<u8>>>,
     resent: bool,
+    /// Blobs: owner, declared size, bytes so far.
+    blobs: HashMap<[u8; 32], (DeviceKey, u64, Vec<u8>)>,
     /// Refusing connections (the relay is down).
     down: bool,
     /// A copy of every stored delivery, by recipient device (what a relay operator, or an
@@ -80,6 +82,19 @@ struct Prekeys {
     one_time: BTreeMap<u32, OneTimePreKey>,
     kem: BTreeMap<u32, KemPreKey>,
     last_resort: Option<KemPreKey>,
+}
+
+/// The real relay's put size and alignment (64 chunks of 16,000 bytes).
+const BLOB_PUT_ALIGN: u32 = 16_000;
+const BLOB_MAX_PUT: u32 = 64 * BLOB_PUT_ALIGN;
+
+fn blob_progress(size: u64, committed: usize) -> wire::BlobProgress {
+    wire::BlobProgress {
+        size,
+        committed: committed as u64,
+        complete: committed as u64 == size,
+        expires_at_ms: now_ms() + 24 * 3600 * 1000,
+    }
 }
 
 fn refuse(code: ErrorCode, message: impl Into<String>) -> TransportError {
@@ -392,6 +407,67 @@ impl MemoryRelay {
             }
             request::Body::Subscribe(_) => {
                 Err(refuse(ErrorCode::BadRequest, "subscribe is its own call"))
+            }
+            // Blobs as the real relay keeps them (docs/PROTOCOL.md §14.16), without its
+            // limits, expiry or chunked storage: uploads in aligned puts, reads once complete.
+            request::Body::BlobCreate(b) => {
+                let owner = authed()?;
+                let mut id = [0u8; 32];
+                rand::rng().fill(&mut id[..]);
+                st.blobs.insert(id, (owner, b.size, Vec::new()));
+                Ok(response::Body::BlobCreated(wire::BlobCreated {
+                    blob_id: id.to_vec(),
+                    max_put: BLOB_MAX_PUT,
+                    put_align: BLOB_PUT_ALIGN,
+                    expires_at_ms: now_ms() + 24 * 3600 * 1000,
+                }))
+            }
+            request::Body::BlobPut(p) => {
+                let owner = authed()?;
+                let unknown = || refuse(ErrorCode::UnknownBlob, "unknown blob");
+                let id: [u8; 32] = p.blob_id.as_slice().try_into().map_err(|_| unknown())?;
+                let (who, size, bytes) = st.blobs.get_mut(&id).ok_or_else(unknown)?;
+                if *who != owner {
+                    return Err(unknown());
+                }
+                let end = p.offset + p.data.len() as u64;
+                let complete = bytes.len() as u64 == *size;
+                if !(complete && end == *size)
+                    && (p.offset != bytes.len() as u64
+                        || end > *size
+                        || (end < *size && p.data.len() % BLOB_PUT_ALIGN as usize != 0))
+                {
+                    return Err(refuse(ErrorCode::BadOffset, "bad offset"));
+                }
+                if !complete {
+                    bytes.extend_from_slice(&p.data);
+                }
+                Ok(response::Body::BlobProgress(blob_progress(*size, bytes.len())))
+            }
+            request::Body::BlobStatus(b) => {
+                authed()?;
+                let id: [u8; 32] = b.blob_id.as_slice().try_into().unwrap_or_default();
+                let (_, size, bytes) = st
+                    .blobs
+                    .get(&id)
+                    .ok_or_else(|| refuse(ErrorCode::UnknownBlob, "unknown blob"))?;
+                Ok(response::Body::BlobProgress(blob_progress(*size, bytes.len())))
+            }
+            request::Body::BlobGet(g) => {
+                authed()?;
+                let id: [u8; 32] = g.blob_id.as_slice().try_into().unwrap_or_default();
+                let unknown = || refuse(ErrorCode::UnknownBlob, "unknown blob");
+                let (_, size, bytes) = st.blobs.get(&id).ok_or_else(unknown)?;
+                if bytes.len() as u64 != *size {
+                    return Err(unknown());
+                }
+                let start = usize::try_from(g.offset).unwrap_or(usize::MAX);
+                if start > bytes.len() {
+                    return Err(refuse(ErrorCode::BadOffset, "past the end"));
+                }
+                let len = (g.max_len.min(BLOB_MAX_PUT) as usize).min(bytes.len() - start);
+                let data = bytes.get(start..start + len).unwrap_or_default().to_vec();
+                Ok(response::Body::BlobData(wire::BlobData { size: *size, offset: g.offset, data }))
             }
         }
     }

@@ -4,6 +4,7 @@
 mod common;
 
 mod accounts;
+mod blobs;
 mod delivery;
 mod durability;
 mod limits;

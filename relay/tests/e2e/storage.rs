@@ -223,3 +223,44 @@ async fn one_sender_cannot_shut_a_mailbox_to_everyone_else() {
     relay.wait_for_metric("hush_relay_envelopes_acked_total", 11).await;
     m.send(send_to(&bob, b"3")).await.unwrap();
 }
+
+/// A disk that fills up during a blob upload: the put is refused with a typed, retryable code,
+/// what was acked stays, a complete blob keeps downloading, and the upload resumes once space
+/// comes back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_during_an_upload_refuses_puts_serves_downloads_and_resumes() {
+    let Some(fs) = Tmpfs::mount(24) else { return };
+    let mut flags = generous();
+    flags.push(("min-free-disk-bytes", "0"));
+    let relay = Relay::start(&fs.path().join("data"), &flags);
+    let (_alice, bob, a) = pair(&relay, 1).await;
+    let small: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+    let done = a.blob_create(small.len() as u64).await.unwrap();
+    a.blob_put(&done.blob_id, 0, small.clone()).await.unwrap();
+
+    let big = a.blob_create(40_000_000).await.unwrap();
+    let put = big.max_put as usize;
+    a.blob_put(&big.blob_id, 0, vec![1; put]).await.unwrap();
+    let filler = fs.fill(0);
+    let mut committed = put as u64;
+    let refusal = loop {
+        match a.blob_put(&big.blob_id, committed, vec![2; put]).await {
+            Ok(p) => committed = p.committed,
+            Err(e) => break e,
+        }
+        assert!(committed < 40_000_000, "the relay never noticed the full disk");
+    };
+    let code = refusal.code().unwrap();
+    assert!(matches!(code, ErrorCode::StorageUnavailable | ErrorCode::StorageFull), "{refusal}");
+    assert!(code.is_retryable());
+    // Reads go on, from another device too.
+    let b = bob.login(&relay, 1).await;
+    assert_eq!(b.blob_get(&done.blob_id, 0, 1 << 20).await.unwrap().data, small);
+
+    std::fs::remove_file(filler).unwrap();
+    wait_ready(&relay, true).await;
+    let status = a.blob_status(&big.blob_id).await.unwrap();
+    assert_eq!(status.committed, committed, "every acked put is there, nothing more");
+    let p = a.blob_put(&big.blob_id, committed, vec![3; put]).await.unwrap();
+    assert_eq!(p.committed, committed + put as u64);
+}

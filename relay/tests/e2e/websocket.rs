@@ -180,6 +180,45 @@ async fn a_browser_style_client_registers_authenticates_and_receives_over_tls() 
     assert_eq!(next_delivery(&mut a_sub).await.payload, b"reply");
 }
 
+/// A browser uploads an attachment blob over WebSocket in puts; a QUIC client downloads it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blob_uploaded_over_websocket_downloads_over_quic() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(dir.path(), &[]);
+    let mut web = User::new(1);
+    let mut native = User::new(1);
+    let mut w = connect_tls(&relay).await;
+    let list = web.next_list();
+    let r = w
+        .request(request::Body::Register(wire::Register { device_list: list.encoded().to_vec() }))
+        .await;
+    assert!(r.is_ok(), "{r:?}");
+    w.login(&web, 1).await;
+
+    let bytes: Vec<u8> = (0..2_500_000u32).map(|i| (i % 253) as u8).collect();
+    let r = w.request(request::Body::BlobCreate(wire::BlobCreate { size: bytes.len() as u64 }));
+    let Ok(response::Body::BlobCreated(created)) = r.await else { panic!("created") };
+    let put = created.max_put as usize;
+    for (i, piece) in bytes.chunks(put).enumerate() {
+        let body = request::Body::BlobPut(wire::BlobPut {
+            blob_id: created.blob_id.clone(),
+            offset: (i * put) as u64,
+            data: piece.to_vec(),
+        });
+        let Ok(response::Body::BlobProgress(p)) = w.request(body).await else { panic!("put") };
+        assert_eq!(p.committed, (i * put + piece.len()) as u64);
+    }
+
+    let n = relay.connect().await;
+    native.register(&n).await;
+    n.authenticate(&native.key(), 1, &native.device(1).identity).await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < bytes.len() {
+        got.extend(n.blob_get(&created.blob_id, got.len() as u64, 1 << 20).await.unwrap().data);
+    }
+    assert_eq!(got, bytes);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_over_websocket_gets_the_same_typed_errors() {
     let dir = tempfile::tempdir().unwrap();
