@@ -435,6 +435,17 @@ pub enum HushEvent {
         /// The new status.
         status: MessageStatus,
     },
+    /// An attachment transfer moved on: `done` of `total` bytes.
+    TransferProgress {
+        /// The message id (for an upload, the id the message will have).
+        message_id: String,
+        /// Upload (true) or download.
+        upload: bool,
+        /// Bytes done.
+        done: u64,
+        /// Bytes in all.
+        total: u64,
+    },
     /// Someone in a conversation started or stopped typing.
     Typing {
         /// The conversation: the typist's account id in a 1:1 chat, or the group id.
@@ -502,6 +513,9 @@ impl From<hush_core::Event> for HushEvent {
             E::MessageReceived { message } => Self::MessageReceived { message: message.into() },
             E::StatusChanged { conversation, message_id, status } => {
                 Self::StatusChanged { conversation, message_id, status: status.into() }
+            }
+            E::TransferProgress { message_id, upload, done, total } => {
+                Self::TransferProgress { message_id, upload, done, total }
             }
             E::Typing { conversation, from, started } => {
                 Self::Typing { conversation, from, started }

@@ -74,6 +74,84 @@ pub struct Text {
     /// The sender's wall clock, for display only.
     #[prost(uint64, tag = "4")]
     pub sent_at_ms: u64,
+    /// A file sent with the message (`body` is then its caption, possibly empty).
+    #[prost(message, optional, tag = "5")]
+    pub attachment: Option<Attachment>,
+}
+
+/// Most bytes of an inline thumbnail.
+pub const MAX_THUMBNAIL_BYTES: usize = 64 * 1024;
+/// Most bytes of an attachment's file name and of its content type.
+pub const MAX_ATTACHMENT_LABEL_BYTES: usize = 255;
+
+/// A pointer to an encrypted blob on the relay (PROTOCOL.md §18.4): everything a recipient
+/// needs to fetch, check and decrypt it. Holds the blob's key, so it is never printed.
+#[derive(Clone, PartialEq, prost::Message)]
+#[prost(skip_debug)]
+pub struct Attachment {
+    /// The relay's 32-byte blob id.
+    #[prost(bytes = "vec", tag = "1")]
+    pub blob_id: Vec<u8>,
+    /// The 32-byte attachment key (§18.1).
+    #[prost(bytes = "vec", tag = "2")]
+    pub key: Vec<u8>,
+    /// The file's size.
+    #[prost(uint64, tag = "3")]
+    pub plaintext_len: u64,
+    /// The blob's size (§18.1: determined by `plaintext_len`).
+    #[prost(uint64, tag = "4")]
+    pub blob_len: u64,
+    /// SHA-256 of the blob.
+    #[prost(bytes = "vec", tag = "5")]
+    pub digest: Vec<u8>,
+    /// MIME type, as the sender gave it.
+    #[prost(string, tag = "6")]
+    pub content_type: String,
+    /// File name, as the sender gave it (no path).
+    #[prost(string, tag = "7")]
+    pub file_name: String,
+    /// A small preview image (JPEG or PNG), inline; empty if none.
+    #[prost(bytes = "vec", tag = "8")]
+    pub thumbnail: Vec<u8>,
+    /// Image or video width in pixels; 0 if unknown.
+    #[prost(uint32, tag = "9")]
+    pub width: u32,
+    /// Image or video height in pixels; 0 if unknown.
+    #[prost(uint32, tag = "10")]
+    pub height: u32,
+    /// Audio or video duration in milliseconds; 0 if unknown.
+    #[prost(uint64, tag = "11")]
+    pub duration_ms: u64,
+}
+
+impl std::fmt::Debug for Attachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attachment")
+            .field("blob_id", &hex::encode(&self.blob_id))
+            .field("plaintext_len", &self.plaintext_len)
+            .field("content_type", &self.content_type)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key);
+    }
+}
+
+impl Attachment {
+    /// Whether the pointer is well formed: sizes of ids and keys, a blob size that matches the
+    /// file size, and bounded labels and thumbnail.
+    pub fn is_valid(&self) -> bool {
+        self.blob_id.len() == 32
+            && self.key.len() == crate::attachment::KEY_LEN
+            && self.digest.len() == 32
+            && self.blob_len == crate::attachment::sealed_len(self.plaintext_len)
+            && self.file_name.len() <= MAX_ATTACHMENT_LABEL_BYTES
+            && self.content_type.len() <= MAX_ATTACHMENT_LABEL_BYTES
+            && self.thumbnail.len() <= MAX_THUMBNAIL_BYTES
+    }
 }
 
 /// Receipt kinds.
@@ -171,7 +249,8 @@ impl Text {
     pub fn is_valid(&self) -> bool {
         // A text has at most as many characters as bytes, so most need no count.
         self.id.len() == MESSAGE_ID_LEN
-            && !self.body.is_empty()
+            && (!self.body.is_empty() || self.attachment.is_some())
+            && self.attachment.as_ref().is_none_or(Attachment::is_valid)
             && (self.body.len() <= MAX_TEXT_CHARS || self.body.chars().count() <= MAX_TEXT_CHARS)
     }
 }
@@ -200,12 +279,32 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn an_attachment_pointer_never_prints_its_key() {
+        let mut a = Attachment::default();
+        a.blob_id = vec![1; 32];
+        a.key = vec![0xab; 32];
+        a.plaintext_len = 5;
+        a.blob_len = crate::attachment::sealed_len(5);
+        a.digest = vec![2; 32];
+        assert!(a.is_valid());
+        let record =
+            crate::records::MessageRecord { attachment: Some(a.clone()), ..Default::default() };
+        let text = format!("{a:?} {record:?}");
+        assert!(!text.contains("abab") && !text.contains("171, 171"), "{text}");
+        // A blob size that doesn't match the file size is refused.
+        let mut wrong = a.clone();
+        wrong.blob_len = 99;
+        assert!(!wrong.is_valid());
+    }
+
+    #[test]
     fn known_answer() {
         let c = Content::new(content::Body::Text(Text {
             id: vec![1; 16],
             clock: 7,
             body: "hé".into(),
             sent_at_ms: 1,
+            attachment: None,
         }));
         // Pins the wire encoding (docs/PROTOCOL.md §15).
         assert_eq!(

@@ -71,9 +71,10 @@ mod vectors;
 
 #[cfg(feature = "client")]
 pub use client::{
-    Client, ClientConfig, ClientError, ClientOptions, ConnectionState, ContactView,
-    ConversationView, DeviceView, Event, EventStream, GroupMemberView, GroupReceipts, GroupView,
-    MessageKind, MessageStatus, MessageView, SearchHit, TrustState,
+    AttachmentMeta, AttachmentView, Client, ClientConfig, ClientError, ClientOptions,
+    ConnectionState, ContactView, ConversationView, DeviceView, Event, EventStream,
+    GroupMemberView, GroupReceipts, GroupView, MessageKind, MessageStatus, MessageView, SearchHit,
+    TrustState,
 };
 pub use error::SessionError;
 pub use session::{Role, Session};

@@ -265,6 +265,9 @@ pub struct MessageRecord {
     /// Outgoing to a group: each member's receipt so far (members not listed have none).
     #[prost(message, repeated, tag = "14")]
     pub receipts: Vec<MemberReceipt>,
+    /// The file sent with the message, if any (its pointer, with the key).
+    #[prost(message, optional, tag = "15")]
+    pub attachment: Option<crate::content::Attachment>,
 }
 
 /// What a history entry is.

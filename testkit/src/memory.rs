@@ -198,6 +198,23 @@ impl MemoryRelay {
         seqs.into_iter().filter_map(|s| mailbox.remove(&s)).collect()
     }
 
+    /// Flips a byte of a stored blob (a relay or disk that corrupts what it holds).
+    pub fn tamper_blob(&self, blob_id: &[u8], offset: usize) {
+        let mut st = self.lock();
+        for (id, (_, _, bytes)) in st.blobs.iter_mut() {
+            if id.as_slice() == blob_id
+                && let Some(b) = bytes.get_mut(offset)
+            {
+                *b ^= 1;
+            }
+        }
+    }
+
+    /// The ids of the blobs stored so far.
+    pub fn blob_ids(&self) -> Vec<Vec<u8>> {
+        self.lock().blobs.keys().map(|k| k.to_vec()).collect()
+    }
+
     /// Envelopes waiting, over every mailbox.
     pub fn waiting(&self) -> usize {
         self.lock().mailboxes.values().map(BTreeMap::len).sum()

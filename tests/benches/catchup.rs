@@ -69,6 +69,7 @@ async fn floor(n: usize) -> (Duration, Duration, Duration) {
                 clock: i as u64,
                 body: text(i),
                 sent_at_ms: 1,
+                attachment: None,
             }));
             a.encrypt(&mut rng, &c.to_bytes()).unwrap()
         })

@@ -66,6 +66,7 @@ export interface SearchHit { conversation: string; message: Message; }
 export type HushEvent =
   | { type: "messageReceived"; message: Message }
   | { type: "statusChanged"; conversation: string; messageId: string; status: MessageStatus }
+  | { type: "transferProgress"; messageId: string; upload: boolean; done: number; total: number }
   | { type: "typing"; conversation: string; from: string; started: boolean }
   | { type: "contactChanged"; contact: string }
   | { type: "identityChanged"; contact: string; deviceId: number; wasVerified: boolean }

@@ -119,6 +119,7 @@ impl Client {
             outbox_ready: Notify::new(),
             state,
             shutdown,
+            canceled: Default::default(),
         });
         crate::runtime::spawn(super::connection::run(Arc::clone(&inner)));
         Ok(Client { inner })

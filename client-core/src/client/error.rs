@@ -70,6 +70,13 @@ pub enum ClientError {
     /// `group_too_large`, `invalid_group_change`… (PROTOCOL.md §17.7).
     #[error(transparent)]
     Group(#[from] crate::group::GroupError),
+    /// An attachment could not be decrypted: `wrong_key`, `attachment_tampered`,
+    /// `attachment_truncated`, `attachment_too_long`, `digest_mismatch` (PROTOCOL.md §18.3).
+    #[error(transparent)]
+    Attachment(#[from] crate::attachment::AttachmentError),
+    /// The app canceled the transfer.
+    #[error("the transfer was canceled")]
+    Canceled,
 }
 
 impl ClientError {
@@ -93,6 +100,8 @@ impl ClientError {
             Self::Protocol(_) => "protocol",
             Self::ShutDown => "shut_down",
             Self::Group(e) => e.code(),
+            Self::Attachment(e) => e.code(),
+            Self::Canceled => "canceled",
         }
     }
 }

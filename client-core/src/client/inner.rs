@@ -189,6 +189,8 @@ pub(crate) struct Inner {
     pub(crate) outbox_ready: Notify,
     pub(crate) state: watch::Sender<ConnectionState>,
     pub(crate) shutdown: watch::Sender<bool>,
+    /// Attachment transfers the app canceled (by message id), until they notice.
+    pub(crate) canceled: StdMutex<std::collections::HashSet<Vec<u8>>>,
 }
 
 impl Inner {

@@ -14,16 +14,28 @@ impl Client {
     /// Sends a text. Returns the message id once the message is in history and in the durable
     /// outbox; delivery happens in the background (watch [`Event::StatusChanged`]).
     pub async fn send_text(&self, conversation: &str, text: &str) -> Result<String, ClientError> {
+        if text.is_empty() {
+            return Err(ClientError::InvalidArgument("the text is empty".into()));
+        }
+        let mut id = [0u8; MESSAGE_ID_LEN];
+        rand::rng().fill(&mut id);
+        self.send_message(conversation, id, text, None).await
+    }
+
+    /// Queues a message (a text, or a caption with an attachment already uploaded) under `id`:
+    /// stored as pending and sent by the outbox, as [`Self::send_text`] describes.
+    pub(crate) async fn send_message(
+        &self,
+        conversation: &str,
+        id: [u8; MESSAGE_ID_LEN],
+        text: &str,
+        attachment: Option<content::Attachment>,
+    ) -> Result<String, ClientError> {
         let chars = text.chars().count();
         if chars > MAX_TEXT_CHARS {
             return Err(ClientError::TextTooLong { chars, limit: MAX_TEXT_CHARS });
         }
-        if text.is_empty() {
-            return Err(ClientError::InvalidArgument("the text is empty".into()));
-        }
         let peer = super::groups::parse_conversation(conversation)?;
-        let mut id = [0u8; MESSAGE_ID_LEN];
-        rand::rng().fill(&mut id);
         let mut core = self.inner.lock_for_app().await;
         let (store, vault) = (self.inner.store.as_ref(), &self.inner.vault);
         let group = super::groups::is_group(&mut core, store, vault, &peer).await?;
@@ -40,6 +52,7 @@ impl Client {
             clock: core.account.clock,
             body: text.to_owned(),
             sent_at_ms: crate::runtime::now_ms(),
+            attachment,
         };
         let mut tx = Tx::new(store, vault);
         if group {
@@ -163,6 +176,7 @@ async fn queue_text(
         sender_device: core.device_id(),
         clock: text.clock,
         body: text.body.clone(),
+        attachment: text.attachment.clone(),
         sent_at_ms: text.sent_at_ms,
         outgoing: true,
         status: Status::Pending as i32,

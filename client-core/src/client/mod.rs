@@ -16,6 +16,7 @@
 //!   for a verified contact sending is held until the user accepts it.
 
 mod account;
+mod attachments;
 mod connection;
 mod contacts;
 mod core;
@@ -37,14 +38,15 @@ mod types;
 
 use std::time::Duration;
 
+pub use self::attachments::AttachmentMeta;
 pub use self::error::ClientError;
 pub use self::handle::Client;
 pub use self::inbox::MAX_BATCH;
 pub use self::inner::{ClientConfig, ClientOptions, EventStream};
 pub use self::types::{
-    ConnectionState, ContactView, ConversationView, DeviceView, Event, GroupMemberView,
-    GroupReceipts, GroupView, MessageKind, MessageStatus, MessageView, SearchHit, SendProblem,
-    TrustState,
+    AttachmentView, ConnectionState, ContactView, ConversationView, DeviceView, Event,
+    GroupMemberView, GroupReceipts, GroupView, MessageKind, MessageStatus, MessageView, SearchHit,
+    SendProblem, TrustState,
 };
 use crate::store::{Scan, Store, Table};
 

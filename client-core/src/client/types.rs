@@ -78,6 +78,29 @@ pub struct MessageView {
     pub problem: Option<SendProblem>,
     /// A text, or a group event in the timeline (`body` then describes it).
     pub kind: MessageKind,
+    /// The file sent with it, if any (`body` is then its caption).
+    pub attachment: Option<AttachmentView>,
+}
+
+/// What the app shows of an attachment (its key stays inside the SDK).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "camelCase"))]
+pub struct AttachmentView {
+    /// File name, as the sender gave it.
+    pub file_name: String,
+    /// MIME type, as the sender gave it.
+    pub content_type: String,
+    /// File size in bytes.
+    pub size: u64,
+    /// A small inline preview image; empty if none.
+    pub thumbnail: Vec<u8>,
+    /// Pixels; 0 if unknown.
+    pub width: u32,
+    /// Pixels; 0 if unknown.
+    pub height: u32,
+    /// Milliseconds; 0 if unknown.
+    pub duration_ms: u64,
 }
 
 /// What a history entry is.
@@ -121,6 +144,15 @@ impl MessageView {
                 Ok(RecordKind::GroupEvent) => MessageKind::GroupEvent,
                 _ => MessageKind::Text,
             },
+            attachment: r.attachment.as_ref().map(|a| AttachmentView {
+                file_name: a.file_name.clone(),
+                content_type: a.content_type.clone(),
+                size: a.plaintext_len,
+                thumbnail: a.thumbnail.clone(),
+                width: a.width,
+                height: a.height,
+                duration_ms: a.duration_ms,
+            }),
         }
     }
 }
@@ -279,6 +311,18 @@ pub enum Event {
         message_id: String,
         /// The new status.
         status: MessageStatus,
+    },
+    /// An attachment transfer moved on (PROTOCOL.md §18): `done` of `total` blob bytes are on
+    /// the relay (upload) or checked and decrypted (download).
+    TransferProgress {
+        /// The message id (for an upload, the id the message will have).
+        message_id: String,
+        /// Upload (true) or download.
+        upload: bool,
+        /// Bytes done.
+        done: u64,
+        /// Bytes in all.
+        total: u64,
     },
     /// A peer started or stopped typing.
     Typing {

@@ -1,0 +1,160 @@
+//! Attachments between real clients (docs/PROTOCOL.md §14.16, §18): a 5 MiB file from a path
+//! between two accounts and into a group, with progress, on the in-memory relay and end to end
+//! on the real relay binary; a tampered blob gets its typed error and leaves no file behind;
+//! bad calls get theirs.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use hush_core::{AttachmentMeta, Event, MessageView};
+use hush_testkit::{Device, Joinable, MemoryRelay, Relay};
+
+macro_rules! on_both_networks {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn in_memory() {
+                super::$name(&super::MemoryRelay::new()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn real_relay() {
+                super::$name(&super::Relay::temp()).await;
+            }
+        }
+    };
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8 ^ seed).collect()
+}
+
+fn meta(name: &str) -> AttachmentMeta {
+    AttachmentMeta {
+        file_name: name.into(),
+        content_type: "application/octet-stream".into(),
+        caption: "the file".into(),
+        ..Default::default()
+    }
+}
+
+async fn pair(net: &impl Joinable) -> (Device, Device, String, String) {
+    let alice = Device::create("alice", net).await;
+    let bob = Device::create("bob", net).await;
+    let (a, b) = (alice.id().await, bob.id().await);
+    alice.c().add_contact(&b, "Bob").await.unwrap();
+    bob.c().add_contact(&a, "Alice").await.unwrap();
+    (alice, bob, a, b)
+}
+
+on_both_networks!(a_file_goes_from_a_path_to_a_path_with_progress);
+async fn a_file_goes_from_a_path_to_a_path_with_progress(net: impl Joinable) {
+    let (mut alice, mut bob, a, b) = pair(&net).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = pattern(5 * 1024 * 1024 + 123, 7);
+    let src = dir.path().join("report.bin");
+    std::fs::write(&src, &bytes).unwrap();
+
+    let id = alice.c().send_attachment_file(&b, &src, meta("report.bin")).await.unwrap();
+    // Progress came under the message's id, up to the whole blob.
+    let total = alice
+        .expect("upload done", |e| match e {
+            Event::TransferProgress { message_id, upload: true, done, total }
+                if *message_id == id && done == total =>
+            {
+                Some(*total)
+            }
+            _ => None,
+        })
+        .await;
+    assert!(total > bytes.len() as u64);
+
+    let page: Vec<MessageView> = bob.wait_history(&a, 1).await;
+    let m = &page[0];
+    assert_eq!((m.id.as_str(), m.body.as_str()), (id.as_str(), "the file"));
+    let view = m.attachment.clone().expect("an attachment");
+    assert_eq!((view.file_name.as_str(), view.size), ("report.bin", bytes.len() as u64));
+
+    let dest = dir.path().join("saved.bin");
+    bob.c().save_attachment(&id, &dest).await.unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+    assert!(!dir.path().join("saved.bin.part").exists());
+    bob.expect("download done", |e| match e {
+        Event::TransferProgress { upload: false, done, total, .. } if done == total => Some(()),
+        _ => None,
+    })
+    .await;
+    // The sender's own copy downloads too (its pointer is in its history).
+    assert_eq!(alice.c().download_attachment(&id).await.unwrap(), bytes);
+    for mut d in [alice, bob] {
+        d.stop().await;
+    }
+}
+
+on_both_networks!(a_file_in_a_group_reaches_every_member);
+async fn a_file_in_a_group_reaches_every_member(net: impl Joinable) {
+    let alice = Device::create("alice", &net).await;
+    let bob = Device::create("bob", &net).await;
+    let carol = Device::create("carol", &net).await;
+    let (b, c) = (bob.id().await, carol.id().await);
+    let g = alice.c().create_group("G", "", &[b, c]).await.unwrap();
+    let bytes = pattern(300_000, 3);
+    let id = alice.c().send_attachment(&g, bytes.clone(), meta("photo.jpg")).await.unwrap();
+    for d in [&bob, &carol] {
+        let until = tokio::time::Instant::now() + hush_testkit::WAIT;
+        loop {
+            let page = d.c().messages(&g, None, 100).await.unwrap();
+            if page.iter().any(|m| m.id == id && m.attachment.is_some()) {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < until, "{} never got the file", d.name);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(d.c().download_attachment(&id).await.unwrap(), bytes);
+    }
+    for mut d in [alice, bob, carol] {
+        d.stop().await;
+    }
+}
+
+/// A relay (or its disk) that changes a stored blob: the download fails with
+/// `attachment_tampered` and leaves no file at the destination, not even a partial one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_blob_is_refused_and_leaves_no_file() {
+    let net = MemoryRelay::new();
+    let (alice, bob, a, b) = pair(&net).await;
+    let bytes = pattern(1_000_000, 1);
+    let id = alice.c().send_attachment(&b, bytes, meta("x.bin")).await.unwrap();
+    bob.wait_history(&a, 1).await;
+    let blob = net.blob_ids().pop().unwrap();
+    net.tamper_blob(&blob, 700_000);
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("x.bin");
+    let e = bob.c().save_attachment(&id, &dest).await.unwrap_err();
+    assert_eq!(e.code(), "attachment_tampered");
+    assert!(!dest.exists() && !dir.path().join("x.bin.part").exists());
+    assert_eq!(bob.c().download_attachment(&id).await.unwrap_err().code(), "attachment_tampered");
+}
+
+/// Bad calls: a message without an attachment, an unknown message, an oversize name; nothing
+/// is sent for a refused upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_attachment_calls_get_typed_errors() {
+    let net = MemoryRelay::new();
+    let (alice, bob, a, b) = pair(&net).await;
+    let text = alice.c().send_text(&b, "plain").await.unwrap();
+    bob.wait_history(&a, 1).await;
+    let code = |r: Result<Vec<u8>, hush_core::ClientError>| r.unwrap_err().code().to_owned();
+    assert_eq!(code(bob.c().download_attachment(&text).await), "invalid_argument");
+    assert_eq!(code(bob.c().download_attachment(&"00".repeat(16)).await), "invalid_argument");
+    assert_eq!(code(bob.c().download_attachment("zz").await), "invalid_argument");
+    let long = AttachmentMeta { file_name: "n".repeat(256), ..meta("") };
+    let e = alice.c().send_attachment(&b, vec![1; 10], long).await.unwrap_err();
+    assert_eq!(e.code(), "invalid_argument");
+    assert_eq!(bob.c().messages(&a, None, 10).await.unwrap().len(), 1, "nothing more sent");
+}
