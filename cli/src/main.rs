@@ -70,6 +70,29 @@ enum Cmd {
         #[arg(required = true)]
         text: Vec<String>,
     },
+    /// Sends a file (encrypted on this device, uploaded to the relay's blob store), with an
+    /// optional caption; prints the message id. Exit status as `send`.
+    SendFile {
+        /// Seconds to wait for the relay to take the message once the file is uploaded.
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
+        /// MIME type to label it with.
+        #[arg(long, default_value = "application/octet-stream")]
+        content_type: String,
+        /// The conversation: a contact's account id or a group id.
+        account_id: String,
+        /// The file.
+        path: std::path::PathBuf,
+        /// A caption.
+        caption: Vec<String>,
+    },
+    /// Saves the file of a received (or sent) message to a path, checked and decrypted.
+    Save {
+        /// The message id (from `history`).
+        message_id: String,
+        /// Where to write it.
+        path: std::path::PathBuf,
+    },
     /// Prints a conversation.
     History {
         /// The contact's account id.
@@ -247,7 +270,11 @@ fn line(m: &MessageView) -> String {
     } else {
         format!("{}…", short(&m.sender))
     };
-    format!("[{}] {who}: {}", receipt(m.status), m.body)
+    let file = match &m.attachment {
+        Some(a) => format!(" [file {} ({} bytes), id {}]", a.file_name, a.size, m.id),
+        None => String::new(),
+    };
+    format!("[{}] {who}: {}{file}", receipt(m.status), m.body)
 }
 
 fn short(id: &str) -> &str {
@@ -399,6 +426,25 @@ async fn command(client: &Client, cmd: &Cmd, online: bool) -> Res {
             let mut events = client.events();
             let id = client.send_text(account_id, &text.join(" ")).await?;
             send_outcome(client, &mut events, account_id, &id, Duration::from_secs(*wait)).await?;
+        }
+        Cmd::SendFile { account_id, path, caption, content_type, wait } => {
+            let mut events = client.events();
+            let meta = hush_core::AttachmentMeta {
+                file_name: path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                content_type: content_type.clone(),
+                caption: caption.join(" "),
+                ..Default::default()
+            };
+            let id = client.send_attachment_file(account_id, path, meta).await?;
+            println!("{id}");
+            send_outcome(client, &mut events, account_id, &id, Duration::from_secs(*wait)).await?;
+        }
+        Cmd::Save { message_id, path } => {
+            client.save_attachment(message_id, path).await?;
+            println!("saved {}", path.display());
         }
         Cmd::History { account_id, limit } => {
             if online {

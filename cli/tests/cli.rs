@@ -67,6 +67,30 @@ fn two_accounts_exchange_a_message() {
     assert!(mine.contains("me: hello from the cli"), "{mine}");
     let found = hush(&relay, b.path(), &["search", "hello"]);
     assert!(found.contains("hello from the cli"), "{found}");
+
+    // A file, from a path to a path.
+    let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 249) as u8).collect();
+    let src = a.path().join("photo.jpg");
+    std::fs::write(&src, &bytes).unwrap();
+    let sent = hush(&relay, a.path(), &["send-file", &bob, src.to_str().unwrap(), "a", "photo"]);
+    let id = sent.lines().next().unwrap().trim().to_owned();
+    assert!(id.len() == 32 && sent.contains('✓'), "{sent}");
+    let until = Instant::now() + Duration::from_secs(30);
+    let history = loop {
+        let h = hush(&relay, b.path(), &["history", &alice]);
+        if h.contains("photo.jpg") || Instant::now() > until {
+            break h;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        history.contains(&format!("a photo [file photo.jpg (3000000 bytes), id {id}]")),
+        "{history}"
+    );
+    let dest = b.path().join("saved.jpg");
+    let saved = hush(&relay, b.path(), &["save", &id, dest.to_str().unwrap()]);
+    assert!(saved.contains("saved"), "{saved}");
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes);
 }
 
 /// A send the relay refuses for good exits 1 with the code; one it refuses for now (a full
