@@ -154,6 +154,67 @@ def test_two_clients_chat_through_the_relay():
         relay.stop()
 
 
+async def file_transfer(relay, tmp):
+    """A 6 MiB file from a path to a path, with progress events, and its bytes checked; the
+    same file into memory; a message without a file refuses a download with its code."""
+    loop = asyncio.get_running_loop()
+    alice = await hush.create_account(relay.setup(os.path.join(tmp, "alice")))
+    bob = await hush.create_account(relay.setup(os.path.join(tmp, "bob")))
+    alice_events, bob_events = Events(loop), Events(loop)
+    alice_handle, bob_handle = alice.listen(alice_events), bob.listen(bob_events)
+    alice_id, bob_id = await alice.account_id(), await bob.account_id()
+    await alice.add_contact(bob_id, "Bob")
+    await bob.add_contact(alice_id, "Alice")
+
+    data = os.urandom(6 * 1024 * 1024 + 5)
+    src = os.path.join(tmp, "holiday.mp4")
+    with open(src, "wb") as f:
+        f.write(data)
+    details = hush.FileDetails(file_name="holiday.mp4", content_type="video/mp4",
+                               caption="our holiday", thumbnail=b"", width=1920, height=1080,
+                               duration_ms=12_000, message_id="")
+    sent = await alice.send_file(bob_id, src, details)
+    done = await alice_events.expect("upload finished", lambda e: e.is_TRANSFER_PROGRESS()
+                                     and e.message_id == sent and e.upload
+                                     and e.done == e.total)
+    assert done.total > len(data)
+    got = await bob_events.expect("Bob receives", lambda e: e.is_MESSAGE_RECEIVED()
+                                  and e.message.id == sent)
+    info = got.message.attachment
+    assert got.message.body == "our holiday"
+    assert (info.file_name, info.content_type, info.size) == ("holiday.mp4", "video/mp4",
+                                                              len(data))
+    assert (info.width, info.height, info.duration_ms) == (1920, 1080, 12_000)
+
+    dest = os.path.join(tmp, "saved.mp4")
+    await bob.save_attachment(sent, dest)
+    with open(dest, "rb") as f:
+        assert f.read() == data
+    await bob_events.expect("download finished", lambda e: e.is_TRANSFER_PROGRESS()
+                            and not e.upload and e.done == e.total)
+    assert await bob.download_attachment(sent) == data
+
+    text = await alice.send_text(bob_id, "no file here")
+    await bob_events.expect("text", lambda e: e.is_MESSAGE_RECEIVED() and e.message.id == text)
+    with pytest.raises(hush.HushError.Failed) as e:
+        await bob.download_attachment(text)
+    assert e.value.code == "invalid_argument"
+
+    alice_handle.stop()
+    bob_handle.stop()
+    await alice.shutdown()
+    await bob.shutdown()
+
+
+def test_a_file_between_two_clients():
+    relay = Relay()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            asyncio.run(file_transfer(relay, tmp))
+    finally:
+        relay.stop()
+
+
 async def group_chat(relay, tmp):
     """Three participants in a group: create, send, receive, per-member receipts, rename,
     remove (the removed member stops receiving), typed errors."""

@@ -218,6 +218,65 @@ pub struct Message {
     pub problem: Option<SendProblem>,
     /// A group event in the timeline ("… added …") rather than a text.
     pub is_group_event: bool,
+    /// The file sent with it (`body` is its caption), if any.
+    pub attachment: Option<AttachmentInfo>,
+}
+
+/// What the app shows of a file in a message (download it with `download_attachment` or
+/// `save_attachment`).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct AttachmentInfo {
+    /// File name, as the sender gave it.
+    pub file_name: String,
+    /// MIME type, as the sender gave it.
+    pub content_type: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// A small inline preview image; empty if none.
+    pub thumbnail: Vec<u8>,
+    /// Pixels; 0 if unknown.
+    pub width: u32,
+    /// Pixels; 0 if unknown.
+    pub height: u32,
+    /// Milliseconds; 0 if unknown.
+    pub duration_ms: u64,
+}
+
+/// What to say about a file being sent (only the name is needed).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct FileDetails {
+    /// File name, without a path.
+    pub file_name: String,
+    /// MIME type (`image/jpeg`…); empty if unknown.
+    pub content_type: String,
+    /// The message's text.
+    pub caption: String,
+    /// A small preview image (at most 64 KiB); empty if none.
+    pub thumbnail: Vec<u8>,
+    /// Pixels, for an image or video; 0 if unknown.
+    pub width: u32,
+    /// Pixels, for an image or video; 0 if unknown.
+    pub height: u32,
+    /// Milliseconds, for audio or video; 0 if unknown.
+    pub duration_ms: u64,
+    /// The id the message will have (from `new_message_id`), to follow the upload's
+    /// `TransferProgress` under it while `send_file` runs; empty: a fresh one.
+    pub message_id: String,
+}
+
+impl From<FileDetails> for hush_core::AttachmentMeta {
+    fn from(d: FileDetails) -> Self {
+        Self {
+            file_name: d.file_name,
+            content_type: d.content_type,
+            caption: d.caption,
+            thumbnail: d.thumbnail,
+            width: d.width,
+            height: d.height,
+            duration_ms: d.duration_ms,
+            message_id: (!d.message_id.is_empty()).then_some(d.message_id),
+        }
+    }
 }
 
 /// Why an outgoing message is not sent yet, or will not be.
@@ -243,6 +302,15 @@ impl From<hush_core::MessageView> for Message {
             status: m.status.into(),
             problem: m.problem.map(|p| SendProblem { code: p.code, detail: p.message }),
             is_group_event: m.kind == hush_core::MessageKind::GroupEvent,
+            attachment: m.attachment.map(|a| AttachmentInfo {
+                file_name: a.file_name,
+                content_type: a.content_type,
+                size: a.size,
+                thumbnail: a.thumbnail,
+                width: a.width,
+                height: a.height,
+                duration_ms: a.duration_ms,
+            }),
         }
     }
 }
@@ -671,6 +739,56 @@ impl HushClient {
     pub async fn send_text(&self, conversation: String, text: String) -> Result<String, HushError> {
         let c = self.client.clone();
         run(async move { c.send_text(&conversation, &text).await }).await
+    }
+
+    /// Sends the file at `path` (encrypted as it is read, uploaded, then sent as a message with
+    /// a pointer to it); returns the message id. Progress comes as `TransferProgress` events
+    /// under that id; `cancel_transfer` stops it.
+    pub async fn send_file(
+        &self,
+        conversation: String,
+        path: String,
+        details: FileDetails,
+    ) -> Result<String, HushError> {
+        let c = self.client.clone();
+        run(async move {
+            c.send_attachment_file(&conversation, std::path::Path::new(&path), details.into()).await
+        })
+        .await
+    }
+
+    /// Sends `bytes` as a file (see `send_file`).
+    pub async fn send_file_bytes(
+        &self,
+        conversation: String,
+        bytes: Vec<u8>,
+        details: FileDetails,
+    ) -> Result<String, HushError> {
+        let c = self.client.clone();
+        run(async move { c.send_attachment(&conversation, bytes, details.into()).await }).await
+    }
+
+    /// Downloads the file of a message to `path`, checked and decrypted (through `path.part`,
+    /// renamed only once every check passed).
+    pub async fn save_attachment(&self, message_id: String, path: String) -> Result<(), HushError> {
+        let c = self.client.clone();
+        run(async move { c.save_attachment(&message_id, std::path::Path::new(&path)).await }).await
+    }
+
+    /// Downloads the file of a message into memory, checked and decrypted.
+    pub async fn download_attachment(&self, message_id: String) -> Result<Vec<u8>, HushError> {
+        let c = self.client.clone();
+        run(async move { c.download_attachment(&message_id).await }).await
+    }
+
+    /// A fresh message id, for `FileDetails.message_id`.
+    pub fn new_message_id(&self) -> String {
+        self.client.new_message_id()
+    }
+
+    /// Stops an upload or download in progress; its call fails with `canceled`.
+    pub fn cancel_transfer(&self, message_id: String) -> Result<(), HushError> {
+        self.client.cancel_transfer(&message_id).map_err(HushError::from)
     }
 
     /// Creates a group with us as admin; returns its id (send to it with `send_text`).

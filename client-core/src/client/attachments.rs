@@ -51,6 +51,9 @@ pub struct AttachmentMeta {
     pub height: u32,
     /// Milliseconds, if audio or video.
     pub duration_ms: u64,
+    /// The id the message will have (from [`Client::new_message_id`]), so that the app can
+    /// follow the upload's progress under it before the call returns; a fresh one if `None`.
+    pub message_id: Option<String>,
 }
 
 /// Where an upload reads its plaintext from.
@@ -104,6 +107,13 @@ impl Client {
             .map_err(|e| ClientError::InvalidArgument(format!("{}: {e}", path.display())))?
             .len();
         self.send_from(conversation, file, len, meta).await
+    }
+
+    /// A fresh message id, for [`AttachmentMeta::message_id`].
+    pub fn new_message_id(&self) -> String {
+        let mut id = [0u8; MESSAGE_ID_LEN];
+        rand::RngExt::fill(&mut rand::rng(), &mut id[..]);
+        hex::encode(id)
     }
 
     /// Stops an upload or download in progress (by message id); the call doing it returns
@@ -175,8 +185,14 @@ impl Client {
             return Err(ClientError::TextTooLong { chars, limit: content::MAX_TEXT_CHARS });
         }
         super::groups::parse_conversation(conversation)?;
-        let mut id = [0u8; MESSAGE_ID_LEN];
-        rand::RngExt::fill(&mut rand::rng(), &mut id[..]);
+        let id = match &meta.message_id {
+            Some(id) => parse_message_id(id)?,
+            None => {
+                let mut id = [0u8; MESSAGE_ID_LEN];
+                rand::RngExt::fill(&mut rand::rng(), &mut id[..]);
+                id
+            }
+        };
         let key = AttachmentKey::generate(&mut rand::rng());
         let uploaded = upload(&self.inner, &id, &key, source, len).await;
         self.inner.canceled.lock().map_err(|_| ClientError::ShutDown)?.remove(&id[..]);

@@ -6,6 +6,9 @@ import kotlinx.coroutines.channels.awaitClose
 import kotlinx.coroutines.flow.Flow
 import kotlinx.coroutines.flow.buffer
 import kotlinx.coroutines.flow.callbackFlow
+import kotlinx.coroutines.flow.filterIsInstance
+import kotlinx.coroutines.flow.filter
+import kotlinx.coroutines.flow.transformWhile
 import kotlinx.coroutines.channels.Channel
 
 /** Every event from the moment of collection, in order, until the collector is cancelled. */
@@ -17,3 +20,13 @@ fun HushClient.events(): Flow<HushEvent> = callbackFlow {
     })
     awaitClose { handle.stop() }
 }.buffer(Channel.UNLIMITED)
+
+/**
+ * The progress of one attachment transfer (by message id: for an upload, pass the id given to
+ * `FileDetails.messageId` from `newMessageId()`), until it is done.
+ */
+fun HushClient.transferProgress(messageId: String, upload: Boolean): Flow<HushEvent.TransferProgress> =
+    events()
+        .filterIsInstance<HushEvent.TransferProgress>()
+        .filter { it.messageId == messageId && it.upload == upload }
+        .transformWhile { emit(it); it.done < it.total }

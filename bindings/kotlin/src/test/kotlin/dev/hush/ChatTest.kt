@@ -6,7 +6,11 @@ package dev.hush
 import java.io.File
 import java.nio.file.Files
 import kotlinx.coroutines.CoroutineScope
+import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.Job
+import kotlinx.coroutines.async
+import kotlinx.coroutines.flow.toList
+import kotlinx.coroutines.withTimeout
 import kotlinx.coroutines.channels.Channel
 import kotlinx.coroutines.delay
 import kotlinx.coroutines.launch
@@ -141,6 +145,48 @@ class ChatTest {
             inboxes.cancel()
             delay(100)
             assertTrue(aliceInbox.drain().none { it is HushEvent.Error })
+        }
+    }
+
+    @Test
+    fun aFileWithAFlowOfProgress() = runBlocking {
+        Relay().use { relay ->
+            val inboxes = Job(coroutineContext[Job])
+            val scope = CoroutineScope(coroutineContext + inboxes)
+            val alice = createAccount(relay.setup("alice"))
+            val bob = createAccount(relay.setup("bob"))
+            val bobInbox = Inbox(bob, scope)
+            val aliceId = alice.accountId()
+            val bobId = bob.accountId()
+            alice.addContact(bobId, "Bob")
+            bob.addContact(aliceId, "Alice")
+
+            val bytes = ByteArray(5 * 1024 * 1024 + 17) { (it % 241).toByte() }
+            val src = File(relay.dir, "song.ogg").apply { writeBytes(bytes) }
+            val id = alice.newMessageId()
+            // The upload's progress as a Flow, collected while the upload runs.
+            val progress = async(Dispatchers.Default) { alice.transferProgress(id, true).toList() }
+            delay(100)
+            val details = FileDetails("song.ogg", "audio/ogg", "listen", ByteArray(0), 0u, 0u, 180_000u, id)
+            assertEquals(id, alice.sendFile(bobId, src.path, details))
+            val steps = withTimeout(60_000) { progress.await() }
+            assertTrue(steps.size > 1, "several steps: $steps")
+            assertEquals(steps.last().total, steps.last().done)
+            assertTrue(steps.zipWithNext().all { (a, b) -> a.done < b.done })
+
+            val got = bobInbox.expect("Bob receives") {
+                (it as? HushEvent.MessageReceived)?.message?.takeIf { m -> m.id == id }
+            }
+            assertEquals("song.ogg", got.attachment?.fileName)
+            assertEquals(bytes.size.toULong(), got.attachment?.size)
+            val dest = File(relay.dir, "saved.ogg")
+            bob.saveAttachment(id, dest.path)
+            assertTrue(bytes.contentEquals(dest.readBytes()))
+            assertEquals("invalid_argument", errorCode { bob.downloadAttachment("zz") })
+
+            alice.shutdown()
+            bob.shutdown()
+            inboxes.cancel()
         }
     }
 
