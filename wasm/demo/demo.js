@@ -64,6 +64,9 @@ async function onEvent(e) {
           if (e.started) typingTimers.set(current, setTimeout(() => ($("typing").textContent = ""), 6000));
         }
         break;
+      case "transferProgress":
+        if (e.upload) $("progress").textContent = e.done < e.total ? `uploading… ${Math.floor((100 * e.done) / e.total)}%` : "";
+        break;
       case "contactChanged": await renderConversations(); break;
       case "groupChanged":
         await renderConversations();
@@ -119,6 +122,32 @@ async function openConversation(peer) {
   $("text").focus();
 }
 
+// Downloaded attachments by message id, as object URLs (downloaded once per page).
+const attachmentUrls = new Map();
+
+/** A received or sent file: pictures inline once downloaded, anything else as a link. */
+function attachmentElement(m) {
+  const a = m.attachment;
+  const picture = a.contentType.startsWith("image/");
+  const el = document.createElement(picture ? "img" : "a");
+  el.className = "attachment";
+  el.dataset.id = m.id;
+  if (!picture) el.textContent = `📄 ${a.fileName} (${a.size} bytes)`;
+  const show = (url) => {
+    if (picture) { el.src = url; el.alt = a.fileName; } else { el.href = url; el.download = a.fileName; }
+  };
+  const known = attachmentUrls.get(m.id);
+  if (known) show(known);
+  else {
+    client.downloadAttachment(m.id).then((bytes) => {
+      const url = URL.createObjectURL(new Blob([bytes], { type: a.contentType }));
+      attachmentUrls.set(m.id, url);
+      show(url);
+    }).catch(showError);
+  }
+  return el;
+}
+
 async function renderMessages() {
   const messages = await client.messages(current, undefined, 200);
   $("messages").replaceChildren(...messages.map((m) => {
@@ -132,6 +161,7 @@ async function renderMessages() {
       who.textContent = m.sender.slice(0, 8);
       li.append(who);
     }
+    if (m.attachment) li.append(attachmentElement(m));
     const body = document.createElement("span");
     body.className = "body";
     body.textContent = m.body;
@@ -199,6 +229,23 @@ $("composer").onsubmit = async (ev) => {
   typing = false;
   try {
     await client.sendText(current, text);
+    await renderMessages();
+    await renderConversations();
+  } catch (e) { showError(e); }
+};
+
+$("attach").onchange = async () => {
+  const file = $("attach").files[0];
+  $("attach").value = "";
+  if (!file || !current) return;
+  try {
+    const messageId = client.newMessageId();
+    const bytes = new Uint8Array(await file.arrayBuffer());
+    await client.sendFile(current, bytes, {
+      fileName: file.name, contentType: file.type, caption: $("text").value, messageId,
+    });
+    $("text").value = "";
+    $("progress").textContent = "";
     await renderMessages();
     await renderConversations();
   } catch (e) { showError(e); }

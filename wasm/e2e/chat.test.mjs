@@ -1,8 +1,10 @@
 // End-to-end test of the web SDK in real headless Chromium: the demo page (built on the npm
 // package in wasm/pkg) in two browser contexts chats through the real relay binary over
 // WebSocket-over-TLS, one of them also chats with a native client (the `hush` CLI over QUIC),
-// what IndexedDB stores is ciphertext,
-// a reload keeps history, and a screenshot of the demo is saved to target/web-e2e/demo.png.
+// what IndexedDB stores is ciphertext, a reload keeps history, a group of two browsers and a
+// native client chats, and pictures and a 5 MiB file go between them (sent from the page's file
+// input, shown inline); screenshots go to target/web-e2e/ (demo.png, demo-group.png,
+// demo-attachment.png).
 //
 // Needs: wasm/pkg (scripts/build-wasm.sh), target/debug/hush-relay and target/debug/hush (or
 // HUSH_RELAY_BIN / HUSH_CLI_BIN), and Chromium at /usr/bin/chromium (or CHROMIUM).
@@ -10,12 +12,13 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFile } from "node:child_process";
 import { createHash, X509Certificate } from "node:crypto";
-import { mkdtempSync, mkdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { deflateSync } from "node:zlib";
 import { chromium } from "playwright-core";
 import { serve } from "../demo/serve.mjs";
 
@@ -246,4 +249,89 @@ test("a group of two browsers and a native client", async () => {
   const order = async (page) => page.$$eval("#messages li:not(.event) .body", (els) => els.map((e) => e.textContent));
   assert.deepEqual(await order(alice), await order(bob));
   await alice.screenshot({ path: join(artifacts, "demo-group.png"), fullPage: true });
+});
+
+/** A w×h RGB PNG with a colour gradient (a real picture the browser decodes). */
+function png(w, h) {
+  const crcTable = Array.from({ length: 256 }, (_, n) => {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    return c >>> 0;
+  });
+  const crc = (buf) => { let c = 0xffffffff; for (const b of buf) c = crcTable[(c ^ b) & 0xff] ^ (c >>> 8); return (c ^ 0xffffffff) >>> 0; };
+  const chunk = (type, data) => {
+    const len = Buffer.alloc(4); len.writeUInt32BE(data.length);
+    const body = Buffer.concat([Buffer.from(type), data]);
+    const sum = Buffer.alloc(4); sum.writeUInt32BE(crc(body));
+    return Buffer.concat([len, body, sum]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(w, 0); ihdr.writeUInt32BE(h, 4); ihdr[8] = 8; ihdr[9] = 2;
+  const rows = [];
+  for (let y = 0; y < h; y++) {
+    const row = Buffer.alloc(1 + 3 * w);
+    for (let x = 0; x < w; x++) row.set([(x * 255) / w, (y * 255) / h, 160], 1 + 3 * x);
+    rows.push(row);
+  }
+  return Buffer.concat([Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]), chunk("IHDR", ihdr),
+    chunk("IDAT", deflateSync(Buffer.concat(rows))), chunk("IEND", Buffer.alloc(0))]);
+}
+
+test("a picture goes between two browsers and a native client, shown inline; a 5 MiB file arrives intact", async () => {
+  const alice = await openDemo("pic-alice");
+  const bob = await openDemo("pic-bob");
+  const aliceId = await createAccount(alice);
+  const bobId = await createAccount(bob);
+  const native = nativeClient(join(work, "pic-native"));
+  await native("create");
+  const nativeId = (await native("id")).match(/account ([0-9a-f]{64})/)[1];
+  await alice.fill("#group-name", "Pictures");
+  await alice.fill("#group-members", `${bobId} ${nativeId}`);
+  await alice.click("#create-group");
+  await alice.waitForSelector("#group-info:not([hidden])");
+  const group = await alice.evaluate(() => document.querySelector("#conversations li.active").dataset.peer);
+
+  // Alice picks a picture with the file input; it is encrypted, uploaded and sent.
+  const picture = png(320, 200);
+  await alice.fill("#text", "the view from here");
+  await alice.setInputFiles("#attach", { name: "view.png", mimeType: "image/png", buffer: picture });
+  const decoded = (page) => page.waitForFunction(() =>
+    [...document.querySelectorAll("#messages img.attachment")].some((i) => i.complete && i.naturalWidth === 320));
+  await decoded(alice);
+
+  // Bob's browser shows it inline, decoded from what it downloaded and decrypted.
+  await bob.waitForSelector(`#conversations li[data-peer="${group}"]`);
+  await bob.click(`#conversations li[data-peer="${group}"]`);
+  await decoded(bob);
+  assert.ok((await bodies(bob)).includes("the view from here"));
+
+  // The native client sees the file and saves it: the same bytes.
+  let history = "";
+  for (let i = 0; i < 20 && !history.includes("view.png"); i++) history = await native("history", group);
+  const id = history.match(/\[file view\.png \(\d+ bytes\), id ([0-9a-f]{32})\]/)[1];
+  const saved = join(work, "pic-native", "view.png");
+  await native("save", id, saved);
+  assert.deepEqual(readFileSync(saved), picture);
+
+  // And sends one back from a path; both browsers show it.
+  const back = join(work, "pic-native", "reply.png");
+  writeFileSync(back, png(100, 60));
+  await native("send-file", "--content-type", "image/png", group, back, "from", "the", "cli");
+  for (const page of [alice, bob]) {
+    await page.waitForFunction(() =>
+      [...document.querySelectorAll("#messages img.attachment")].some((i) => i.complete && i.naturalWidth === 100));
+  }
+  // A 5 MiB file (not a picture) from Alice's file input: Bob's browser downloads, checks and
+  // decrypts it into a link whose bytes are the same.
+  const big = Buffer.alloc(5 * 1024 * 1024 + 321);
+  for (let i = 0; i < big.length; i++) big[i] = (i * 7919) % 251;
+  await alice.setInputFiles("#attach", { name: "data.bin", mimeType: "application/octet-stream", buffer: big });
+  const link = await bob.waitForSelector('#messages a.attachment[download="data.bin"][href^="blob:"]', { timeout: 60_000 });
+  const digest = await bob.evaluate(async (href) => {
+    const bytes = await (await fetch(href)).arrayBuffer();
+    const d = await crypto.subtle.digest("SHA-256", bytes);
+    return Array.from(new Uint8Array(d), (x) => x.toString(16).padStart(2, "0")).join("");
+  }, await link.getAttribute("href"));
+  assert.equal(digest, createHash("sha256").update(big).digest("hex"));
+  await bob.screenshot({ path: join(artifacts, "demo-attachment.png"), fullPage: true });
 });

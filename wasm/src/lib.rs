@@ -46,6 +46,21 @@ export interface Message {
   problem: SendProblem | null;
   /** "groupEvent": a group change in the timeline ("… added …"); `body` describes it. */
   kind: "text" | "groupEvent";
+  /** The file sent with it (`body` is its caption); fetch it with downloadAttachment. */
+  attachment: Attachment | null;
+}
+export interface Attachment {
+  fileName: string; contentType: string; size: number;
+  /** A small inline preview image (bytes as numbers); empty if none. */
+  thumbnail: number[];
+  width: number; height: number; durationMs: number;
+}
+/** What to say about a file being sent (only fileName is needed). */
+export interface FileDetails {
+  fileName: string; contentType?: string; caption?: string; thumbnail?: Uint8Array;
+  width?: number; height?: number; durationMs?: number;
+  /** The id the message will have (newMessageId()), to follow its upload's progress. */
+  messageId?: string;
 }
 export interface Conversation {
   /** The peer's account id, or the group id. */
@@ -121,6 +136,30 @@ fn setup(value: &JsValue) -> Result<(String, [u8; 32], String), JsValue> {
         .ok_or_else(|| invalid("setup.storeKey is a Uint8Array of 32 bytes"))?;
     let url = field("relayUrl").as_string().ok_or_else(|| invalid("setup.relayUrl is a string"))?;
     Ok((database, key, url))
+}
+
+fn file_details(value: &JsValue) -> Result<hush_core::AttachmentMeta, JsValue> {
+    let field =
+        |name: &str| js_sys::Reflect::get(value, &name.into()).unwrap_or(JsValue::UNDEFINED);
+    let text = |name: &str| field(name).as_string().unwrap_or_default();
+    let number = |name: &str| field(name).as_f64().unwrap_or(0.0);
+    let file_name = field("fileName")
+        .as_string()
+        .ok_or_else(|| invalid("details.fileName is a string"))?;
+    Ok(hush_core::AttachmentMeta {
+        file_name,
+        content_type: text("contentType"),
+        caption: text("caption"),
+        thumbnail: field("thumbnail")
+            .dyn_ref::<js_sys::Uint8Array>()
+            .map(js_sys::Uint8Array::to_vec)
+            .unwrap_or_default(),
+        // JavaScript numbers: whole pixels and milliseconds.
+        width: number("width") as u32,
+        height: number("height") as u32,
+        duration_ms: number("durationMs") as u64,
+        message_id: field("messageId").as_string().filter(|m| !m.is_empty()),
+    })
 }
 
 async fn config(value: &JsValue) -> Result<ClientConfig, JsValue> {
@@ -273,6 +312,43 @@ impl HushClient {
     #[wasm_bindgen(js_name = acceptIdentityChange)]
     pub async fn accept_identity_change(&self, contact: String) -> Result<(), JsValue> {
         self.inner.accept_identity_change(&contact).await.map_err(fail)
+    }
+
+    /// Sends a file: `bytes` (from a `File` or `Blob`: `new Uint8Array(await f.arrayBuffer())`)
+    /// encrypted, uploaded with `transferProgress` events, then sent as a message pointing at
+    /// it; resolves with the message id once the message is queued.
+    #[wasm_bindgen(js_name = sendFile)]
+    pub async fn send_file(
+        &self,
+        conversation: String,
+        bytes: js_sys::Uint8Array,
+        details: JsValue,
+    ) -> Result<String, JsValue> {
+        let meta = file_details(&details)?;
+        self.inner.send_attachment(&conversation, bytes.to_vec(), meta).await.map_err(fail)
+    }
+
+    /// Downloads, checks and decrypts the file of a message; resolves with its bytes (make a
+    /// `Blob` of them to show or save it).
+    #[wasm_bindgen(js_name = downloadAttachment)]
+    pub async fn download_attachment(
+        &self,
+        message_id: String,
+    ) -> Result<js_sys::Uint8Array, JsValue> {
+        let bytes = self.inner.download_attachment(&message_id).await.map_err(fail)?;
+        Ok(js_sys::Uint8Array::from(bytes.as_slice()))
+    }
+
+    /// A fresh message id, for `FileDetails.messageId`.
+    #[wasm_bindgen(js_name = newMessageId)]
+    pub fn new_message_id(&self) -> String {
+        self.inner.new_message_id()
+    }
+
+    /// Stops an upload or download in progress; its promise rejects with `canceled`.
+    #[wasm_bindgen(js_name = cancelTransfer)]
+    pub fn cancel_transfer(&self, message_id: String) -> Result<(), JsValue> {
+        self.inner.cancel_transfer(&message_id).map_err(fail)
     }
 
     /// Sends a text; resolves at once with the message id (the outbox sends it durably).
