@@ -103,8 +103,9 @@ options! {
     mailbox_sender_share_percent: u8 = 25, "HUSH_MAILBOX_SENDER_SHARE_PERCENT";
     /// How long an envelope nobody acked is kept, in seconds (30 days).
     retention_secs: u64 = 30 * 24 * 3600, "HUSH_RETENTION_SECS";
-    /// Largest attachment blob, in bytes (100 MiB).
-    max_blob_bytes: u64 = 100 * 1024 * 1024, "HUSH_MAX_BLOB_BYTES";
+    /// Largest attachment blob, in bytes (101 MiB: a 100 MiB file and its encryption, which
+    /// adds 16 bytes per 64 KiB).
+    max_blob_bytes: u64 = 101 * 1024 * 1024, "HUSH_MAX_BLOB_BYTES";
     /// Blob bytes one account may upload per UTC day (declared sizes; 2 GiB).
     blob_upload_bytes_per_day: u64 = 2 * 1024 * 1024 * 1024, "HUSH_BLOB_UPLOAD_BYTES_PER_DAY";
     /// Unfinished blob uploads per device at once.

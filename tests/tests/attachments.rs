@@ -158,3 +158,51 @@ async fn bad_attachment_calls_get_typed_errors() {
     assert_eq!(e.code(), "invalid_argument");
     assert_eq!(bob.c().messages(&a, None, 10).await.unwrap().len(), 1, "nothing more sent");
 }
+
+/// 100 MiB from a path to a path through the real relay binary, which is SIGKILLed (and
+/// restarted on the same data and addresses) in the middle of the upload and again in the
+/// middle of the download: both go on from what the relay committed / what was checked, and
+/// the bytes match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100_mib_file_survives_relay_kills_mid_upload_and_mid_download() {
+    use sha2::Digest;
+    let mut relay = Relay::temp();
+    let (mut alice, mut bob, a, b) = pair(&relay).await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("big.bin");
+    let bytes = pattern(100 * 1024 * 1024, 9);
+    std::fs::write(&src, &bytes).unwrap();
+    let want = sha2::Sha256::digest(&bytes);
+    drop(bytes);
+
+    let client = alice.c().clone();
+    let (to, path) = (b.clone(), src.clone());
+    let upload =
+        tokio::spawn(async move { client.send_attachment_file(&to, &path, meta("big.bin")).await });
+    alice
+        .expect("a third uploaded", |e| match e {
+            Event::TransferProgress { upload: true, done, total, .. } if done * 3 > *total => {
+                Some(())
+            }
+            _ => None,
+        })
+        .await;
+    relay.restart();
+    let id = upload.await.unwrap().unwrap();
+    bob.wait_history(&a, 1).await;
+
+    let client = bob.c().clone();
+    let dest = dir.path().join("saved.bin");
+    let (mid, path) = (id.clone(), dest.clone());
+    let download = tokio::spawn(async move { client.save_attachment(&mid, &path).await });
+    bob.expect("a third downloaded", |e| match e {
+        Event::TransferProgress { upload: false, done, total, .. } if done * 3 > *total => Some(()),
+        _ => None,
+    })
+    .await;
+    relay.restart();
+    download.await.unwrap().unwrap();
+    let got = std::fs::read(&dest).unwrap();
+    assert_eq!(got.len(), 100 * 1024 * 1024);
+    assert_eq!(sha2::Sha256::digest(&got), want);
+}

@@ -143,9 +143,8 @@ fn file_details(value: &JsValue) -> Result<hush_core::AttachmentMeta, JsValue> {
         |name: &str| js_sys::Reflect::get(value, &name.into()).unwrap_or(JsValue::UNDEFINED);
     let text = |name: &str| field(name).as_string().unwrap_or_default();
     let number = |name: &str| field(name).as_f64().unwrap_or(0.0);
-    let file_name = field("fileName")
-        .as_string()
-        .ok_or_else(|| invalid("details.fileName is a string"))?;
+    let file_name =
+        field("fileName").as_string().ok_or_else(|| invalid("details.fileName is a string"))?;
     Ok(hush_core::AttachmentMeta {
         file_name,
         content_type: text("contentType"),
