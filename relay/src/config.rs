@@ -103,6 +103,9 @@ options! {
     mailbox_sender_share_percent: u8 = 25, "HUSH_MAILBOX_SENDER_SHARE_PERCENT";
     /// How long an envelope nobody acked is kept, in seconds (30 days).
     retention_secs: u64 = 30 * 24 * 3600, "HUSH_RETENTION_SECS";
+    /// redb page cache, in bytes: memory the database may hold on to (the OS page cache is
+    /// beneath it).
+    db_cache_bytes: usize = crate::store::DEFAULT_CACHE_BYTES, "HUSH_DB_CACHE_BYTES";
     /// Largest attachment blob, in bytes (101 MiB: a 100 MiB file and its encryption, which
     /// adds 16 bytes per 64 KiB).
     max_blob_bytes: u64 = 101 * 1024 * 1024, "HUSH_MAX_BLOB_BYTES";

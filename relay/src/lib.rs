@@ -151,7 +151,7 @@ pub async fn run(
     let files = fds::raise();
     fds::report(&files, config.max_connections);
     let ws_connections = files.websocket_connections(config.max_connections);
-    let store = Store::open(&config.data_dir.join("relay.redb"))?;
+    let store = Store::open_with_cache(&config.data_dir.join("relay.redb"), config.db_cache_bytes)?;
     let identity = tls::load_identity(&config)?;
     let (pin, cert_sha256) = (identity.pin, identity.cert_sha256);
     let certs = tls::Certificates::new(&identity)?;

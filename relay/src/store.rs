@@ -108,16 +108,27 @@ pub struct Store {
     inner: Arc<Handle>,
 }
 
+/// The redb page cache a relay keeps by default (`db_cache_bytes`).
+pub const DEFAULT_CACHE_BYTES: usize = 4 * 1024 * 1024;
+
 struct Handle {
     path: PathBuf,
+    cache_bytes: usize,
     db: RwLock<Option<Arc<Database>>>,
 }
 
 impl Store {
     /// Opens (or creates) the database at `path`, creating every table and checking the schema
-    /// version.
+    /// version, with [`DEFAULT_CACHE_BYTES`] of page cache.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Self::open_file(path)?;
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Store::open`] with `cache_bytes` of redb page cache: memory the relay may fill with
+    /// pages it read or wrote (redb's own default is 1 GiB, which a 100 MiB upload alone would
+    /// fill a tenth of); the OS page cache still holds recently used pages beneath it.
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
+        let db = Self::open_file(path, cache_bytes)?;
         let txn = db.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;
@@ -162,12 +173,16 @@ impl Store {
         }
         txn.commit()?;
         Ok(Self {
-            inner: Arc::new(Handle { path: path.to_owned(), db: RwLock::new(Some(Arc::new(db))) }),
+            inner: Arc::new(Handle {
+                path: path.to_owned(),
+                cache_bytes,
+                db: RwLock::new(Some(Arc::new(db))),
+            }),
         })
     }
 
-    fn open_file(path: &Path) -> Result<Database, StoreError> {
-        Ok(Database::create(path)?)
+    fn open_file(path: &Path, cache_bytes: usize) -> Result<Database, StoreError> {
+        Ok(Database::builder().set_cache_size(cache_bytes).create(path)?)
     }
 
     /// Compacts the database file at `path` offline (a running relay holds its lock, and
@@ -204,7 +219,7 @@ impl Store {
             // "already open", and the next attempt tries again.
             drop(old);
         }
-        let db = Self::open_file(&self.inner.path)?;
+        let db = Self::open_file(&self.inner.path, self.inner.cache_bytes)?;
         *self.inner.db.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(db));
         Ok(())
     }
