@@ -781,6 +781,18 @@ impl HushClient {
         run(async move { c.download_attachment(&message_id).await }).await
     }
 
+    /// Forwards the file of a message to another conversation without uploading it again;
+    /// returns the new message's id.
+    pub async fn forward_attachment(
+        &self,
+        message_id: String,
+        conversation: String,
+        caption: String,
+    ) -> Result<String, HushError> {
+        let c = self.client.clone();
+        run(async move { c.forward_attachment(&message_id, &conversation, &caption).await }).await
+    }
+
     /// A fresh message id, for `FileDetails.message_id`.
     pub fn new_message_id(&self) -> String {
         self.client.new_message_id()

@@ -122,6 +122,30 @@ async fn a_file_in_a_group_reaches_every_member(net: impl Joinable) {
     }
 }
 
+/// Forwarding a file to another chat sends the same pointer: no second upload, and the new
+/// recipient gets the same bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_file_reuses_the_blob() {
+    let net = MemoryRelay::new();
+    let (alice, bob, a, b) = pair(&net).await;
+    let carol = Device::create("carol", &net).await;
+    let c = carol.id().await;
+    carol.c().add_contact(&b, "Bob").await.unwrap();
+    bob.c().add_contact(&c, "Carol").await.unwrap();
+    let bytes = pattern(200_000, 5);
+    let id = alice.c().send_attachment(&b, bytes.clone(), meta("a.bin")).await.unwrap();
+    bob.wait_history(&a, 1).await;
+    let fwd = bob.c().forward_attachment(&id, &c, "look at this").await.unwrap();
+    assert_ne!(fwd, id);
+    let page = carol.wait_history(&b, 1).await;
+    assert_eq!(page[0].body, "look at this");
+    assert_eq!(page[0].attachment.as_ref().unwrap().file_name, "a.bin");
+    assert_eq!(carol.c().download_attachment(&fwd).await.unwrap(), bytes);
+    assert_eq!(net.blob_ids().len(), 1, "one upload");
+    let e = bob.c().forward_attachment(&"00".repeat(16), &c, "").await.unwrap_err();
+    assert_eq!(e.code(), "invalid_argument");
+}
+
 /// A relay (or its disk) that changes a stored blob: the download fails with
 /// `attachment_tampered` and leaves no file at the destination, not even a partial one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

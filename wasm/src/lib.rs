@@ -338,6 +338,18 @@ impl HushClient {
         Ok(js_sys::Uint8Array::from(bytes.as_slice()))
     }
 
+    /// Forwards the file of a message to another conversation without uploading it again;
+    /// resolves with the new message's id.
+    #[wasm_bindgen(js_name = forwardAttachment)]
+    pub async fn forward_attachment(
+        &self,
+        message_id: String,
+        conversation: String,
+        caption: String,
+    ) -> Result<String, JsValue> {
+        self.inner.forward_attachment(&message_id, &conversation, &caption).await.map_err(fail)
+    }
+
     /// A fresh message id, for `FileDetails.messageId`.
     #[wasm_bindgen(js_name = newMessageId)]
     pub fn new_message_id(&self) -> String {

@@ -109,6 +109,21 @@ impl Client {
         self.send_from(conversation, file, len, meta).await
     }
 
+    /// Forwards the file of a message (ours or received) to another conversation: a new message
+    /// with the same pointer, so the blob is not uploaded again (it keeps its original expiry).
+    /// Returns the new message's id.
+    pub async fn forward_attachment(
+        &self,
+        message_id: &str,
+        conversation: &str,
+        caption: &str,
+    ) -> Result<String, ClientError> {
+        let pointer = self.pointer(&parse_message_id(message_id)?).await?;
+        let mut id = [0u8; MESSAGE_ID_LEN];
+        rand::RngExt::fill(&mut rand::rng(), &mut id[..]);
+        self.send_message(conversation, id, caption, Some(pointer)).await
+    }
+
     /// A fresh message id, for [`AttachmentMeta::message_id`].
     pub fn new_message_id(&self) -> String {
         let mut id = [0u8; MESSAGE_ID_LEN];
@@ -219,17 +234,7 @@ impl Client {
         sink: &mut (dyn FnMut(&[u8]) -> Result<(), ClientError> + Send),
     ) -> Result<(), ClientError> {
         let id = parse_message_id(message_id)?;
-        let pointer = {
-            let _core = self.inner.lock_for_app().await;
-            let mut tx = super::core::Tx::new(self.inner.store.as_ref(), &self.inner.vault);
-            let (_, m) = tx
-                .message(&id)
-                .await?
-                .ok_or_else(|| ClientError::InvalidArgument("no such message".into()))?;
-            m.attachment.clone().ok_or_else(|| {
-                ClientError::InvalidArgument("the message has no attachment".into())
-            })?
-        };
+        let pointer = self.pointer(&id).await?;
         let key: [u8; 32] = pointer
             .key
             .as_slice()
@@ -246,6 +251,21 @@ impl Client {
         result?;
         decryptor.finish(&digest)?;
         Ok(())
+    }
+}
+
+impl Client {
+    /// The attachment pointer of a stored message.
+    async fn pointer(&self, id: &[u8]) -> Result<content::Attachment, ClientError> {
+        let _core = self.inner.lock_for_app().await;
+        let mut tx = super::core::Tx::new(self.inner.store.as_ref(), &self.inner.vault);
+        let (_, m) = tx
+            .message(id)
+            .await?
+            .ok_or_else(|| ClientError::InvalidArgument("no such message".into()))?;
+        m.attachment
+            .clone()
+            .ok_or_else(|| ClientError::InvalidArgument("the message has no attachment".into()))
     }
 }
 
