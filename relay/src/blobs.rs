@@ -133,6 +133,23 @@ impl BlobMeta {
     }
 }
 
+/// A blob that exists and has not expired (`unknown_blob` otherwise: the sweep may not have
+/// deleted an expired one yet).
+fn live(
+    blobs: &impl ReadableTable<BlobId, &'static [u8]>,
+    id: BlobId,
+    now_ms: u64,
+) -> Result<BlobMeta, RelayError> {
+    let meta = match blobs.get(id).map_err(StoreError::from)? {
+        Some(v) => BlobMeta::decode(v.value())?,
+        None => return Err(RelayError::UnknownBlob),
+    };
+    if meta.expires_at_ms <= now_ms {
+        return Err(RelayError::UnknownBlob);
+    }
+    Ok(meta)
+}
+
 /// A blob id from the wire.
 pub fn parse_id(bytes: &[u8]) -> Result<BlobId, RelayError> {
     bytes.try_into().map_err(|_| RelayError::UnknownBlob)
@@ -203,11 +220,8 @@ pub fn put(
     limits: &BlobLimits,
 ) -> Result<wire::BlobProgress, RelayError> {
     let mut blobs = txn.open_table(BLOBS).map_err(StoreError::from)?;
-    let mut meta = match blobs.get(id).map_err(StoreError::from)? {
-        Some(v) => BlobMeta::decode(v.value())?,
-        None => return Err(RelayError::UnknownBlob),
-    };
-    if (meta.owner, meta.device) != owner || meta.expires_at_ms <= now_ms {
+    let mut meta = live(&blobs, id, now_ms)?;
+    if (meta.owner, meta.device) != owner {
         return Err(RelayError::UnknownBlob);
     }
     let committed = meta.committed;
@@ -281,14 +295,7 @@ impl Store {
     pub fn blob_status(&self, id: BlobId, now_ms: u64) -> Result<wire::BlobProgress, RelayError> {
         let txn = self.db()?.begin_read().map_err(StoreError::from)?;
         let blobs = txn.open_table(BLOBS).map_err(StoreError::from)?;
-        let meta = match blobs.get(id).map_err(StoreError::from)? {
-            Some(v) => BlobMeta::decode(v.value())?,
-            None => return Err(RelayError::UnknownBlob),
-        };
-        if meta.expires_at_ms <= now_ms {
-            return Err(RelayError::UnknownBlob);
-        }
-        Ok(meta.progress())
+        Ok(live(&blobs, id, now_ms)?.progress())
     }
 
     /// Up to `max_len` bytes (at most [`MAX_PUT`]) of a complete blob from `offset`.
@@ -301,11 +308,8 @@ impl Store {
     ) -> Result<wire::BlobData, RelayError> {
         let txn = self.db()?.begin_read().map_err(StoreError::from)?;
         let blobs = txn.open_table(BLOBS).map_err(StoreError::from)?;
-        let meta = match blobs.get(id).map_err(StoreError::from)? {
-            Some(v) => BlobMeta::decode(v.value())?,
-            None => return Err(RelayError::UnknownBlob),
-        };
-        if !meta.complete() || meta.expires_at_ms <= now_ms {
+        let meta = live(&blobs, id, now_ms)?;
+        if !meta.complete() {
             return Err(RelayError::UnknownBlob);
         }
         if offset > meta.size {

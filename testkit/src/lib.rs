@@ -26,3 +26,23 @@ pub mod relay;
 pub use client::{Device, Joinable, Network, WAIT, options};
 pub use memory::MemoryRelay;
 pub use relay::{Launch, Relay};
+
+/// Runs a client test body (an `async fn name(net: impl Joinable)`) twice: against the
+/// in-memory relay (fast, in the inner loop) and against the real relay binary on loopback
+/// (end to end), as `name::in_memory` and `name::real_relay`. The calling crate needs tokio.
+#[macro_export]
+macro_rules! on_both_networks {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn in_memory() {
+                super::$name(&$crate::MemoryRelay::new()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn real_relay() {
+                super::$name(&$crate::Relay::temp()).await;
+            }
+        }
+    };
+}

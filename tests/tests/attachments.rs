@@ -12,23 +12,7 @@
 )]
 
 use hush_core::{AttachmentMeta, Event, MessageView};
-use hush_testkit::{Device, Joinable, MemoryRelay, Relay};
-
-macro_rules! on_both_networks {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn in_memory() {
-                super::$name(&super::MemoryRelay::new()).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn real_relay() {
-                super::$name(&super::Relay::temp()).await;
-            }
-        }
-    };
-}
+use hush_testkit::{Device, Joinable, MemoryRelay, Relay, on_both_networks};
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8 ^ seed).collect()

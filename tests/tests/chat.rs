@@ -13,25 +13,7 @@
 use std::time::Duration;
 
 use hush_core::{ConnectionState, Event, MessageStatus, TrustState};
-use hush_testkit::{Device, Joinable, MemoryRelay, Relay, WAIT};
-
-/// Runs a test body twice: against the in-memory relay (fast, in the inner loop) and against
-/// the real relay binary on loopback (end to end).
-macro_rules! on_both_networks {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn in_memory() {
-                super::$name(&super::MemoryRelay::new()).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn real_relay() {
-                super::$name(&super::Relay::temp()).await;
-            }
-        }
-    };
-}
+use hush_testkit::{Device, Joinable, Relay, WAIT, on_both_networks};
 
 fn bodies(page: &[hush_core::MessageView]) -> Vec<String> {
     page.iter().map(|m| m.body.clone()).collect()

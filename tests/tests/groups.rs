@@ -15,23 +15,7 @@
 use std::time::Duration;
 
 use hush_core::{Event, MessageKind, MessageStatus, MessageView};
-use hush_testkit::{Device, Joinable, MemoryRelay, Relay, WAIT};
-
-macro_rules! on_both_networks {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn in_memory() {
-                super::$name(&super::MemoryRelay::new()).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn real_relay() {
-                super::$name(&super::Relay::temp()).await;
-            }
-        }
-    };
-}
+use hush_testkit::{Device, Joinable, MemoryRelay, WAIT, on_both_networks};
 
 /// Waits until `f` holds for the device's view of the group (which it may not know yet).
 async fn wait_group(
