@@ -391,4 +391,9 @@ async fn keep_alives_hold_an_idle_connection_open() {
     alice.c().add_contact(&bob_id, "Bob").await.unwrap();
     alice.c().send_text(&bob_id, "still here").await.unwrap();
     alice.c().flush(WAIT).await.unwrap();
+    // A shutdown says `Disconnected` by the time it returns, not when the connection task
+    // next runs (an app checks right after; the Python test once saw `Connected` here).
+    assert_eq!(alice.c().connection_state(), ConnectionState::Connected);
+    alice.c().shutdown().await;
+    assert_eq!(alice.c().connection_state(), ConnectionState::Disconnected);
 }

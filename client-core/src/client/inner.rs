@@ -246,14 +246,23 @@ impl Inner {
         self.link.lock().ok().and_then(|l| l.clone())
     }
 
+    /// Sets the connection state. Once the client is shut down it is `Disconnected`, whatever
+    /// a task still winding down reports: the flag is read under the state's lock, and
+    /// [`Client::shutdown`](super::Client::shutdown) raises the flag before it sets the state,
+    /// so a late `Connected` can't land after the shutdown's `Disconnected`.
     pub(crate) fn set_state(&self, s: ConnectionState) {
+        let mut new = s;
         let changed = self.state.send_if_modified(|cur| {
+            if self.is_shut_down() {
+                new = ConnectionState::Disconnected;
+            }
+            let s = new;
             let changed = *cur != s;
             *cur = s;
             changed
         });
         if changed {
-            self.events.emit(vec![Event::ConnectionChanged { state: s }]);
+            self.events.emit(vec![Event::ConnectionChanged { state: new }]);
         }
     }
 

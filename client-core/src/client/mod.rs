@@ -89,6 +89,8 @@ impl Client {
     /// for the next [`Client::open`].
     pub async fn shutdown(&self) {
         let _ = self.inner.shutdown.send(true);
+        // Said now, not when the connection task next runs: the caller may look right after.
+        self.inner.set_state(ConnectionState::Disconnected);
         if let Some(l) = self.inner.current_link() {
             l.close();
         }
