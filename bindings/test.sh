@@ -27,6 +27,9 @@ fi
 # target/debug/hush-test-relay for the Python and Kotlin
 # tests, libhush_ffi for the generator and the foreign runtimes.
 cargo test --workspace --locked --no-run -q
+# The cdylib the bindings are generated from and loaded as: `cargo test` alone rebuilds the
+# rlib the tests link, not this, so a stale library would be tested after a change.
+cargo build -p hush-ffi --locked -q
 
 # Generation is a cargo test (bindings/tests/generate.rs): it runs UniFFI's generator on the
 # built library and checks the Kotlin, Swift and Python it writes to target/bindings. Selecting

@@ -9,6 +9,7 @@ PYTHONPATH and HUSH_TEST_RELAY (the test kit's relay launcher).
 """
 
 import asyncio
+import io
 import os
 import subprocess
 import tempfile
@@ -41,6 +42,16 @@ class Relay:
     def stop(self):
         self.process.stdin.close()
         self.process.wait()
+
+
+class Reader(hush.FileSource):
+    """A file source over a Python stream."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def read(self, max):
+        return self.stream.read(max)
 
 
 class Events(hush.EventListener):
@@ -193,6 +204,18 @@ async def file_transfer(relay, tmp):
     await bob_events.expect("download finished", lambda e: e.is_TRANSFER_PROGRESS()
                             and not e.upload and e.done == e.total)
     assert await bob.download_attachment(sent) == data
+
+    # A file from a Python stream (any object with read), read as the upload goes.
+    streamed_data = os.urandom(5 * 1024 * 1024 + 3)
+    streamed = await alice.send_file_stream(
+        bob_id, Reader(io.BytesIO(streamed_data)), len(streamed_data),
+        hush.FileDetails(file_name="notes.bin", content_type="", caption="", thumbnail=b"",
+                         width=0, height=0, duration_ms=0, message_id=""))
+    got = await bob_events.expect("Bob receives the stream", lambda e: e.is_MESSAGE_RECEIVED()
+                                  and e.message.id == streamed)
+    assert got.message.attachment.size == len(streamed_data)
+    assert await bob.download_attachment(streamed) == streamed_data
+    assert await alice.pending_uploads() == []
 
     text = await alice.send_text(bob_id, "no file here")
     await bob_events.expect("text", lambda e: e.is_MESSAGE_RECEIVED() and e.message.id == text)

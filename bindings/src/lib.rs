@@ -279,6 +279,74 @@ impl From<FileDetails> for hush_core::AttachmentMeta {
     }
 }
 
+/// An upload not finished (see `pending_uploads`).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct PendingUpload {
+    /// The id its message will have.
+    pub message_id: String,
+    /// The conversation it goes to.
+    pub conversation: String,
+    /// The file's name.
+    pub file_name: String,
+    /// Bytes.
+    pub size: u64,
+    /// Whether the SDK goes on with it by itself (it was sent from a path).
+    pub resumable: bool,
+    /// Whether a call is uploading it now.
+    pub running: bool,
+    /// Why it stopped (an error code); empty if it didn't.
+    pub problem: String,
+}
+
+impl From<hush_core::PendingUpload> for PendingUpload {
+    fn from(u: hush_core::PendingUpload) -> Self {
+        Self {
+            message_id: u.message_id,
+            conversation: u.conversation,
+            file_name: u.file_name,
+            size: u.size,
+            resumable: u.resumable,
+            running: u.running,
+            problem: u.problem,
+        }
+    }
+}
+
+/// Implemented by the app to hand the SDK a file's bytes as a stream (`send_file_stream`).
+/// Called from an SDK worker thread, one call at a time, in order; blocking is fine.
+#[uniffi::export(with_foreign)]
+pub trait FileSource: Send + Sync {
+    /// Up to `max` next bytes; empty at the end. An error stops the upload with it.
+    fn read(&self, max: u32) -> Result<Vec<u8>, HushError>;
+}
+
+/// A [`FileSource`] as the core's [`hush_core::AttachmentSource`]: each read runs on a
+/// blocking thread, since the app's stream may block.
+struct ForeignSource(Arc<dyn FileSource>);
+
+#[async_trait::async_trait]
+impl hush_core::AttachmentSource for ForeignSource {
+    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, ClientError> {
+        let source = Arc::clone(&self.0);
+        let max = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+        let got = tokio::task::spawn_blocking(move || source.read(max))
+            .await
+            .map_err(|e| ClientError::InvalidArgument(format!("the file source failed: {e}")))?
+            .map_err(|e| ClientError::InvalidArgument(format!("the file source failed: {e}")))?;
+        let dest = buf.get_mut(..got.len()).ok_or_else(|| {
+            ClientError::InvalidArgument("the file source gave more bytes than asked".into())
+        })?;
+        dest.copy_from_slice(&got);
+        Ok(got.len())
+    }
+}
+
+impl From<uniffi::UnexpectedUniFFICallbackError> for HushError {
+    fn from(e: uniffi::UnexpectedUniFFICallbackError) -> Self {
+        Self::Failed { code: "internal".into(), detail: e.reason }
+    }
+}
+
 /// Why an outgoing message is not sent yet, or will not be.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct SendProblem {
@@ -798,9 +866,39 @@ impl HushClient {
         self.client.new_message_id()
     }
 
-    /// Stops an upload or download in progress; its call fails with `canceled`.
-    pub fn cancel_transfer(&self, message_id: String) -> Result<(), HushError> {
-        self.client.cancel_transfer(&message_id).map_err(HushError::from)
+    /// Sends `size` bytes read from the app's `source` as a file (see `send_file`): a Kotlin
+    /// `InputStream`, a Swift `InputStream`, a Python file object… read as the upload goes, in
+    /// bounded memory. Unlike a path, a stream can't be read again after a restart: such an
+    /// upload stopped by one waits in `pending_uploads` to be given up.
+    pub async fn send_file_stream(
+        &self,
+        conversation: String,
+        source: Arc<dyn FileSource>,
+        size: u64,
+        details: FileDetails,
+    ) -> Result<String, HushError> {
+        let c = self.client.clone();
+        run(async move {
+            c.send_attachment_stream(&conversation, ForeignSource(source), size, details.into())
+                .await
+        })
+        .await
+    }
+
+    /// Stops an upload or download in progress (its call fails with `canceled`), or gives up
+    /// a stopped upload from `pending_uploads` (its message is never sent).
+    pub async fn cancel_transfer(&self, message_id: String) -> Result<(), HushError> {
+        let c = self.client.clone();
+        run(async move { c.cancel_transfer(&message_id).await }).await
+    }
+
+    /// The uploads not finished: running now, or stopped (the relay unreachable, the app
+    /// restarted). Those from a path go on by themselves once connected after a restart.
+    pub async fn pending_uploads(&self) -> Result<Vec<PendingUpload>, HushError> {
+        let c = self.client.clone();
+        run(async move { c.pending_uploads().await })
+            .await
+            .map(|v| v.into_iter().map(PendingUpload::from).collect())
     }
 
     /// Creates a group with us as admin; returns its id (send to it with `send_text`).

@@ -317,6 +317,44 @@ impl Decryptor {
         Ok(())
     }
 
+    /// Takes back one whole plaintext segment that an earlier run already checked (a download
+    /// resumed after a restart from the plaintext it kept): seals it again under the key, which
+    /// gives the same bytes the blob holds there (the construction is deterministic), so the
+    /// position and the running digest move on as if they had been downloaded again. Only a
+    /// segment that is not the blob's last one can be taken back this way; the header is
+    /// rebuilt from the key. Returns `false`, changing nothing, when `segment` is not a full
+    /// segment or the next one is the last (download that one).
+    ///
+    /// Nothing here checks that the plaintext is what the blob holds: if it is not, the
+    /// digest at [`Decryptor::finish`] does not match and the whole download is refused.
+    pub fn replay(&mut self, segment: &[u8]) -> bool {
+        if !self.pending.is_empty() || segment.len() != SEGMENT_LEN {
+            return false;
+        }
+        let start = if self.seen == 0 { BLOB_HEADER_LEN as u64 } else { self.seen };
+        if start + SEALED_SEGMENT_LEN as u64 >= self.blob_len {
+            return false;
+        }
+        if self.seen == 0 {
+            let mut header = [0u8; BLOB_HEADER_LEN];
+            header[0] = ATTACHMENT_VERSION;
+            header[1..].copy_from_slice(&self.commitment);
+            self.hasher.update(header);
+        }
+        let mut sealed = Zeroizing::new(segment.to_vec());
+        // As in `Encryptor::seal`: one call seals 64 KiB, far under ChaCha20-Poly1305's bound.
+        let tag = self
+            .cipher
+            .encrypt_inout_detached(&nonce(self.index, false), &[], sealed.as_mut_slice().into())
+            .unwrap_or_default();
+        self.hasher.update(&sealed);
+        self.hasher.update(tag);
+        self.seen = start + SEALED_SEGMENT_LEN as u64;
+        self.plaintext_len += SEGMENT_LEN as u64;
+        self.index += 1;
+        true
+    }
+
     /// Checks that the whole blob arrived and matches `digest`; returns the plaintext size.
     pub fn finish(self, digest: &[u8; 32]) -> Result<u64, AttachmentError> {
         // Short of the pointer's size, or no segment at all (a pointer whose size is the
@@ -509,6 +547,43 @@ mod tests {
             open(&key(1), &blob, s.blob_len, &[0; 32], &[1 << 20]),
             Err(AttachmentError::DigestMismatch)
         );
+    }
+
+    #[test]
+    fn a_replayed_prefix_resumes_to_the_same_digest() {
+        let k = key(7);
+        let plain = pattern(5 * SEGMENT_LEN + 100);
+        let (blob, sealed) = seal(&k, &plain, &[SEGMENT_LEN]);
+        for kept in 0..=5 {
+            let mut d = Decryptor::new(&k, sealed.blob_len);
+            let mut replayed = 0;
+            for seg in plain.chunks(SEGMENT_LEN).take(kept) {
+                if !d.replay(seg) {
+                    break;
+                }
+                replayed += 1;
+            }
+            assert_eq!(replayed, kept, "every full segment but the last replays");
+            let mut out = Vec::new();
+            d.update(&blob[d.position() as usize..], &mut out).unwrap();
+            assert_eq!(out, plain[kept * SEGMENT_LEN..]);
+            assert_eq!(d.finish(&sealed.digest).unwrap(), plain.len() as u64);
+        }
+        // A file of whole segments: the last (full) one is marked last, so it is downloaded.
+        let plain = pattern(2 * SEGMENT_LEN);
+        let (_, sealed) = seal(&k, &plain, &[SEGMENT_LEN]);
+        let mut d = Decryptor::new(&k, sealed.blob_len);
+        assert!(d.replay(&plain[..SEGMENT_LEN]));
+        assert!(!d.replay(&plain[SEGMENT_LEN..]));
+        assert!(!d.replay(&plain[..10]), "only whole segments");
+        // Plaintext that is not the blob's: refused at the end, never handed out as complete.
+        let plain = pattern(3 * SEGMENT_LEN);
+        let (blob, sealed) = seal(&k, &plain, &[SEGMENT_LEN]);
+        let mut d = Decryptor::new(&k, sealed.blob_len);
+        assert!(d.replay(&vec![0u8; SEGMENT_LEN]));
+        let mut out = Vec::new();
+        d.update(&blob[d.position() as usize..], &mut out).unwrap();
+        assert!(matches!(d.finish(&sealed.digest), Err(AttachmentError::DigestMismatch)));
     }
 
     #[test]

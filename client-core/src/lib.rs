@@ -71,7 +71,8 @@ mod vectors;
 
 #[cfg(feature = "client")]
 pub use client::{
-    AttachmentMeta, AttachmentView, Client, ClientConfig, ClientError, ClientOptions,
+    AttachmentMeta, AttachmentSource, AttachmentView, Client, ClientConfig, ClientError,
+    ClientOptions, PendingUpload,
     ConnectionState, ContactView, ConversationView, DeviceView, Event, EventStream,
     GroupMemberView, GroupReceipts, GroupView, MessageKind, MessageStatus, MessageView, SearchHit,
     TrustState,

@@ -26,6 +26,8 @@ pub mod meta {
     pub const OWN_DEVICES: &[u8] = b"own_devices";
     /// A pending link (a new device waiting for its grant).
     pub const PENDING_LINK: &[u8] = b"pending_link";
+    /// Prefix of the [`UploadRecord`](super::UploadRecord)s: `upload/` ‖ blind(message id).
+    pub const UPLOADS: &[u8] = b"upload/";
 }
 
 /// The device's account.
@@ -373,6 +375,44 @@ pub struct OutboxRecord {
     pub shared: Vec<PreparedEnvelope>,
 }
 
+/// An attachment being uploaded: everything needed to go on with it after a restart and then
+/// send its message. Written before the first byte goes out, deleted in the transaction that
+/// queues the message (or when the user gives up). Holds the attachment key: `Debug` shows
+/// none of the pointer's secrets, and drop wipes it (the pointer's own `Drop`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct UploadRecord {
+    /// [`RECORD_VERSION`].
+    #[prost(uint32, tag = "1")]
+    pub version: u32,
+    /// The message the file will be sent as.
+    #[prost(bytes = "vec", tag = "2")]
+    pub message_id: Vec<u8>,
+    /// The conversation (an account id or a group id, hex).
+    #[prost(string, tag = "3")]
+    pub conversation: String,
+    /// The message's text.
+    #[prost(string, tag = "4")]
+    pub caption: String,
+    /// The pointer as far as it is known: key, labels, thumbnail and sizes from the start, the
+    /// blob id once the relay made it; digest and blob size come at the end.
+    #[prost(message, optional, tag = "5")]
+    pub pointer: Option<crate::content::Attachment>,
+    /// Where the plaintext is read from; empty for bytes handed over in memory (such an upload
+    /// can't go on after a restart: it waits for the user to give up or send again).
+    #[prost(string, tag = "6")]
+    pub path: String,
+    /// The file's modification time when the upload started (ns since the epoch), so a file
+    /// changed since is not sent as a mix of two versions.
+    #[prost(uint64, tag = "7")]
+    pub modified_ns: u64,
+    /// The relay's largest put for the blob.
+    #[prost(uint32, tag = "8")]
+    pub max_put: u32,
+    /// Why the upload stopped, if it did (the error's code), for the app to show.
+    #[prost(string, tag = "9")]
+    pub problem: String,
+}
+
 /// A group this device belongs to (or belonged to): its canonical log and this device's
 /// sender key. Holds the sender key's secrets: `Debug` is redacted, and drop wipes it.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -572,7 +612,8 @@ record!(
     OutboxRecord,
     PostingsRecord,
     GroupRecord,
-    ReceivedKeysRecord
+    ReceivedKeysRecord,
+    UploadRecord
 );
 
 /// Key builders. Identifiers are blinded; order-carrying parts are big-endian.
@@ -634,6 +675,11 @@ pub mod keys {
     /// The sender keys received from one device for one group, in `SenderKeys`.
     pub fn received_keys(v: &Vault, group_id: &[u8], account: &[u8], device: u32) -> Vec<u8> {
         [&group(v, group_id)[..], &account_prefix(v, account), &device.to_be_bytes()].concat()
+    }
+
+    /// `Meta`: an upload in progress, `upload/` ‖ blind(message id).
+    pub fn upload(v: &Vault, message_id: &[u8]) -> Vec<u8> {
+        [meta::UPLOADS, &v.blind(b"upload", message_id)[..]].concat()
     }
 
     /// `Outbox`: queue position.

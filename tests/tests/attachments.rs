@@ -214,3 +214,137 @@ async fn a_100_mib_file_survives_relay_kills_mid_upload_and_mid_download() {
     assert_eq!(got.len(), 100 * 1024 * 1024);
     assert_eq!(sha2::Sha256::digest(&got), want);
 }
+
+/// The app is stopped (as if killed) in the middle of an upload and, after the message went,
+/// in the middle of a download, through the real relay binary: the upload goes on by itself
+/// when the app opens again, from what the relay committed, and saving the file again goes on
+/// from the `.part` the stopped download kept; the bytes match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_and_a_download_go_on_after_the_app_restarts() {
+    use sha2::Digest;
+    let relay = Relay::temp();
+    let (mut alice, mut bob, a, b) = pair(&relay).await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("video.bin");
+    let bytes = pattern(40 * 1024 * 1024 + 77, 3);
+    std::fs::write(&src, &bytes).unwrap();
+    let want = sha2::Sha256::digest(&bytes);
+    drop(bytes);
+
+    let client = alice.c().clone();
+    let (to, path) = (b.clone(), src.clone());
+    let upload =
+        tokio::spawn(async move { client.send_attachment_file(&to, &path, meta("video.bin")).await });
+    let (id, stopped_at) = alice
+        .expect("a tenth uploaded", |e| match e {
+            Event::TransferProgress { message_id, upload: true, done, total }
+                if done * 10 > *total && done < total =>
+            {
+                Some((message_id.clone(), *done))
+            }
+            _ => None,
+        })
+        .await;
+    alice.stop().await;
+    let stopped = upload.await.unwrap();
+    assert!(stopped.is_err(), "a stopped app's upload call ends: {stopped:?}");
+    // Nothing was sent, and the upload is remembered.
+    assert!(bob.c().messages(&a, None, 10).await.unwrap().is_empty());
+
+    alice.restart().await;
+    // It goes on from what the relay holds, not from the start.
+    let resumed_from = alice
+        .expect("the upload goes on", |e| match e {
+            Event::TransferProgress { message_id, upload: true, done, .. } if *message_id == id => {
+                Some(*done)
+            }
+            _ => None,
+        })
+        .await;
+    assert!(resumed_from >= stopped_at, "resumed at {resumed_from}, had {stopped_at}");
+    let got = bob.wait_history(&a, 1).await;
+    assert_eq!(got[0].id, id, "the message has the id the upload was given");
+    assert_eq!(got[0].attachment.as_ref().unwrap().file_name, "video.bin");
+    assert!(alice.c().pending_uploads().await.unwrap().is_empty());
+
+    let client = bob.c().clone();
+    let dest = dir.path().join("saved.bin");
+    let (mid, path) = (id.clone(), dest.clone());
+    let download = tokio::spawn(async move { client.save_attachment(&mid, &path).await });
+    let stopped_at = bob
+        .expect("a tenth downloaded", |e| match e {
+            Event::TransferProgress { upload: false, done, total, .. }
+                if done * 10 > *total && done < total =>
+            {
+                Some(*done)
+            }
+            _ => None,
+        })
+        .await;
+    bob.stop().await;
+    assert!(download.await.unwrap().is_err());
+    assert!(!dest.exists(), "no file that looks complete");
+    let mut part = dest.clone().into_os_string();
+    part.push(".part");
+    assert!(std::path::Path::new(&part).exists(), "the checked part is kept");
+
+    bob.restart().await;
+    bob.connected().await;
+    let client = bob.c().clone();
+    let (mid, path) = (id.clone(), dest.clone());
+    let download = tokio::spawn(async move { client.save_attachment(&mid, &path).await });
+    let resumed_from = bob
+        .expect("the download goes on", |e| match e {
+            Event::TransferProgress { upload: false, done, .. } => Some(*done),
+            _ => None,
+        })
+        .await;
+    // Whole segments of what was checked are taken back (up to one segment is fetched again).
+    assert!(
+        resumed_from > 0 && resumed_from + 2 * 65_552 >= stopped_at,
+        "resumed at {resumed_from}, had {stopped_at}"
+    );
+    download.await.unwrap().unwrap();
+    let got = std::fs::read(&dest).unwrap();
+    assert_eq!(sha2::Sha256::digest(&got), want);
+    assert!(!std::path::Path::new(&part).exists());
+}
+
+/// An upload of bytes (or of the app's stream) can't go on after a restart: it is listed as
+/// stopped, not resumable, until the user gives it up; nothing is sent for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_of_bytes_stopped_by_a_restart_waits_to_be_given_up() {
+    let net = MemoryRelay::new();
+    let (mut alice, bob, a, b) = pair(&net).await;
+    let client = alice.c().clone();
+    let to = b.clone();
+    let id = client.new_message_id();
+    let mut m = meta("notes.bin");
+    m.message_id = Some(id.clone());
+    let upload = tokio::spawn(async move {
+        client.send_attachment(&to, pattern(20 * 1024 * 1024, 1), m).await
+    });
+    alice
+        .expect("some uploaded", |e| match e {
+            Event::TransferProgress { upload: true, done, total, .. } if done < total => Some(()),
+            _ => None,
+        })
+        .await;
+    let listed = alice.c().pending_uploads().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].running && !listed[0].resumable);
+    assert_eq!((listed[0].message_id.as_str(), listed[0].file_name.as_str()), (id.as_str(), "notes.bin"));
+    alice.stop().await;
+    assert!(upload.await.unwrap().is_err());
+
+    alice.restart().await;
+    alice.connected().await;
+    let listed = alice.c().pending_uploads().await.unwrap();
+    assert_eq!(listed.len(), 1, "remembered across the restart");
+    assert!(!listed[0].running && !listed[0].resumable);
+    assert_eq!(listed[0].conversation, b);
+    assert_eq!(listed[0].size, 20 * 1024 * 1024);
+    alice.c().cancel_transfer(&id).await.unwrap();
+    assert!(alice.c().pending_uploads().await.unwrap().is_empty());
+    assert!(bob.c().messages(&a, None, 10).await.unwrap().is_empty());
+}

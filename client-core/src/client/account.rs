@@ -120,8 +120,14 @@ impl Client {
             state,
             shutdown,
             canceled: Default::default(),
+            uploading: Default::default(),
+            downloading: Default::default(),
         });
         crate::runtime::spawn(super::connection::run(Arc::clone(&inner)));
+        #[cfg(not(target_arch = "wasm32"))]
+        crate::runtime::spawn(super::attachments::resume_uploads(Client {
+            inner: Arc::clone(&inner),
+        }));
         Ok(Client { inner })
     }
 

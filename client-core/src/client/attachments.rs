@@ -23,6 +23,9 @@ use super::error::ClientError;
 use super::handle::Client;
 use super::inner::{Inner, unexpected};
 use super::types::Event;
+use crate::records::{RECORD_VERSION, Record, UploadRecord, keys, meta};
+use crate::store::{Scan, Store, Table};
+use hush_protocol::ErrorCode;
 use crate::attachment::{AttachmentKey, Decryptor, Encryptor, SEGMENT_LEN, sealed_len};
 use crate::content::{self, MESSAGE_ID_LEN};
 use crate::transport::{Link, TransportError};
@@ -56,24 +59,53 @@ pub struct AttachmentMeta {
     pub message_id: Option<String>,
 }
 
-/// Where an upload reads its plaintext from.
-pub(crate) trait Source: Send {
-    /// Fills `buf` from the front; 0 at the end.
-    fn read(&mut self, buf: &mut [u8]) -> Result<usize, ClientError>;
+/// Where an upload reads its plaintext from: the app's own stream (a browser `Blob`, a Kotlin
+/// `InputStream`…), besides the bytes and paths the SDK reads itself.
+#[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
+pub trait AttachmentSource: crate::runtime::MaybeSend {
+    /// Fills `buf` from the front with the next bytes; 0 at the end.
+    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, ClientError>;
 }
 
-impl Source for std::io::Cursor<Vec<u8>> {
-    fn read(&mut self, buf: &mut [u8]) -> Result<usize, ClientError> {
+#[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
+impl AttachmentSource for std::io::Cursor<Vec<u8>> {
+    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, ClientError> {
         std::io::Read::read(self, buf).map_err(|e| ClientError::InvalidArgument(e.to_string()))
     }
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-impl Source for std::fs::File {
-    fn read(&mut self, buf: &mut [u8]) -> Result<usize, ClientError> {
+#[async_trait::async_trait]
+impl AttachmentSource for std::fs::File {
+    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, ClientError> {
+        // A read of 64 KiB from a local file: short enough to do in place.
         std::io::Read::read(self, buf)
             .map_err(|e| ClientError::InvalidArgument(format!("reading the file: {e}")))
     }
+}
+
+/// An upload that has not finished: being sent, or stopped (the relay unreachable, the app
+/// restarted) and waiting to go on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingUpload {
+    /// The id its message will have.
+    pub message_id: String,
+    /// The conversation it goes to.
+    pub conversation: String,
+    /// The file's name.
+    pub file_name: String,
+    /// Plaintext bytes.
+    pub size: u64,
+    /// Whether the SDK can go on by itself (it reads from a path); an upload of bytes or of
+    /// the app's stream stopped by a restart can only be given up ([`Client::cancel_transfer`])
+    /// and sent again.
+    pub resumable: bool,
+    /// Whether a call is uploading it now.
+    pub running: bool,
+    /// Why it stopped (an error code), if it did.
+    pub problem: String,
 }
 
 impl Client {
@@ -88,7 +120,19 @@ impl Client {
         meta: AttachmentMeta,
     ) -> Result<String, ClientError> {
         let len = bytes.len() as u64;
-        self.send_from(conversation, std::io::Cursor::new(bytes), len, meta).await
+        self.send_from(conversation, std::io::Cursor::new(bytes), len, meta, None).await
+    }
+
+    /// [`Client::send_attachment`] reading `len` bytes from the app's `source` as it uploads
+    /// (any size, in bounded memory). An upload from a stream can't go on after a restart.
+    pub async fn send_attachment_stream(
+        &self,
+        conversation: &str,
+        source: impl AttachmentSource,
+        len: u64,
+        meta: AttachmentMeta,
+    ) -> Result<String, ClientError> {
+        self.send_from(conversation, source, len, meta, None).await
     }
 
     /// [`Client::send_attachment`] reading the file at `path` as it uploads (any size, in
@@ -100,13 +144,11 @@ impl Client {
         path: &std::path::Path,
         meta: AttachmentMeta,
     ) -> Result<String, ClientError> {
-        let file = std::fs::File::open(path)
-            .map_err(|e| ClientError::InvalidArgument(format!("{}: {e}", path.display())))?;
-        let len = file
-            .metadata()
-            .map_err(|e| ClientError::InvalidArgument(format!("{}: {e}", path.display())))?
-            .len();
-        self.send_from(conversation, file, len, meta).await
+        let (file, len, modified_ns) = open_file(path)?;
+        let path = path.to_str().ok_or_else(|| {
+            ClientError::InvalidArgument(format!("{}: not a UTF-8 path", path.display()))
+        })?;
+        self.send_from(conversation, file, len, meta, Some((path.to_owned(), modified_ns))).await
     }
 
     /// Forwards the file of a message (ours or received) to another conversation: a new message
@@ -132,27 +174,78 @@ impl Client {
     }
 
     /// Stops an upload or download in progress (by message id); the call doing it returns
-    /// `canceled`. Nothing is sent for a canceled upload.
-    pub fn cancel_transfer(&self, message_id: &str) -> Result<(), ClientError> {
+    /// `canceled`. Nothing is sent for a canceled upload, and a stopped one
+    /// ([`Client::pending_uploads`]) is given up: forgotten, its message never sent.
+    pub async fn cancel_transfer(&self, message_id: &str) -> Result<(), ClientError> {
         let id = parse_message_id(message_id)?;
-        self.inner.canceled.lock().map_err(|_| ClientError::ShutDown)?.insert(id.to_vec());
+        let running = {
+            let mut canceled = self.inner.canceled.lock().map_err(|_| ClientError::ShutDown)?;
+            let running = self.inner.uploading.lock().map_err(|_| ClientError::ShutDown)?;
+            let running = running.contains(&id[..]);
+            // A download in progress isn't in `uploading`; it looks at `canceled` likewise.
+            canceled.insert(id.to_vec());
+            running
+        };
+        if !running {
+            let mut tx = super::core::Tx::new(self.inner.store.as_ref(), &self.inner.vault);
+            tx.batch.delete(Table::Meta, keys::upload(&self.inner.vault, &id));
+            self.inner.commit_then_emit(tx, ()).await?;
+            // A download still running removes the mark when it notices; with none, nobody
+            // would.
+            if !self.inner.downloading.lock().map_err(|_| ClientError::ShutDown)?.contains(&id[..])
+            {
+                self.inner.canceled.lock().map_err(|_| ClientError::ShutDown)?.remove(&id[..]);
+            }
+        }
         Ok(())
+    }
+
+    /// The uploads that have not finished (being sent now, or stopped and waiting), oldest
+    /// first is not promised. Uploads from a path go on by themselves once the client is
+    /// connected after a restart; the others wait for the user to give up.
+    pub async fn pending_uploads(&self) -> Result<Vec<PendingUpload>, ClientError> {
+        let running = self.inner.uploading.lock().map_err(|_| ClientError::ShutDown)?.clone();
+        Ok(load_uploads(&self.inner)
+            .await?
+            .into_iter()
+            .map(|r| {
+                let pointer = r.pointer.clone().unwrap_or_default();
+                PendingUpload {
+                    message_id: hex::encode(&r.message_id),
+                    conversation: r.conversation.clone(),
+                    file_name: pointer.file_name.clone(),
+                    size: pointer.plaintext_len,
+                    resumable: !r.path.is_empty(),
+                    running: running.contains(&r.message_id),
+                    problem: r.problem.clone(),
+                }
+            })
+            .collect())
     }
 
     /// Downloads, checks and decrypts the attachment of a message; the whole file in memory.
     pub async fn download_attachment(&self, message_id: &str) -> Result<Vec<u8>, ClientError> {
+        let id = parse_message_id(message_id)?;
+        let (pointer, mut decryptor) = self.start_download(&id).await?;
         let mut out = Vec::new();
-        self.download_into(message_id, &mut |plain: &[u8]| {
+        self.finish_download(&id, &pointer, &mut decryptor, &mut |plain: &[u8]| {
             out.extend_from_slice(plain);
             Ok(())
         })
         .await?;
+        decryptor.finish(&digest(&pointer)?)?;
         Ok(out)
     }
 
     /// Downloads the attachment of a message to `dest`, in bounded memory: written to
     /// `dest` + `.part` as segments check, renamed to `dest` only once the whole blob and its
-    /// digest checked, and removed on any failure.
+    /// digest checked.
+    ///
+    /// Resumable: if the call ends because the relay can't be reached (or the app stops or is
+    /// killed), the `.part` file stays, and saving the same message to the same `dest` again,
+    /// after a restart too, goes on from the last whole segment it holds (re-sealed to carry
+    /// the digest on; a `.part` that is not this file's is caught by the digest and the file
+    /// refused). Any other failure (a bad blob, a refusal, a cancel) removes the `.part`.
     #[cfg(not(target_arch = "wasm32"))]
     pub async fn save_attachment(
         &self,
@@ -160,18 +253,42 @@ impl Client {
         dest: &std::path::Path,
     ) -> Result<(), ClientError> {
         use std::io::Write;
+        let id = parse_message_id(message_id)?;
         let mut part = dest.as_os_str().to_owned();
         part.push(".part");
         let part = std::path::PathBuf::from(part);
         let io =
             |e: std::io::Error| ClientError::InvalidArgument(format!("{}: {e}", dest.display()));
-        let mut file = std::fs::File::create(&part).map_err(io)?;
-        let result = self
-            .download_into(message_id, &mut |plain: &[u8]| file.write_all(plain).map_err(io))
-            .await
-            .and_then(|()| file.sync_all().map_err(io))
+        let (pointer, mut decryptor) = self.start_download(&id).await?;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&part)
+            .map_err(io)?;
+        let mut result = replay_part(&mut file, &mut decryptor).map_err(io);
+        if result.is_ok() && decryptor.position() > 0 {
+            progress(&self.inner, &id, false, decryptor.position(), pointer.blob_len);
+        }
+        if result.is_ok() {
+            result = self
+                .finish_download(&id, &pointer, &mut decryptor, &mut |plain: &[u8]| {
+                    file.write_all(plain).map_err(io)
+                })
+                .await;
+        }
+        let result = result
+            .and_then(|()| digest(&pointer))
+            .and_then(|d| Ok(decryptor.finish(&d)?))
+            .and_then(|_| file.sync_all().map_err(io))
             .and_then(|()| std::fs::rename(&part, dest).map_err(io));
-        if result.is_err() {
+        // After a resumable failure what was written stays for the next try (a torn last
+        // write is cut there by `replay_part`).
+        if let Err(e) = &result
+            && !resumable(e)
+        {
+            drop(file);
             let _ = std::fs::remove_file(&part);
         }
         result
@@ -180,9 +297,10 @@ impl Client {
     async fn send_from(
         &self,
         conversation: &str,
-        source: impl Source,
+        source: impl AttachmentSource,
         len: u64,
         meta: AttachmentMeta,
+        path: Option<(String, u64)>,
     ) -> Result<String, ClientError> {
         if meta.file_name.len() > content::MAX_ATTACHMENT_LABEL_BYTES
             || meta.content_type.len() > content::MAX_ATTACHMENT_LABEL_BYTES
@@ -209,49 +327,229 @@ impl Client {
             }
         };
         let key = AttachmentKey::generate(&mut rand::rng());
-        let uploaded = upload(&self.inner, &id, &key, source, len).await;
-        self.inner.canceled.lock().map_err(|_| ClientError::ShutDown)?.remove(&id[..]);
-        let (blob_id, sealed) = uploaded?;
-        let pointer = content::Attachment {
-            blob_id,
-            key: key.as_bytes().to_vec(),
-            plaintext_len: sealed.plaintext_len,
-            blob_len: sealed.blob_len,
-            digest: sealed.digest.to_vec(),
-            content_type: meta.content_type,
-            file_name: meta.file_name,
-            thumbnail: meta.thumbnail,
-            width: meta.width,
-            height: meta.height,
-            duration_ms: meta.duration_ms,
+        let (path, modified_ns) = path.unwrap_or_default();
+        // Filled in field by field: the pointer wipes its key on drop, so it has no
+        // struct-update syntax.
+        let mut pointer = content::Attachment::default();
+        pointer.key = key.as_bytes().to_vec();
+        pointer.plaintext_len = len;
+        pointer.content_type = meta.content_type;
+        pointer.file_name = meta.file_name;
+        pointer.thumbnail = meta.thumbnail;
+        pointer.width = meta.width;
+        pointer.height = meta.height;
+        pointer.duration_ms = meta.duration_ms;
+        let record = UploadRecord {
+            version: RECORD_VERSION,
+            message_id: id.to_vec(),
+            conversation: conversation.to_owned(),
+            caption: meta.caption,
+            pointer: Some(pointer),
+            path,
+            modified_ns,
+            max_put: 0,
+            problem: String::new(),
         };
-        self.send_message(conversation, id, &meta.caption, Some(pointer)).await
+        if !self.inner.uploading.lock().map_err(|_| ClientError::ShutDown)?.insert(id.to_vec()) {
+            return Err(ClientError::InvalidArgument("that message id is being uploaded".into()));
+        }
+        // Written before the first byte goes out, so a restart finds the upload.
+        let written = put_upload(&self.inner, &record).await;
+        if let Err(e) = written {
+            self.inner.uploading.lock().map_err(|_| ClientError::ShutDown)?.remove(&id[..]);
+            return Err(e);
+        }
+        self.run_upload(record, source).await
     }
 
-    async fn download_into(
+    /// Uploads (or goes on uploading) a recorded attachment, then sends its message. The
+    /// caller has put the message id in `uploading`; this takes it out.
+    async fn run_upload(
         &self,
-        message_id: &str,
-        sink: &mut (dyn FnMut(&[u8]) -> Result<(), ClientError> + Send),
-    ) -> Result<(), ClientError> {
-        let id = parse_message_id(message_id)?;
-        let pointer = self.pointer(&id).await?;
+        mut record: UploadRecord,
+        source: impl AttachmentSource,
+    ) -> Result<String, ClientError> {
+        let id = record.message_id.clone();
+        let uploaded = upload(&self.inner, &mut record, source).await;
+        self.inner.canceled.lock().map_err(|_| ClientError::ShutDown)?.remove(&id);
+        let sent = match uploaded {
+            Ok(sealed) => {
+                let mut pointer = record.pointer.clone().unwrap_or_default();
+                pointer.blob_len = sealed.blob_len;
+                pointer.plaintext_len = sealed.plaintext_len;
+                pointer.digest = sealed.digest.to_vec();
+                let id: [u8; MESSAGE_ID_LEN] = id
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| ClientError::Protocol("upload record".into()))?;
+                // Deletes the upload record in the transaction that queues the message.
+                self.send_message(&record.conversation, id, &record.caption, Some(pointer)).await
+            }
+            Err(e) => Err(e),
+        };
+        match &sent {
+            Ok(_) => {}
+            Err(e) if resumable(e) => {
+                record.problem = e.code().to_owned();
+                let _ = put_upload(&self.inner, &record).await;
+            }
+            Err(_) => {
+                let mut tx = super::core::Tx::new(self.inner.store.as_ref(), &self.inner.vault);
+                tx.batch.delete(Table::Meta, keys::upload(&self.inner.vault, &id));
+                let _ = self.inner.commit_then_emit(tx, ()).await;
+            }
+        }
+        self.inner.uploading.lock().map_err(|_| ClientError::ShutDown)?.remove(&id);
+        sent
+    }
+
+    /// The pointer of a message's attachment and a decryptor for its blob.
+    async fn start_download(
+        &self,
+        id: &[u8],
+    ) -> Result<(content::Attachment, Decryptor), ClientError> {
+        let pointer = self.pointer(id).await?;
         let key: [u8; 32] = pointer
             .key
             .as_slice()
             .try_into()
             .map_err(|_| ClientError::Protocol("attachment key".into()))?;
-        let digest: [u8; 32] = pointer
-            .digest
-            .as_slice()
-            .try_into()
-            .map_err(|_| ClientError::Protocol("attachment digest".into()))?;
-        let mut decryptor = Decryptor::new(&AttachmentKey::from_bytes(key), pointer.blob_len);
-        let result = download(&self.inner, &id, &pointer, &mut decryptor, sink).await;
-        self.inner.canceled.lock().map_err(|_| ClientError::ShutDown)?.remove(&id[..]);
-        result?;
-        decryptor.finish(&digest)?;
-        Ok(())
+        let decryptor = Decryptor::new(&AttachmentKey::from_bytes(key), pointer.blob_len);
+        Ok((pointer, decryptor))
     }
+
+    /// Downloads the rest of the blob from the decryptor's position, handing each checked
+    /// piece of plaintext to `sink`. The caller checks the digest.
+    async fn finish_download(
+        &self,
+        id: &[u8],
+        pointer: &content::Attachment,
+        decryptor: &mut Decryptor,
+        sink: &mut (dyn FnMut(&[u8]) -> Result<(), ClientError> + Send),
+    ) -> Result<(), ClientError> {
+        self.inner.downloading.lock().map_err(|_| ClientError::ShutDown)?.insert(id.to_vec());
+        let result = download(&self.inner, id, pointer, decryptor, sink).await;
+        self.inner.downloading.lock().map_err(|_| ClientError::ShutDown)?.remove(id);
+        self.inner.canceled.lock().map_err(|_| ClientError::ShutDown)?.remove(id);
+        result
+    }
+}
+
+fn digest(pointer: &content::Attachment) -> Result<[u8; 32], ClientError> {
+    pointer
+        .digest
+        .as_slice()
+        .try_into()
+        .map_err(|_| ClientError::Protocol("attachment digest".into()))
+}
+
+/// Whether a transfer that failed this way can go on later from where it stopped: the relay
+/// could not be reached, or the client stopped.
+fn resumable(e: &ClientError) -> bool {
+    matches!(e, ClientError::Network(_) | ClientError::ShutDown)
+}
+
+/// Opens a file to upload: the file, its length and its modification time (ns).
+#[cfg(not(target_arch = "wasm32"))]
+fn open_file(path: &std::path::Path) -> Result<(std::fs::File, u64, u64), ClientError> {
+    let io = |e: std::io::Error| ClientError::InvalidArgument(format!("{}: {e}", path.display()));
+    let file = std::fs::File::open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    Ok((file, meta.len(), modified))
+}
+
+async fn put_upload(inner: &Inner, record: &UploadRecord) -> Result<(), ClientError> {
+    let mut tx = super::core::Tx::new(inner.store.as_ref(), &inner.vault);
+    tx.put(Table::Meta, &keys::upload(&inner.vault, &record.message_id), &record.to_bytes());
+    inner.commit_then_emit(tx, ()).await
+}
+
+async fn load_uploads(inner: &Inner) -> Result<Vec<UploadRecord>, ClientError> {
+    let rows = inner.store.scan(Scan::prefix(Table::Meta, meta::UPLOADS)).await?;
+    rows.into_iter()
+        .map(|(k, v)| Ok(UploadRecord::from_bytes(&inner.vault.open(Table::Meta, &k, &v)?)?))
+        .collect()
+}
+
+/// Goes on with the uploads from a path that a previous run left unfinished, one after the
+/// other, once the client is connected (each waits for the connection like any transfer). A
+/// file that changed or went away since ends its upload with an [`Event::Error`]; each that
+/// finishes sends its message as the original call would have.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) async fn resume_uploads(client: Client) {
+    let records = match load_uploads(&client.inner).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(code = e.code(), "cannot read the unfinished uploads");
+            return;
+        }
+    };
+    for record in records.into_iter().filter(|r| !r.path.is_empty()) {
+        if client.inner.is_shut_down() {
+            return;
+        }
+        let id = record.message_id.clone();
+        let claimed = client.inner.uploading.lock().is_ok_and(|mut u| u.insert(id.clone()));
+        if !claimed {
+            continue;
+        }
+        let pointer = record.pointer.clone().unwrap_or_default();
+        let opened = open_file(std::path::Path::new(&record.path)).and_then(|(f, len, modified)| {
+            if len != pointer.plaintext_len || modified != record.modified_ns {
+                return Err(ClientError::InvalidArgument(format!(
+                    "{} changed since its upload started; send it again",
+                    record.path
+                )));
+            }
+            Ok(f)
+        });
+        let result = match opened {
+            Ok(file) => client.run_upload(record, file).await,
+            Err(e) => {
+                let mut tx = super::core::Tx::new(client.inner.store.as_ref(), &client.inner.vault);
+                tx.batch.delete(Table::Meta, keys::upload(&client.inner.vault, &id));
+                let _ = client.inner.commit_then_emit(tx, ()).await;
+                if let Ok(mut u) = client.inner.uploading.lock() {
+                    u.remove(&id);
+                }
+                Err(e)
+            }
+        };
+        if let Err(e) = result
+            && !matches!(e, ClientError::ShutDown)
+        {
+            client.inner.events.emit(vec![Event::Error {
+                code: e.code().to_owned(),
+                message: format!("the upload of message {} stopped: {}", hex::encode(&id), e.message()),
+            }]);
+        }
+    }
+}
+
+/// Takes back into `decryptor` the whole segments a `.part` file kept from an earlier try
+/// (see [`Decryptor::replay`]), cuts the file after them and leaves it positioned there.
+#[cfg(not(target_arch = "wasm32"))]
+fn replay_part(file: &mut std::fs::File, decryptor: &mut Decryptor) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut segment = zeroize::Zeroizing::new(vec![0u8; SEGMENT_LEN]);
+    let mut kept = 0u64;
+    file.seek(SeekFrom::Start(0))?;
+    loop {
+        match file.read_exact(&mut segment) {
+            Ok(()) if decryptor.replay(&segment) => kept += SEGMENT_LEN as u64,
+            Ok(()) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(e),
+        }
+    }
+    file.set_len(kept)?;
+    file.seek(SeekFrom::Start(kept))?;
+    Ok(())
 }
 
 impl Client {
@@ -295,6 +593,9 @@ fn progress(inner: &Inner, id: &[u8], upload: bool, done: u64, total: u64) {
 /// The current link, waiting (boundedly) for the connection to come back.
 async fn link(inner: &Inner, attempt: &mut u32) -> Result<std::sync::Arc<dyn Link>, ClientError> {
     loop {
+        if inner.is_shut_down() {
+            return Err(ClientError::ShutDown);
+        }
         if let Some(l) = inner.current_link() {
             return Ok(l);
         }
@@ -305,7 +606,13 @@ async fn link(inner: &Inner, attempt: &mut u32) -> Result<std::sync::Arc<dyn Lin
                 .unwrap_or_else(|| ClientError::Network("not connected to the relay".into())));
         }
         let mut state = inner.state.subscribe();
-        let connected = state.wait_for(|s| *s == super::types::ConnectionState::Connected);
+        let mut shutdown = inner.shutdown.subscribe();
+        let connected = async {
+            tokio::select! {
+                _ = state.wait_for(|s| *s == super::types::ConnectionState::Connected) => {}
+                _ = shutdown.wait_for(|s| *s) => {}
+            }
+        };
         let _ = crate::runtime::timeout(RECONNECT_WAIT, connected).await;
     }
 }
@@ -322,59 +629,110 @@ async fn retry_after(e: &TransportError, attempt: &mut u32) -> bool {
     true
 }
 
+/// Uploads the blob of `record`: into the blob it names if the relay still has it (from what
+/// the relay committed: the file is encrypted again from the start, which gives the same bytes
+/// under the same key, and what the relay holds is skipped), else into a new one, whose id is
+/// written to the record before the first put.
 async fn upload(
     inner: &Inner,
-    id: &[u8],
-    key: &AttachmentKey,
-    mut source: impl Source,
-    len: u64,
-) -> Result<(Vec<u8>, crate::attachment::Sealed), ClientError> {
+    record: &mut UploadRecord,
+    mut source: impl AttachmentSource,
+) -> Result<crate::attachment::Sealed, ClientError> {
+    let id = record.message_id.clone();
+    let pointer = record.pointer.clone().unwrap_or_default();
+    let key: [u8; 32] =
+        pointer.key.as_slice().try_into().map_err(|_| ClientError::Protocol("upload key".into()))?;
+    let key = AttachmentKey::from_bytes(key);
+    let len = pointer.plaintext_len;
     let total = sealed_len(len);
     let mut attempt = 0;
-    let created = loop {
-        let l = link(inner, &mut attempt).await?;
-        match l.request(request::Body::BlobCreate(wire::BlobCreate { size: total })).await {
-            Ok(response::Body::BlobCreated(c)) => break c,
-            Ok(_) => return Err(unexpected("BlobCreated")),
-            Err(e) if retry_after(&e, &mut attempt).await => continue,
-            Err(e) => return Err(e.into()),
-        }
-    };
-    let max_put = usize::try_from(created.max_put).unwrap_or(0);
-    if max_put == 0 || created.blob_id.len() != 32 {
-        return Err(ClientError::Protocol("a BlobCreated without a put size or blob id".into()));
-    }
-    // `pending` holds the ciphertext not yet acked, from `committed` on: at most one put
-    // plus a segment.
-    let mut pending = Vec::with_capacity(max_put + SEGMENT_LEN + 64);
-    let mut encryptor = Some(Encryptor::new(key, &mut pending));
-    let mut sealed = None;
     let mut committed = 0u64;
-    let mut buf = vec![0u8; SEGMENT_LEN];
+    let mut blob_id = pointer.blob_id.clone();
+    if !blob_id.is_empty() {
+        let status = loop {
+            let l = link(inner, &mut attempt).await?;
+            let status = wire::BlobStatus { blob_id: blob_id.clone() };
+            match l.request(request::Body::BlobStatus(status)).await {
+                Ok(response::Body::BlobProgress(p)) => break Some(p),
+                Ok(_) => return Err(unexpected("BlobProgress")),
+                // Expired, or swept: start a new blob.
+                Err(TransportError::Relay(r)) if r.is(ErrorCode::UnknownBlob) => break None,
+                Err(e) if retry_after(&e, &mut attempt).await => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        match status {
+            Some(p) if p.size == total && p.committed <= total => committed = p.committed,
+            _ => blob_id.clear(),
+        }
+    }
+    if blob_id.is_empty() {
+        let created = loop {
+            let l = link(inner, &mut attempt).await?;
+            match l.request(request::Body::BlobCreate(wire::BlobCreate { size: total })).await {
+                Ok(response::Body::BlobCreated(c)) => break c,
+                Ok(_) => return Err(unexpected("BlobCreated")),
+                Err(e) if retry_after(&e, &mut attempt).await => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if created.max_put == 0 || created.blob_id.len() != 32 {
+            return Err(ClientError::Protocol(
+                "a BlobCreated without a put size or blob id".into(),
+            ));
+        }
+        blob_id = created.blob_id;
+        record.max_put = created.max_put;
+        if let Some(p) = record.pointer.as_mut() {
+            p.blob_id = blob_id.clone();
+        }
+        put_upload(inner, record).await?;
+    }
+    let max_put = usize::try_from(record.max_put).unwrap_or(0).max(SEGMENT_LEN);
+    // `pending` holds ciphertext from blob offset `base` on: what is not yet acked, plus (on a
+    // resumed upload) what is being skipped. At most one put plus a segment.
+    let mut pending = Vec::with_capacity(max_put + SEGMENT_LEN + 64);
+    let mut base = 0u64;
+    let mut encryptor = Some(Encryptor::new(&key, &mut pending));
+    let mut sealed = None;
+    let mut buf = zeroize::Zeroizing::new(vec![0u8; SEGMENT_LEN]);
     let mut read = 0u64;
+    if committed > 0 {
+        progress(inner, &id, true, committed, total);
+    }
     while committed < total {
-        check_canceled(inner, id)?;
-        // Encrypt until a put's worth is ready, or the file ends.
-        while pending.len() < max_put
-            && let Some(e) = encryptor.as_mut()
-        {
-            let n = source.read(&mut buf)?;
+        check_canceled(inner, &id)?;
+        // Encrypt until a put's worth past `committed` is ready, or the file ends.
+        loop {
+            if base < committed {
+                let skip = usize::try_from(committed - base).unwrap_or(usize::MAX).min(pending.len());
+                pending.drain(..skip);
+                base += skip as u64;
+            }
+            if pending.len() >= max_put && base >= committed {
+                break;
+            }
+            let Some(e) = encryptor.as_mut() else { break };
+            let n = source.read(&mut buf).await?;
             read += n as u64;
             if n == 0 {
                 if read != len {
                     return Err(ClientError::InvalidArgument("the file changed size".into()));
                 }
                 sealed = encryptor.take().map(|e| e.finish(&mut pending));
-                break;
+                continue;
             }
             if read > len {
                 return Err(ClientError::InvalidArgument("the file changed size".into()));
             }
             e.update(buf.get(..n).unwrap_or_default(), &mut pending);
         }
+        if base != committed {
+            return Err(ClientError::Protocol("the relay holds more than the file makes".into()));
+        }
         let n = pending.len().min(max_put);
         let put = wire::BlobPut {
-            blob_id: created.blob_id.clone(),
+            blob_id: blob_id.clone(),
             offset: committed,
             data: pending.get(..n).unwrap_or_default().to_vec(),
         };
@@ -385,7 +743,7 @@ async fn upload(
             // The put may have landed before the link broke: ask what the relay holds.
             Err(e) if retry_after(&e, &mut attempt).await => {
                 let l = link(inner, &mut attempt).await?;
-                let status = wire::BlobStatus { blob_id: created.blob_id.clone() };
+                let status = wire::BlobStatus { blob_id: blob_id.clone() };
                 match l.request(request::Body::BlobStatus(status)).await {
                     Ok(response::Body::BlobProgress(p)) => p.committed,
                     Ok(_) => return Err(unexpected("BlobProgress")),
@@ -402,11 +760,27 @@ async fn upload(
         }
         let acked = usize::try_from(at - committed).unwrap_or(0);
         pending.drain(..acked);
+        base = at;
         committed = at;
-        progress(inner, id, true, committed, total);
+        progress(inner, &id, true, committed, total);
     }
-    let sealed = sealed.ok_or_else(|| ClientError::Protocol("the upload ended early".into()))?;
-    Ok((created.blob_id, sealed))
+    // A resumed upload whose blob was already whole still reads the file to the end, for the
+    // digest the pointer carries.
+    while let Some(e) = encryptor.as_mut() {
+        let n = source.read(&mut buf).await?;
+        read += n as u64;
+        if n == 0 {
+            if read != len {
+                return Err(ClientError::InvalidArgument("the file changed size".into()));
+            }
+            pending.clear();
+            sealed = encryptor.take().map(|e| e.finish(&mut pending));
+        } else {
+            e.update(buf.get(..n).unwrap_or_default(), &mut pending);
+            pending.clear();
+        }
+    }
+    sealed.ok_or_else(|| ClientError::Protocol("the upload ended early".into()))
 }
 
 async fn download(

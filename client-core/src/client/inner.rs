@@ -191,6 +191,10 @@ pub(crate) struct Inner {
     pub(crate) shutdown: watch::Sender<bool>,
     /// Attachment transfers the app canceled (by message id), until they notice.
     pub(crate) canceled: StdMutex<std::collections::HashSet<Vec<u8>>>,
+    /// Uploads running now (by message id): one run per upload.
+    pub(crate) uploading: StdMutex<std::collections::HashSet<Vec<u8>>>,
+    /// Downloads running now (by message id), so a cancel knows whether anyone will see it.
+    pub(crate) downloading: StdMutex<std::collections::HashSet<Vec<u8>>>,
 }
 
 impl Inner {

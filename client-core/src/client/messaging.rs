@@ -47,6 +47,11 @@ impl Client {
             }
         }
         core.account.clock += 1;
+        let mut tx = Tx::new(store, vault);
+        if attachment.is_some() {
+            // The upload this message's file came from (if any) is done once it is queued.
+            tx.batch.delete(crate::store::Table::Meta, crate::records::keys::upload(vault, &id));
+        }
         let text = content::Text {
             id: id.to_vec(),
             clock: core.account.clock,
@@ -54,7 +59,6 @@ impl Client {
             sent_at_ms: crate::runtime::now_ms(),
             attachment,
         };
-        let mut tx = Tx::new(store, vault);
         if group {
             super::groups::queue_group_text(&mut core, &mut tx, peer, text).await?;
             tx.put_touched_groups(&core);

@@ -184,6 +184,23 @@ class ChatTest {
             assertTrue(bytes.contentEquals(dest.readBytes()))
             assertEquals("invalid_argument", errorCode { bob.downloadAttachment("zz") })
 
+            // A file from an InputStream, read as the upload goes.
+            val input = bytes.inputStream()
+            val source = object : FileSource {
+                override fun read(max: UInt): ByteArray {
+                    val buf = ByteArray(max.toInt())
+                    val n = input.read(buf)
+                    return if (n <= 0) ByteArray(0) else buf.copyOf(n)
+                }
+            }
+            val streamDetails = FileDetails("song2.ogg", "audio/ogg", "", ByteArray(0), 0u, 0u, 0u, "")
+            val streamed = alice.sendFileStream(bobId, source, bytes.size.toULong(), streamDetails)
+            bobInbox.expect("Bob receives the stream") {
+                (it as? HushEvent.MessageReceived)?.message?.takeIf { m -> m.id == streamed }
+            }
+            assertTrue(bytes.contentEquals(bob.downloadAttachment(streamed)))
+            assertTrue(alice.pendingUploads().isEmpty())
+
             alice.shutdown()
             bob.shutdown()
             inboxes.cancel()
