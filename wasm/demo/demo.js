@@ -240,8 +240,8 @@ $("attach").onchange = async () => {
   if (!file || !current) return;
   try {
     const messageId = client.newMessageId();
-    const bytes = new Uint8Array(await file.arrayBuffer());
-    await client.sendFile(current, bytes, {
+    // The File itself: read slice by slice as it uploads, not into memory first.
+    await client.sendFile(current, file, {
       fileName: file.name, contentType: file.type, caption: $("text").value, messageId,
     });
     $("text").value = "";
@@ -271,4 +271,5 @@ if (stored) {
   $("relay-url").value = params.get("relay") ?? `wss://${location.hostname || "127.0.0.1"}:4443`;
   $("setup").hidden = false;
 }
-window.hushDemo = { ready: true };
+// For the end-to-end test: the page is ready, and its client.
+window.hushDemo = { ready: true, get client() { return client; } };

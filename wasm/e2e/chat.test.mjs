@@ -333,5 +333,35 @@ test("a picture goes between two browsers and a native client, shown inline; a 5
     return Array.from(new Uint8Array(d), (x) => x.toString(16).padStart(2, "0")).join("");
   }, await link.getAttribute("href"));
   assert.equal(digest, createHash("sha256").update(big).digest("hex"));
+  // A ReadableStream (3 MiB in uneven chunks, made in Alice's page) through the SDK's
+  // sendFile: read chunk by chunk as it uploads; Bob's bytes match.
+  const streamLen = 3 * 1024 * 1024 + 5;
+  const streamed = Buffer.alloc(streamLen);
+  for (let i = 0; i < streamLen; i++) streamed[i] = (i * 31) % 253;
+  const leftBehind = await alice.evaluate(async (len) => {
+    const peer = document.querySelector("#conversations li.active").dataset.peer;
+    let at = 0;
+    const stream = new ReadableStream({
+      pull(controller) {
+        if (at >= len) return controller.close();
+        const n = Math.min(len - at, 70_001);
+        const chunk = new Uint8Array(n);
+        for (let i = 0; i < n; i++) chunk[i] = ((at + i) * 31) % 253;
+        at += n;
+        controller.enqueue(chunk);
+      },
+    });
+    const client = window.hushDemo.client;
+    await client.sendFile(peer, stream, { fileName: "stream.bin", size: len });
+    return (await client.pendingUploads()).length;
+  }, streamLen);
+  assert.equal(leftBehind, 0, "nothing left pending once sent");
+  const streamLink = await bob.waitForSelector('#messages a.attachment[download="stream.bin"][href^="blob:"]', { timeout: 60_000 });
+  const streamDigest = await bob.evaluate(async (href) => {
+    const bytes = await (await fetch(href)).arrayBuffer();
+    const d = await crypto.subtle.digest("SHA-256", bytes);
+    return Array.from(new Uint8Array(d), (x) => x.toString(16).padStart(2, "0")).join("");
+  }, await streamLink.getAttribute("href"));
+  assert.equal(streamDigest, createHash("sha256").update(streamed).digest("hex"));
   await bob.screenshot({ path: join(artifacts, "demo-attachment.png"), fullPage: true });
 });

@@ -18,6 +18,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod source;
+
 use hush_core::browser::{IndexedDbStore, WebSocketConnector};
 use hush_core::{Client, ClientConfig, ClientError, ClientOptions, StoreKey};
 use wasm_bindgen::prelude::*;
@@ -61,6 +63,18 @@ export interface FileDetails {
   width?: number; height?: number; durationMs?: number;
   /** The id the message will have (newMessageId()), to follow its upload's progress. */
   messageId?: string;
+  /** Bytes: needed when the file is a ReadableStream. */
+  size?: number;
+}
+/** An upload not finished (pendingUploads). */
+export interface PendingUpload {
+  messageId: string; conversation: string; fileName: string; size: number;
+  /** Whether it goes on by itself (never in the browser: the page can't reopen the file). */
+  resumable: boolean;
+  /** Whether a sendFile call is uploading it now. */
+  running: boolean;
+  /** Why it stopped (an error code); empty if it didn't. */
+  problem: string;
 }
 export interface Conversation {
   /** The peer's account id, or the group id. */
@@ -313,18 +327,30 @@ impl HushClient {
         self.inner.accept_identity_change(&contact).await.map_err(fail)
     }
 
-    /// Sends a file: `bytes` (from a `File` or `Blob`: `new Uint8Array(await f.arrayBuffer())`)
-    /// encrypted, uploaded with `transferProgress` events, then sent as a message pointing at
-    /// it; resolves with the message id once the message is queued.
+    /// Sends a file: a `File` or `Blob` (read slice by slice), a `ReadableStream` of
+    /// `Uint8Array` chunks (`details.size` gives its length), or a `Uint8Array`; encrypted and
+    /// uploaded as it is read, with `transferProgress` events, then sent as a message pointing
+    /// at it. Resolves with the message id once the message is queued. (An upload stopped by
+    /// closing the page can't be read again: it shows in `pendingUploads` until given up.)
     #[wasm_bindgen(js_name = sendFile)]
     pub async fn send_file(
         &self,
         conversation: String,
-        bytes: js_sys::Uint8Array,
+        file: JsValue,
         details: JsValue,
     ) -> Result<String, JsValue> {
         let meta = file_details(&details)?;
-        self.inner.send_attachment(&conversation, bytes.to_vec(), meta).await.map_err(fail)
+        let size = js_sys::Reflect::get(&details, &"size".into()).ok().and_then(|s| s.as_f64());
+        match source::Input::from_js(&file, size).map_err(|e| invalid(&e))? {
+            (source::Input::Bytes(bytes), _) => {
+                self.inner.send_attachment(&conversation, bytes, meta).await.map_err(fail)
+            }
+            (input, len) => self
+                .inner
+                .send_attachment_stream(&conversation, input, len, meta)
+                .await
+                .map_err(fail),
+        }
     }
 
     /// Downloads, checks and decrypts the file of a message; resolves with its bytes (make a
@@ -356,10 +382,35 @@ impl HushClient {
         self.inner.new_message_id()
     }
 
-    /// Stops an upload or download in progress; its promise rejects with `canceled`.
+    /// Stops an upload or download in progress (its promise rejects with `canceled`), or
+    /// gives up a stopped upload from `pendingUploads` (its message is never sent).
     #[wasm_bindgen(js_name = cancelTransfer)]
-    pub fn cancel_transfer(&self, message_id: String) -> Result<(), JsValue> {
-        self.inner.cancel_transfer(&message_id).map_err(fail)
+    pub async fn cancel_transfer(&self, message_id: String) -> Result<(), JsValue> {
+        self.inner.cancel_transfer(&message_id).await.map_err(fail)
+    }
+
+    /// The uploads not finished: running, or stopped when the page closed (those can't be
+    /// read again: show them as failed and let the user send the file again or give up).
+    #[wasm_bindgen(js_name = pendingUploads, unchecked_return_type = "PendingUpload[]")]
+    pub async fn pending_uploads(&self) -> Result<JsValue, JsValue> {
+        let uploads = self.inner.pending_uploads().await.map_err(fail)?;
+        let list = js_sys::Array::new();
+        for u in uploads {
+            let o = js_sys::Object::new();
+            for (k, v) in [
+                ("messageId", JsValue::from(u.message_id)),
+                ("conversation", u.conversation.into()),
+                ("fileName", u.file_name.into()),
+                ("size", (u.size as f64).into()),
+                ("resumable", u.resumable.into()),
+                ("running", u.running.into()),
+                ("problem", u.problem.into()),
+            ] {
+                let _ = js_sys::Reflect::set(&o, &k.into(), &v);
+            }
+            list.push(&o);
+        }
+        Ok(list.into())
     }
 
     /// Sends a text; resolves at once with the message id (the outbox sends it durably).
