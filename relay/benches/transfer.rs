@@ -30,6 +30,8 @@ use redb::{Database, ReadableDatabase, TableDefinition};
 
 const CHUNK: usize = 16_000;
 const PUT: usize = 64 * CHUNK;
+/// Download ranges asked for at once (as the SDK does, `client/attachments.rs`).
+const IN_FLIGHT: usize = 4;
 const ROWS: TableDefinition<([u8; 32], u32), &[u8]> = TableDefinition::new("blob_chunks");
 
 fn main() {
@@ -67,10 +69,20 @@ async fn run(size: usize) {
         a.blob_put(&created.blob_id, (i * put) as u64, piece.to_vec()).await.unwrap();
     }
     let upload = t.elapsed();
+    // Downloaded as the SDK does: `IN_FLIGHT` ranges asked for at once, taken in order.
     let t = Instant::now();
     let mut got = Vec::with_capacity(size);
+    let mut asked = 0usize;
+    let mut waiting = std::collections::VecDeque::new();
     while got.len() < size {
-        let d = a.blob_get(&created.blob_id, got.len() as u64, PUT as u32).await.unwrap();
+        while waiting.len() < IN_FLIGHT && asked < size {
+            let (conn, blob) = (a.clone(), created.blob_id.clone());
+            let at = asked as u64;
+            waiting.push_back(tokio::spawn(async move { conn.blob_get(&blob, at, PUT as u32).await }));
+            asked += PUT;
+        }
+        let d = waiting.pop_front().unwrap().await.unwrap().unwrap();
+        assert_eq!(d.offset, got.len() as u64);
         got.extend_from_slice(&d.data);
     }
     let download = t.elapsed();
