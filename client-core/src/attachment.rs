@@ -21,7 +21,9 @@
 //!
 //! Guarantees:
 //! - [`Encryptor`] and [`Decryptor`] hold at most one segment of input, whatever the file's size
-//!   and however the caller slices its input (the output is the same for any slicing);
+//!   and however the caller slices its input (the output is the same for any slicing), plus
+//!   about 1 MiB of blob waiting to be hashed on a second core past the first MiB
+//!   (`blob_digest`);
 //! - [`Decryptor`] hands out a segment's plaintext only once it authenticated, and
 //!   [`Decryptor::finish`] succeeds only after every segment, the last one, the size and the
 //!   digest all checked: a caller that treats the file as complete only then never shows a
@@ -31,7 +33,7 @@
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce, Tag};
 use hush_prekeys::kdf::hkdf_sha256;
-use sha2::{Digest, Sha256};
+use crate::blob_digest::BlobDigest;
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
@@ -178,9 +180,13 @@ pub struct Encryptor {
     /// Plaintext not yet sealed: at most one segment (a full segment waits until more input
     /// shows it is not the last).
     pending: Zeroizing<Vec<u8>>,
-    hasher: Sha256,
+    hasher: BlobDigest,
     plaintext_len: u64,
     blob_len: u64,
+    /// The plaintext's length, when the caller knows it ([`Encryptor::with_len`]): a whole
+    /// segment that ends before it is not the last, so it is sealed straight from the input
+    /// instead of waiting (copied) in `pending` for the next input to show that.
+    expected: Option<u64>,
 }
 
 impl std::fmt::Debug for Encryptor {
@@ -197,8 +203,8 @@ impl Encryptor {
         header[0] = ATTACHMENT_VERSION;
         header[1..].copy_from_slice(&commitment);
         out.extend_from_slice(&header);
-        let mut hasher = Sha256::new();
-        hasher.update(header);
+        let mut hasher = BlobDigest::new();
+        hasher.update(&header);
         Self {
             cipher,
             index: 0,
@@ -206,38 +212,62 @@ impl Encryptor {
             hasher,
             plaintext_len: 0,
             blob_len: BLOB_HEADER_LEN as u64,
+            expected: None,
         }
+    }
+
+    /// [`Encryptor::new`] for a plaintext of `len` bytes: the same blob, one copy fewer per
+    /// segment. The caller must then give exactly `len` bytes (check the count before using
+    /// the blob: with more or fewer, [`Sealed::blob_len`] is not [`sealed_len`] of
+    /// [`Sealed::plaintext_len`] and receivers refuse the pointer).
+    pub fn with_len(key: &AttachmentKey, len: u64, out: &mut Vec<u8>) -> Self {
+        Self { expected: Some(len), ..Self::new(key, out) }
     }
 
     /// Takes more plaintext; appends every segment it completes to `out`.
     pub fn update(&mut self, mut input: &[u8], out: &mut Vec<u8>) {
-        self.plaintext_len += input.len() as u64;
         while !input.is_empty() {
             if self.pending.len() == SEGMENT_LEN {
                 // More input follows, so the full segment held is not the last.
-                self.seal(false, out);
+                let segment = std::mem::take(&mut *self.pending);
+                self.seal(&segment, false, out);
+                *self.pending = segment;
+                self.pending.clear();
+            }
+            if self.pending.is_empty()
+                && input.len() >= SEGMENT_LEN
+                && self.expected.is_some_and(|e| self.plaintext_len + (SEGMENT_LEN as u64) < e)
+            {
+                let (segment, rest) = input.split_at(SEGMENT_LEN);
+                self.seal(segment, false, out);
+                self.plaintext_len += SEGMENT_LEN as u64;
+                input = rest;
+                continue;
             }
             let take = (SEGMENT_LEN - self.pending.len()).min(input.len());
             let (now, rest) = input.split_at(take);
             self.pending.extend_from_slice(now);
+            self.plaintext_len += take as u64;
             input = rest;
         }
     }
 
     /// Seals the last segment into `out` and returns the sizes and digest.
     pub fn finish(mut self, out: &mut Vec<u8>) -> Sealed {
-        self.seal(true, out);
+        let segment = std::mem::take(&mut *self.pending);
+        self.seal(&segment, true, out);
+        *self.pending = segment;
         Sealed {
             plaintext_len: self.plaintext_len,
             blob_len: self.blob_len,
-            digest: self.hasher.clone().finalize().into(),
+            digest: self.hasher.finish(),
         }
     }
 
-    fn seal(&mut self, last: bool, out: &mut Vec<u8>) {
+    /// Seals one segment of plaintext onto `out` (copied there, encrypted in place).
+    fn seal(&mut self, plaintext: &[u8], last: bool, out: &mut Vec<u8>) {
         let start = out.len();
-        out.extend_from_slice(&self.pending);
-        self.pending.clear();
+        out.extend_from_slice(plaintext);
         let body = out.get_mut(start..).unwrap_or_default();
         // ChaCha20-Poly1305 fails only past 256 GiB in one call; a segment is 64 KiB.
         let tag = self
@@ -263,7 +293,7 @@ pub struct Decryptor {
     index: u64,
     /// Blob bytes not yet opened: the header, or at most one sealed segment.
     pending: Vec<u8>,
-    hasher: Sha256,
+    hasher: BlobDigest,
     plaintext_len: u64,
 }
 
@@ -287,7 +317,7 @@ impl Decryptor {
             seen: 0,
             index: 0,
             pending: Vec::with_capacity(BLOB_HEADER_LEN),
-            hasher: Sha256::new(),
+            hasher: BlobDigest::new(),
             plaintext_len: 0,
         }
     }
@@ -339,7 +369,7 @@ impl Decryptor {
             let mut header = [0u8; BLOB_HEADER_LEN];
             header[0] = ATTACHMENT_VERSION;
             header[1..].copy_from_slice(&self.commitment);
-            self.hasher.update(header);
+            self.hasher.update(&header);
         }
         let mut sealed = Zeroizing::new(segment.to_vec());
         // As in `Encryptor::seal`: one call seals 64 KiB, far under ChaCha20-Poly1305's bound.
@@ -348,7 +378,7 @@ impl Decryptor {
             .encrypt_inout_detached(&nonce(self.index, false), &[], sealed.as_mut_slice().into())
             .unwrap_or_default();
         self.hasher.update(&sealed);
-        self.hasher.update(tag);
+        self.hasher.update(&tag);
         self.seen = start + SEALED_SEGMENT_LEN as u64;
         self.plaintext_len += SEGMENT_LEN as u64;
         self.index += 1;
@@ -362,7 +392,7 @@ impl Decryptor {
         if self.seen < self.blob_len || !self.pending.is_empty() || self.index == 0 {
             return Err(AttachmentError::Truncated);
         }
-        let got: [u8; 32] = self.hasher.finalize().into();
+        let got = self.hasher.finish();
         if !bool::from(got.ct_eq(digest)) {
             return Err(AttachmentError::DigestMismatch);
         }
@@ -436,6 +466,7 @@ impl Decryptor {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
+    use sha2::{Digest, Sha256};
     use proptest::prelude::*;
 
     fn pattern(len: usize) -> Vec<u8> {
@@ -448,8 +479,22 @@ mod tests {
 
     /// Encrypts `plain` fed in pieces of the given sizes (cycled).
     fn seal(k: &AttachmentKey, plain: &[u8], pieces: &[usize]) -> (Vec<u8>, Sealed) {
+        seal_with(k, plain, pieces, false)
+    }
+
+    /// [`seal`], told the length up front ([`Encryptor::with_len`]) if `sized`.
+    fn seal_with(
+        k: &AttachmentKey,
+        plain: &[u8],
+        pieces: &[usize],
+        sized: bool,
+    ) -> (Vec<u8>, Sealed) {
         let mut out = Vec::new();
-        let mut e = Encryptor::new(k, &mut out);
+        let mut e = if sized {
+            Encryptor::with_len(k, plain.len() as u64, &mut out)
+        } else {
+            Encryptor::new(k, &mut out)
+        };
         let (mut at, mut i) = (0, 0);
         while at < plain.len() {
             let n = pieces.get(i % pieces.len().max(1)).copied().unwrap_or(plain.len()).max(1);
@@ -550,6 +595,20 @@ mod tests {
     }
 
     #[test]
+    fn a_sized_encryptor_makes_the_same_blob_at_segment_boundaries() {
+        for len in [0, 1, SEGMENT_LEN - 1, SEGMENT_LEN, SEGMENT_LEN + 1, 2 * SEGMENT_LEN, 40 << 14] {
+            let plain = pattern(len);
+            for pieces in [&[SEGMENT_LEN][..], &[2 * SEGMENT_LEN], &[7, SEGMENT_LEN]] {
+                assert_eq!(
+                    seal_with(&key(5), &plain, pieces, true),
+                    seal(&key(5), &plain, pieces),
+                    "{len} bytes in pieces of {pieces:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn a_replayed_prefix_resumes_to_the_same_digest() {
         let k = key(7);
         let plain = pattern(5 * SEGMENT_LEN + 100);
@@ -611,6 +670,10 @@ mod tests {
             let (sliced, s2) = seal(&key(3), &plain, &enc);
             prop_assert_eq!(&whole, &sliced);
             prop_assert_eq!(&s, &s2);
+            // Told the length, the encryptor makes the same blob.
+            let (sized, s3) = seal_with(&key(3), &plain, &enc, true);
+            prop_assert_eq!(&whole, &sized);
+            prop_assert_eq!(&s, &s3);
             prop_assert_eq!(open(&key(3), &sliced, s.blob_len, &s.digest, &dec).unwrap(), plain);
         }
 

@@ -41,6 +41,7 @@
 //! ```
 
 pub mod attachment;
+mod blob_digest;
 #[cfg(all(feature = "client", target_arch = "wasm32"))]
 pub mod browser;
 #[cfg(feature = "client")]

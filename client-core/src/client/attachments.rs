@@ -697,7 +697,7 @@ async fn upload(
     // resumed upload) what is being skipped. At most one put plus a segment.
     let mut pending = Vec::with_capacity(max_put + SEGMENT_LEN + 64);
     let mut base = 0u64;
-    let mut encryptor = Some(Encryptor::new(&key, &mut pending));
+    let mut encryptor = Some(Encryptor::with_len(&key, len, &mut pending));
     let mut sealed = None;
     let mut buf = zeroize::Zeroizing::new(vec![0u8; SEGMENT_LEN]);
     let mut read = 0u64;
