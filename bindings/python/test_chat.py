@@ -54,6 +54,16 @@ class Reader(hush.FileSource):
         return self.stream.read(max)
 
 
+class Writer(hush.FileSink):
+    """A file sink over a Python stream."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, data):
+        self.stream.write(data)
+
+
 class Events(hush.EventListener):
     """Collects events (called on an SDK thread) into an asyncio queue."""
 
@@ -215,6 +225,10 @@ async def file_transfer(relay, tmp):
                                   and e.message.id == streamed)
     assert got.message.attachment.size == len(streamed_data)
     assert await bob.download_attachment(streamed) == streamed_data
+    # And into a Python stream.
+    received = io.BytesIO()
+    await bob.download_to_stream(streamed, Writer(received))
+    assert received.getvalue() == streamed_data
     assert await alice.pending_uploads() == []
 
     text = await alice.send_text(bob_id, "no file here")

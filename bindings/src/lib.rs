@@ -341,6 +341,28 @@ impl hush_core::AttachmentSource for ForeignSource {
     }
 }
 
+/// Implemented by the app to take a downloaded file's bytes as a stream
+/// (`download_to_stream`). Called from an SDK worker thread, one call at a time, in order.
+#[uniffi::export(with_foreign)]
+pub trait FileSink: Send + Sync {
+    /// The next checked bytes. An error stops the download with it.
+    fn write(&self, bytes: Vec<u8>) -> Result<(), HushError>;
+}
+
+/// A [`FileSink`] as the core's [`hush_core::AttachmentSink`], on a blocking thread.
+struct ForeignSink(Arc<dyn FileSink>);
+
+#[async_trait::async_trait]
+impl hush_core::AttachmentSink for ForeignSink {
+    async fn write(&mut self, plaintext: &[u8]) -> Result<(), ClientError> {
+        let (sink, bytes) = (Arc::clone(&self.0), plaintext.to_vec());
+        tokio::task::spawn_blocking(move || sink.write(bytes))
+            .await
+            .map_err(|e| ClientError::InvalidArgument(format!("the file sink failed: {e}")))?
+            .map_err(|e| ClientError::InvalidArgument(format!("the file sink failed: {e}")))
+    }
+}
+
 impl From<uniffi::UnexpectedUniFFICallbackError> for HushError {
     fn from(e: uniffi::UnexpectedUniFFICallbackError) -> Self {
         Self::Failed { code: "internal".into(), detail: e.reason }
@@ -847,6 +869,19 @@ impl HushClient {
     pub async fn download_attachment(&self, message_id: String) -> Result<Vec<u8>, HushError> {
         let c = self.client.clone();
         run(async move { c.download_attachment(&message_id).await }).await
+    }
+
+    /// Downloads the file of a message into the app's `sink` (a Kotlin `OutputStream`…), each
+    /// piece once it checked; the file is whole and right only if this succeeds (the digest is
+    /// checked last), so discard what the sink got on an error.
+    pub async fn download_to_stream(
+        &self,
+        message_id: String,
+        sink: Arc<dyn FileSink>,
+    ) -> Result<(), HushError> {
+        let c = self.client.clone();
+        run(async move { c.download_attachment_to(&message_id, &mut ForeignSink(sink)).await })
+            .await
     }
 
     /// Forwards the file of a message to another conversation without uploading it again;

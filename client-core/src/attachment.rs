@@ -30,10 +30,10 @@
 //!   truncated, reordered or tampered file;
 //! - keys are zeroized on drop and never appear in `Debug`.
 
+use crate::blob_digest::BlobDigest;
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce, Tag};
 use hush_prekeys::kdf::hkdf_sha256;
-use crate::blob_digest::BlobDigest;
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
@@ -466,8 +466,8 @@ impl Decryptor {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
-    use sha2::{Digest, Sha256};
     use proptest::prelude::*;
+    use sha2::{Digest, Sha256};
 
     fn pattern(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i % 251) as u8).collect()
@@ -596,7 +596,8 @@ mod tests {
 
     #[test]
     fn a_sized_encryptor_makes_the_same_blob_at_segment_boundaries() {
-        for len in [0, 1, SEGMENT_LEN - 1, SEGMENT_LEN, SEGMENT_LEN + 1, 2 * SEGMENT_LEN, 40 << 14] {
+        for len in [0, 1, SEGMENT_LEN - 1, SEGMENT_LEN, SEGMENT_LEN + 1, 2 * SEGMENT_LEN, 40 << 14]
+        {
             let plain = pattern(len);
             for pieces in [&[SEGMENT_LEN][..], &[2 * SEGMENT_LEN], &[7, SEGMENT_LEN]] {
                 assert_eq!(

@@ -17,8 +17,10 @@
 use sha2::{Digest, Sha256};
 
 /// Bytes hashed in place before a thread is worth starting.
-pub const INLINE_BYTES: u64 = 1 << 20;
+#[cfg(not(target_arch = "wasm32"))]
+const INLINE_BYTES: u64 = 1 << 20;
 /// Bytes handed to the thread at a time.
+#[cfg(not(target_arch = "wasm32"))]
 const BATCH: usize = 256 * 1024;
 /// Batches waiting for the thread before the caller waits for it.
 #[cfg(not(target_arch = "wasm32"))]
@@ -30,7 +32,10 @@ pub(crate) struct BlobDigest {
 }
 
 enum State {
-    Inline { hasher: Sha256, seen: u64 },
+    Inline {
+        hasher: Sha256,
+        seen: u64,
+    },
     #[cfg(not(target_arch = "wasm32"))]
     Thread(Worker),
 }

@@ -72,11 +72,10 @@ mod vectors;
 
 #[cfg(feature = "client")]
 pub use client::{
-    AttachmentMeta, AttachmentSource, AttachmentView, Client, ClientConfig, ClientError,
-    ClientOptions, PendingUpload,
-    ConnectionState, ContactView, ConversationView, DeviceView, Event, EventStream,
-    GroupMemberView, GroupReceipts, GroupView, MessageKind, MessageStatus, MessageView, SearchHit,
-    TrustState,
+    AttachmentMeta, AttachmentSink, AttachmentSource, AttachmentView, Client, ClientConfig,
+    ClientError, ClientOptions, ConnectionState, ContactView, ConversationView, DeviceView, Event,
+    EventStream, GroupMemberView, GroupReceipts, GroupView, MessageKind, MessageStatus,
+    MessageView, PendingUpload, SearchHit, TrustState,
 };
 pub use error::SessionError;
 pub use session::{Role, Session};

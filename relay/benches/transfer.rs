@@ -78,7 +78,8 @@ async fn run(size: usize) {
         while waiting.len() < IN_FLIGHT && asked < size {
             let (conn, blob) = (a.clone(), created.blob_id.clone());
             let at = asked as u64;
-            waiting.push_back(tokio::spawn(async move { conn.blob_get(&blob, at, PUT as u32).await }));
+            waiting
+                .push_back(tokio::spawn(async move { conn.blob_get(&blob, at, PUT as u32).await }));
             asked += PUT;
         }
         let d = waiting.pop_front().unwrap().await.unwrap().unwrap();

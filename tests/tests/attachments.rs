@@ -75,6 +75,20 @@ async fn a_file_goes_from_a_path_to_a_path_with_progress(net: impl Joinable) {
     .await;
     // The sender's own copy downloads too (its pointer is in its history).
     assert_eq!(alice.c().download_attachment(&id).await.unwrap(), bytes);
+    // Into the app's own sink, piece by piece.
+    struct Pieces(Vec<usize>, Vec<u8>);
+    #[async_trait::async_trait]
+    impl hush_core::AttachmentSink for Pieces {
+        async fn write(&mut self, plaintext: &[u8]) -> Result<(), hush_core::ClientError> {
+            self.0.push(plaintext.len());
+            self.1.extend_from_slice(plaintext);
+            Ok(())
+        }
+    }
+    let mut sink = Pieces(Vec::new(), Vec::new());
+    bob.c().download_attachment_to(&id, &mut sink).await.unwrap();
+    assert_eq!(sink.1, bytes);
+    assert!(sink.0.len() > 1, "handed over as it checked, not at the end");
     for mut d in [alice, bob] {
         d.stop().await;
     }
@@ -234,7 +248,9 @@ async fn an_upload_and_a_download_go_on_after_the_app_restarts() {
     let client = alice.c().clone();
     let (to, path) = (b.clone(), src.clone());
     let upload =
-        tokio::spawn(async move { client.send_attachment_file(&to, &path, meta("video.bin")).await });
+        tokio::spawn(
+            async move { client.send_attachment_file(&to, &path, meta("video.bin")).await },
+        );
     let (id, stopped_at) = alice
         .expect("a tenth uploaded", |e| match e {
             Event::TransferProgress { message_id, upload: true, done, total }
@@ -321,9 +337,10 @@ async fn an_upload_of_bytes_stopped_by_a_restart_waits_to_be_given_up() {
     let id = client.new_message_id();
     let mut m = meta("notes.bin");
     m.message_id = Some(id.clone());
-    let upload = tokio::spawn(async move {
-        client.send_attachment(&to, pattern(20 * 1024 * 1024, 1), m).await
-    });
+    let upload =
+        tokio::spawn(
+            async move { client.send_attachment(&to, pattern(20 * 1024 * 1024, 1), m).await },
+        );
     alice
         .expect("some uploaded", |e| match e {
             Event::TransferProgress { upload: true, done, total, .. } if done < total => Some(()),
@@ -333,7 +350,10 @@ async fn an_upload_of_bytes_stopped_by_a_restart_waits_to_be_given_up() {
     let listed = alice.c().pending_uploads().await.unwrap();
     assert_eq!(listed.len(), 1);
     assert!(listed[0].running && !listed[0].resumable);
-    assert_eq!((listed[0].message_id.as_str(), listed[0].file_name.as_str()), (id.as_str(), "notes.bin"));
+    assert_eq!(
+        (listed[0].message_id.as_str(), listed[0].file_name.as_str()),
+        (id.as_str(), "notes.bin")
+    );
     alice.stop().await;
     assert!(upload.await.unwrap().is_err());
 

@@ -352,10 +352,10 @@ test("a picture goes between two browsers and a native client, shown inline; a 5
       },
     });
     const client = window.hushDemo.client;
-    await client.sendFile(peer, stream, { fileName: "stream.bin", size: len });
-    return (await client.pendingUploads()).length;
+    const id = await client.sendFile(peer, stream, { fileName: "stream.bin", size: len });
+    return { id, pending: (await client.pendingUploads()).length };
   }, streamLen);
-  assert.equal(leftBehind, 0, "nothing left pending once sent");
+  assert.equal(leftBehind.pending, 0, "nothing left pending once sent");
   const streamLink = await bob.waitForSelector('#messages a.attachment[download="stream.bin"][href^="blob:"]', { timeout: 60_000 });
   const streamDigest = await bob.evaluate(async (href) => {
     const bytes = await (await fetch(href)).arrayBuffer();
@@ -363,5 +363,16 @@ test("a picture goes between two browsers and a native client, shown inline; a 5
     return Array.from(new Uint8Array(d), (x) => x.toString(16).padStart(2, "0")).join("");
   }, await streamLink.getAttribute("href"));
   assert.equal(streamDigest, createHash("sha256").update(streamed).digest("hex"));
+  // Bob's page downloads it again into a WritableStream, closed once the file checked.
+  const writtenDigest = await bob.evaluate(async (id) => {
+    const chunks = [];
+    let closed = false;
+    const sink = new WritableStream({ write(c) { chunks.push(c); }, close() { closed = true; } });
+    await window.hushDemo.client.downloadAttachmentTo(id, sink);
+    if (!closed) return "not closed";
+    const d = await crypto.subtle.digest("SHA-256", await new Blob(chunks).arrayBuffer());
+    return Array.from(new Uint8Array(d), (x) => x.toString(16).padStart(2, "0")).join("");
+  }, leftBehind.id);
+  assert.equal(writtenDigest, createHash("sha256").update(streamed).digest("hex"));
   await bob.screenshot({ path: join(artifacts, "demo-attachment.png"), fullPage: true });
 });

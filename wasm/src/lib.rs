@@ -18,7 +18,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-mod source;
+mod streams;
 
 use hush_core::browser::{IndexedDbStore, WebSocketConnector};
 use hush_core::{Client, ClientConfig, ClientError, ClientOptions, StoreKey};
@@ -341,8 +341,8 @@ impl HushClient {
     ) -> Result<String, JsValue> {
         let meta = file_details(&details)?;
         let size = js_sys::Reflect::get(&details, &"size".into()).ok().and_then(|s| s.as_f64());
-        match source::Input::from_js(&file, size).map_err(|e| invalid(&e))? {
-            (source::Input::Bytes(bytes), _) => {
+        match streams::Input::from_js(&file, size).map_err(|e| invalid(&e))? {
+            (streams::Input::Bytes(bytes), _) => {
                 self.inner.send_attachment(&conversation, bytes, meta).await.map_err(fail)
             }
             (input, len) => self
@@ -362,6 +362,26 @@ impl HushClient {
     ) -> Result<js_sys::Uint8Array, JsValue> {
         let bytes = self.inner.download_attachment(&message_id).await.map_err(fail)?;
         Ok(js_sys::Uint8Array::from(bytes.as_slice()))
+    }
+
+    /// Downloads the file of a message into a `WritableStream`, each piece once it checked;
+    /// closes the stream when the whole file and its digest checked, aborts it on an error
+    /// (and rejects with the error).
+    #[wasm_bindgen(js_name = downloadAttachmentTo)]
+    pub async fn download_attachment_to(
+        &self,
+        message_id: String,
+        writable: JsValue,
+    ) -> Result<(), JsValue> {
+        let mut sink = streams::WritableSink::from_js(&writable).map_err(|e| invalid(&e))?;
+        match self.inner.download_attachment_to(&message_id, &mut sink).await {
+            Ok(()) => sink.end(None).await.map_err(fail),
+            Err(e) => {
+                let e = fail(e);
+                let _ = sink.end(Some(&e)).await;
+                Err(e)
+            }
+        }
     }
 
     /// Forwards the file of a message to another conversation without uploading it again;

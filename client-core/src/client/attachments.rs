@@ -23,12 +23,12 @@ use super::error::ClientError;
 use super::handle::Client;
 use super::inner::{Inner, unexpected};
 use super::types::Event;
-use crate::records::{RECORD_VERSION, Record, UploadRecord, keys, meta};
-use crate::store::{Scan, Store, Table};
-use hush_protocol::ErrorCode;
 use crate::attachment::{AttachmentKey, Decryptor, Encryptor, SEGMENT_LEN, sealed_len};
 use crate::content::{self, MESSAGE_ID_LEN};
+use crate::records::{RECORD_VERSION, Record, UploadRecord, keys, meta};
+use crate::store::{Scan, Store, Table};
 use crate::transport::{Link, TransportError};
+use hush_protocol::ErrorCode;
 
 /// Bytes asked for per download request (the relay caps it at its own limit).
 const GET_BYTES: u32 = 1_024_000;
@@ -87,6 +87,36 @@ impl AttachmentSource for std::fs::File {
         // A read of 64 KiB from a local file: short enough to do in place.
         std::io::Read::read(self, buf)
             .map_err(|e| ClientError::InvalidArgument(format!("reading the file: {e}")))
+    }
+}
+
+/// Where a download writes its plaintext as it checks: the app's own stream (a Kotlin
+/// `OutputStream`, a browser `WritableStream`…), besides the memory and paths the SDK writes
+/// itself. It gets each piece once the segments in it authenticated; the file is whole and
+/// right only when the download call succeeds (the blob's digest is checked last), so an app
+/// that streams somewhere visible must be ready to discard what it got on an error.
+#[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
+pub trait AttachmentSink: crate::runtime::MaybeSend {
+    /// Takes the next checked plaintext.
+    async fn write(&mut self, plaintext: &[u8]) -> Result<(), ClientError>;
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
+impl AttachmentSink for Vec<u8> {
+    async fn write(&mut self, plaintext: &[u8]) -> Result<(), ClientError> {
+        self.extend_from_slice(plaintext);
+        Ok(())
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+#[async_trait::async_trait]
+impl AttachmentSink for std::fs::File {
+    async fn write(&mut self, plaintext: &[u8]) -> Result<(), ClientError> {
+        std::io::Write::write_all(self, plaintext)
+            .map_err(|e| ClientError::InvalidArgument(format!("writing the file: {e}")))
     }
 }
 
@@ -229,16 +259,25 @@ impl Client {
 
     /// Downloads, checks and decrypts the attachment of a message; the whole file in memory.
     pub async fn download_attachment(&self, message_id: &str) -> Result<Vec<u8>, ClientError> {
+        let mut out = Vec::new();
+        self.download_attachment_to(message_id, &mut out).await?;
+        Ok(out)
+    }
+
+    /// Downloads the attachment of a message into the app's `sink`, in bounded memory: each
+    /// piece once it authenticated; the file is whole and right only if this returns `Ok` (the
+    /// digest is checked last). Unlike [`Client::save_attachment`], it can't go on after a
+    /// restart (the SDK doesn't know what the sink kept): download again.
+    pub async fn download_attachment_to(
+        &self,
+        message_id: &str,
+        sink: &mut dyn AttachmentSink,
+    ) -> Result<(), ClientError> {
         let id = parse_message_id(message_id)?;
         let (pointer, mut decryptor) = self.start_download(&id).await?;
-        let mut out = Vec::new();
-        self.finish_download(&id, &pointer, &mut decryptor, &mut |plain: &[u8]| {
-            out.extend_from_slice(plain);
-            Ok(())
-        })
-        .await?;
+        self.finish_download(&id, &pointer, &mut decryptor, sink).await?;
         decryptor.finish(&digest(&pointer)?)?;
-        Ok(out)
+        Ok(())
     }
 
     /// Downloads the attachment of a message to `dest`, in bounded memory: written to
@@ -256,7 +295,6 @@ impl Client {
         message_id: &str,
         dest: &std::path::Path,
     ) -> Result<(), ClientError> {
-        use std::io::Write;
         let id = parse_message_id(message_id)?;
         let mut part = dest.as_os_str().to_owned();
         part.push(".part");
@@ -276,11 +314,7 @@ impl Client {
             progress(&self.inner, &id, false, decryptor.position(), pointer.blob_len);
         }
         if result.is_ok() {
-            result = self
-                .finish_download(&id, &pointer, &mut decryptor, &mut |plain: &[u8]| {
-                    file.write_all(plain).map_err(io)
-                })
-                .await;
+            result = self.finish_download(&id, &pointer, &mut decryptor, &mut file).await;
         }
         let result = result
             .and_then(|()| digest(&pointer))
@@ -429,7 +463,7 @@ impl Client {
         id: &[u8],
         pointer: &content::Attachment,
         decryptor: &mut Decryptor,
-        sink: &mut (dyn FnMut(&[u8]) -> Result<(), ClientError> + Send),
+        sink: &mut dyn AttachmentSink,
     ) -> Result<(), ClientError> {
         self.inner.downloading.lock().map_err(|_| ClientError::ShutDown)?.insert(id.to_vec());
         let result = download(&self.inner, id, pointer, decryptor, sink).await;
@@ -503,15 +537,16 @@ pub(crate) async fn resume_uploads(client: Client) {
             continue;
         }
         let pointer = record.pointer.clone().unwrap_or_default();
-        let opened = open_file(std::path::Path::new(&record.path)).and_then(|(f, len, modified)| {
-            if len != pointer.plaintext_len || modified != record.modified_ns {
-                return Err(ClientError::InvalidArgument(format!(
-                    "{} changed since its upload started; send it again",
-                    record.path
-                )));
-            }
-            Ok(f)
-        });
+        let opened =
+            open_file(std::path::Path::new(&record.path)).and_then(|(f, len, modified)| {
+                if len != pointer.plaintext_len || modified != record.modified_ns {
+                    return Err(ClientError::InvalidArgument(format!(
+                        "{} changed since its upload started; send it again",
+                        record.path
+                    )));
+                }
+                Ok(f)
+            });
         let result = match opened {
             Ok(file) => client.run_upload(record, file).await,
             Err(e) => {
@@ -529,7 +564,11 @@ pub(crate) async fn resume_uploads(client: Client) {
         {
             client.inner.events.emit(vec![Event::Error {
                 code: e.code().to_owned(),
-                message: format!("the upload of message {} stopped: {}", hex::encode(&id), e.message()),
+                message: format!(
+                    "the upload of message {} stopped: {}",
+                    hex::encode(&id),
+                    e.message()
+                ),
             }]);
         }
     }
@@ -644,8 +683,11 @@ async fn upload(
 ) -> Result<crate::attachment::Sealed, ClientError> {
     let id = record.message_id.clone();
     let pointer = record.pointer.clone().unwrap_or_default();
-    let key: [u8; 32] =
-        pointer.key.as_slice().try_into().map_err(|_| ClientError::Protocol("upload key".into()))?;
+    let key: [u8; 32] = pointer
+        .key
+        .as_slice()
+        .try_into()
+        .map_err(|_| ClientError::Protocol("upload key".into()))?;
     let key = AttachmentKey::from_bytes(key);
     let len = pointer.plaintext_len;
     let total = sealed_len(len);
@@ -709,7 +751,8 @@ async fn upload(
         // Encrypt until a put's worth past `committed` is ready, or the file ends.
         loop {
             if base < committed {
-                let skip = usize::try_from(committed - base).unwrap_or(usize::MAX).min(pending.len());
+                let skip =
+                    usize::try_from(committed - base).unwrap_or(usize::MAX).min(pending.len());
                 pending.drain(..skip);
                 base += skip as u64;
             }
@@ -792,7 +835,7 @@ async fn download(
     id: &[u8],
     pointer: &content::Attachment,
     decryptor: &mut Decryptor,
-    sink: &mut (dyn FnMut(&[u8]) -> Result<(), ClientError> + Send),
+    sink: &mut dyn AttachmentSink,
 ) -> Result<(), ClientError> {
     type Answer = Result<response::Body, TransportError>;
     let mut attempt = 0;
@@ -853,7 +896,7 @@ async fn download(
         }
         plain.clear();
         decryptor.update(&data.data, &mut plain)?;
-        sink(&plain)?;
+        sink.write(&plain).await?;
         progress(inner, id, false, decryptor.position(), pointer.blob_len);
     }
     Ok(())

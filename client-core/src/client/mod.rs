@@ -38,7 +38,7 @@ mod types;
 
 use std::time::Duration;
 
-pub use self::attachments::{AttachmentMeta, AttachmentSource, PendingUpload};
+pub use self::attachments::{AttachmentMeta, AttachmentSink, AttachmentSource, PendingUpload};
 pub use self::error::ClientError;
 pub use self::handle::Client;
 pub use self::inbox::MAX_BATCH;

@@ -199,6 +199,12 @@ class ChatTest {
                 (it as? HushEvent.MessageReceived)?.message?.takeIf { m -> m.id == streamed }
             }
             assertTrue(bytes.contentEquals(bob.downloadAttachment(streamed)))
+            // And into an OutputStream.
+            val received = java.io.ByteArrayOutputStream()
+            bob.downloadToStream(streamed, object : FileSink {
+                override fun write(bytes: ByteArray) = received.write(bytes)
+            })
+            assertTrue(bytes.contentEquals(received.toByteArray()))
             assertTrue(alice.pendingUploads().isEmpty())
 
             alice.shutdown()

@@ -1,14 +1,17 @@
-//! What `sendFile` reads a file from in the browser: a `Blob` (a `File` is one) read slice by
-//! slice, or a `ReadableStream` read chunk by chunk, so a file of any size is uploaded in
-//! bounded memory instead of being read into one buffer first. A `Uint8Array` is taken as it
-//! is.
+//! The browser's files and streams as the SDK's attachment sources and sinks. `sendFile`
+//! reads a `Blob` (a `File` is one) slice by slice, or a `ReadableStream` chunk by chunk, so a
+//! file of any size is uploaded in bounded memory instead of being read into one buffer
+//! first; a `Uint8Array` is taken as it is. `downloadAttachmentTo` writes into a
+//! `WritableStream` (a file from the File System Access API, a stream to a service worker…).
 //!
 //! Guarantees: at most one slice (64 KiB) or one stream chunk is held beside the upload's own
-//! buffer; a stream that gives something other than `Uint8Array` chunks, or whose read fails,
-//! ends the upload with `invalid_argument`.
+//! buffer; a stream that gives something other than `Uint8Array` chunks, or whose read or
+//! write fails, ends the transfer with `invalid_argument`; a download that fails aborts the
+//! writable stream (so its consumer sees an error, not a short file), and one that succeeds
+//! closes it.
 
 use async_trait::async_trait;
-use hush_core::{AttachmentSource, ClientError};
+use hush_core::{AttachmentSink, AttachmentSource, ClientError};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
@@ -31,12 +34,18 @@ impl Input {
         if method(value, "slice").is_some()
             && let Some(size) = get(value, "size").as_f64()
         {
-            return Ok((Self::Blob(BlobSource { blob: value.clone(), at: 0.0, size }), size as u64));
+            return Ok((
+                Self::Blob(BlobSource { blob: value.clone(), at: 0.0, size }),
+                size as u64,
+            ));
         }
         if let Some(get_reader) = method(value, "getReader") {
             let reader = get_reader.call0(value).map_err(|e| describe(&e))?;
             let size = size.ok_or("a ReadableStream needs details.size (its length in bytes)")?;
-            return Ok((Self::Stream(StreamSource { reader, chunk: Vec::new(), at: 0 }), size as u64));
+            return Ok((
+                Self::Stream(StreamSource { reader, chunk: Vec::new(), at: 0 }),
+                size as u64,
+            ));
         }
         Err("a file is a Uint8Array, a Blob or File, or a ReadableStream".into())
     }
@@ -109,6 +118,34 @@ impl AttachmentSource for Input {
             Self::Blob(b) => b.read(buf).await,
             Self::Stream(s) => s.read(buf).await,
         }
+    }
+}
+
+/// A `WritableStream`, through its writer.
+pub(crate) struct WritableSink {
+    writer: JsValue,
+}
+
+impl WritableSink {
+    pub(crate) fn from_js(stream: &JsValue) -> Result<Self, String> {
+        let get_writer =
+            method(stream, "getWriter").ok_or("downloadAttachmentTo takes a WritableStream")?;
+        Ok(Self { writer: get_writer.call0(stream).map_err(|e| describe(&e))? })
+    }
+
+    /// Closes the stream after a download that checked, or aborts it with the error.
+    pub(crate) async fn end(self, error: Option<&JsValue>) -> Result<(), ClientError> {
+        match error {
+            None => call(&self.writer, "close", &[]).await.map(|_| ()),
+            Some(e) => call(&self.writer, "abort", &[e.clone()]).await.map(|_| ()),
+        }
+    }
+}
+
+#[async_trait(?Send)]
+impl AttachmentSink for WritableSink {
+    async fn write(&mut self, plaintext: &[u8]) -> Result<(), ClientError> {
+        call(&self.writer, "write", &[js_sys::Uint8Array::from(plaintext).into()]).await.map(|_| ())
     }
 }
 
