@@ -10,7 +10,13 @@
 //! `cargo bench -p hush-e2e --bench attachment_client` moves 100 MiB; under `cargo test` a
 //! 4 MiB smoke run. `HUSH_ATTACHMENT_MIB` overrides the size.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use std::io::{Read, Write};
 use std::path::Path;
