@@ -332,8 +332,11 @@ fn main() {
             let round = catch_up(&mut q, n).await;
             let group_round = catch_up(&mut g, n).await;
             let group = ms(group_round.client);
+            let group_cpu = group_round.cpu.map_or(String::new(), |(c, r)| {
+                format!("; CPU: client process {:.0} ms, relay {:.0} ms", ms(c), ms(r))
+            });
             println!(
-                "group catch-up n={n} round {r}/{rounds}: client {group:.1} ms ({:.0} msg/s); 1:1 {:.1} ms; group / 1:1 {:.2}",
+                "group catch-up n={n} round {r}/{rounds}: client {group:.1} ms ({:.0} msg/s); 1:1 {:.1} ms; group / 1:1 {:.2}{group_cpu}",
                 n as f64 / group_round.client.as_secs_f64(),
                 ms(round.client),
                 group / ms(round.client),
