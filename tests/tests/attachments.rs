@@ -240,7 +240,7 @@ async fn an_upload_and_a_download_go_on_after_the_app_restarts() {
     let (mut alice, mut bob, a, b) = pair(&relay).await;
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("video.bin");
-    let bytes = pattern(40 * 1024 * 1024 + 77, 3);
+    let bytes = pattern(24 * 1024 * 1024 + 77, 3);
     std::fs::write(&src, &bytes).unwrap();
     let want = sha2::Sha256::digest(&bytes);
     drop(bytes);
