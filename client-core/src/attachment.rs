@@ -172,6 +172,14 @@ pub struct Sealed {
     pub digest: [u8; 32],
 }
 
+/// The blob header: version ‖ key commitment.
+fn header(commitment: &[u8; 32]) -> [u8; BLOB_HEADER_LEN] {
+    let mut header = [0u8; BLOB_HEADER_LEN];
+    header[0] = ATTACHMENT_VERSION;
+    header[1..].copy_from_slice(commitment);
+    header
+}
+
 /// Encrypts a file as a stream: feed it plaintext in pieces of any size, collect the blob's
 /// bytes as they are produced.
 pub struct Encryptor {
@@ -199,9 +207,7 @@ impl Encryptor {
     /// Starts a blob under `key`; its header is appended to `out`.
     pub fn new(key: &AttachmentKey, out: &mut Vec<u8>) -> Self {
         let (cipher, commitment) = key.expand();
-        let mut header = [0u8; BLOB_HEADER_LEN];
-        header[0] = ATTACHMENT_VERSION;
-        header[1..].copy_from_slice(&commitment);
+        let header = header(&commitment);
         out.extend_from_slice(&header);
         let mut hasher = BlobDigest::new();
         hasher.update(&header);
@@ -366,10 +372,7 @@ impl Decryptor {
             return false;
         }
         if self.seen == 0 {
-            let mut header = [0u8; BLOB_HEADER_LEN];
-            header[0] = ATTACHMENT_VERSION;
-            header[1..].copy_from_slice(&self.commitment);
-            self.hasher.update(&header);
+            self.hasher.update(&header(&self.commitment));
         }
         let mut sealed = Zeroizing::new(segment.to_vec());
         // As in `Encryptor::seal`: one call seals 64 KiB, far under ChaCha20-Poly1305's bound.

@@ -221,9 +221,7 @@ impl Client {
             running
         };
         if !running {
-            let mut tx = super::core::Tx::new(self.inner.store.as_ref(), &self.inner.vault);
-            tx.batch.delete(Table::Meta, keys::upload(&self.inner.vault, &id));
-            self.inner.commit_then_emit(tx, ()).await?;
+            delete_upload(&self.inner, &id).await?;
             // A download still running removes the mark when it notices; with none, nobody
             // would.
             if !self.inner.downloading.lock().map_err(|_| ClientError::ShutDown)?.contains(&id[..])
@@ -432,9 +430,7 @@ impl Client {
                 let _ = put_upload(&self.inner, &record).await;
             }
             Err(_) => {
-                let mut tx = super::core::Tx::new(self.inner.store.as_ref(), &self.inner.vault);
-                tx.batch.delete(Table::Meta, keys::upload(&self.inner.vault, &id));
-                let _ = self.inner.commit_then_emit(tx, ()).await;
+                let _ = delete_upload(&self.inner, &id).await;
             }
         }
         self.inner.uploading.lock().map_err(|_| ClientError::ShutDown)?.remove(&id);
@@ -507,6 +503,13 @@ async fn put_upload(inner: &Inner, record: &UploadRecord) -> Result<(), ClientEr
     inner.commit_then_emit(tx, ()).await
 }
 
+/// Forgets an upload (done by the user giving up, or by a failure it can't come back from).
+async fn delete_upload(inner: &Inner, message_id: &[u8]) -> Result<(), ClientError> {
+    let mut tx = super::core::Tx::new(inner.store.as_ref(), &inner.vault);
+    tx.batch.delete(Table::Meta, keys::upload(&inner.vault, message_id));
+    inner.commit_then_emit(tx, ()).await
+}
+
 async fn load_uploads(inner: &Inner) -> Result<Vec<UploadRecord>, ClientError> {
     let rows = inner.store.scan(Scan::prefix(Table::Meta, meta::UPLOADS)).await?;
     rows.into_iter()
@@ -550,9 +553,7 @@ pub(crate) async fn resume_uploads(client: Client) {
         let result = match opened {
             Ok(file) => client.run_upload(record, file).await,
             Err(e) => {
-                let mut tx = super::core::Tx::new(client.inner.store.as_ref(), &client.inner.vault);
-                tx.batch.delete(Table::Meta, keys::upload(&client.inner.vault, &id));
-                let _ = client.inner.commit_then_emit(tx, ()).await;
+                let _ = delete_upload(&client.inner, &id).await;
                 if let Ok(mut u) = client.inner.uploading.lock() {
                     u.remove(&id);
                 }
@@ -679,7 +680,7 @@ async fn retry_after(e: &TransportError, attempt: &mut u32) -> bool {
 async fn upload(
     inner: &Inner,
     record: &mut UploadRecord,
-    mut source: impl AttachmentSource,
+    source: impl AttachmentSource,
 ) -> Result<crate::attachment::Sealed, ClientError> {
     let id = record.message_id.clone();
     let pointer = record.pointer.clone().unwrap_or_default();
@@ -739,10 +740,14 @@ async fn upload(
     // resumed upload) what is being skipped. At most one put plus a segment.
     let mut pending = Vec::with_capacity(max_put + SEGMENT_LEN + 64);
     let mut base = 0u64;
-    let mut encryptor = Some(Encryptor::with_len(&key, len, &mut pending));
-    let mut sealed = None;
-    let mut buf = zeroize::Zeroizing::new(vec![0u8; SEGMENT_LEN]);
-    let mut read = 0u64;
+    let mut plain = Plaintext {
+        encryptor: Some(Encryptor::with_len(&key, len, &mut pending)),
+        source,
+        buf: zeroize::Zeroizing::new(vec![0u8; SEGMENT_LEN]),
+        read: 0,
+        len,
+        sealed: None,
+    };
     if committed > 0 {
         progress(inner, &id, true, committed, total);
     }
@@ -759,20 +764,9 @@ async fn upload(
             if pending.len() >= max_put && base >= committed {
                 break;
             }
-            let Some(e) = encryptor.as_mut() else { break };
-            let n = source.read(&mut buf).await?;
-            read += n as u64;
-            if n == 0 {
-                if read != len {
-                    return Err(ClientError::InvalidArgument("the file changed size".into()));
-                }
-                sealed = encryptor.take().map(|e| e.finish(&mut pending));
-                continue;
+            if !plain.encrypt_more(&mut pending).await? {
+                break;
             }
-            if read > len {
-                return Err(ClientError::InvalidArgument("the file changed size".into()));
-            }
-            e.update(buf.get(..n).unwrap_or_default(), &mut pending);
         }
         if base != committed {
             return Err(ClientError::Protocol("the relay holds more than the file makes".into()));
@@ -813,21 +807,45 @@ async fn upload(
     }
     // A resumed upload whose blob was already whole still reads the file to the end, for the
     // digest the pointer carries.
-    while let Some(e) = encryptor.as_mut() {
-        let n = source.read(&mut buf).await?;
-        read += n as u64;
-        if n == 0 {
-            if read != len {
-                return Err(ClientError::InvalidArgument("the file changed size".into()));
-            }
-            pending.clear();
-            sealed = encryptor.take().map(|e| e.finish(&mut pending));
-        } else {
-            e.update(buf.get(..n).unwrap_or_default(), &mut pending);
-            pending.clear();
-        }
+    while plain.encrypt_more(&mut pending).await? {
+        pending.clear();
     }
-    sealed.ok_or_else(|| ClientError::Protocol("the upload ended early".into()))
+    plain.sealed.ok_or_else(|| ClientError::Protocol("the upload ended early".into()))
+}
+
+/// An upload's plaintext being read and encrypted, piece by piece.
+struct Plaintext<S> {
+    /// `None` once the last segment is sealed.
+    encryptor: Option<Encryptor>,
+    source: S,
+    buf: zeroize::Zeroizing<Vec<u8>>,
+    /// Bytes read so far, against the `len` the blob was sized for.
+    read: u64,
+    len: u64,
+    sealed: Option<crate::attachment::Sealed>,
+}
+
+impl<S: AttachmentSource> Plaintext<S> {
+    /// Reads the next piece and appends its ciphertext to `out` (the last segment at the end
+    /// of the file). Returns `false`, doing nothing, once everything is sealed; a file that
+    /// turns out longer or shorter than `len` is an error.
+    async fn encrypt_more(&mut self, out: &mut Vec<u8>) -> Result<bool, ClientError> {
+        let Some(e) = self.encryptor.as_mut() else { return Ok(false) };
+        let n = self.source.read(&mut self.buf).await?;
+        self.read += n as u64;
+        let changed = || ClientError::InvalidArgument("the file changed size".into());
+        if n == 0 {
+            if self.read != self.len {
+                return Err(changed());
+            }
+            self.sealed = self.encryptor.take().map(|e| e.finish(out));
+        } else if self.read > self.len {
+            return Err(changed());
+        } else {
+            e.update(self.buf.get(..n).unwrap_or_default(), out);
+        }
+        Ok(true)
+    }
 }
 
 async fn download(
