@@ -61,6 +61,7 @@ pub mod runtime;
 pub mod search;
 pub mod sender_key;
 pub mod session;
+pub mod signatures;
 #[cfg(feature = "client")]
 pub mod store;
 #[cfg(feature = "client")]

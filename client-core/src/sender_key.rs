@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use chacha20poly1305::aead::AeadInOut;
 use chacha20poly1305::{ChaCha20Poly1305, Nonce, Tag};
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use rand_core::CryptoRng;
 use zeroize::Zeroizing;
 
@@ -181,15 +181,16 @@ impl Distribution {
         out
     }
 
-    /// Decodes a distribution (exact length; the signing key must be a valid Ed25519 point).
+    /// Decodes a distribution (exact length; the signing key must be the canonical encoding of
+    /// an Ed25519 point not of small order, [`crate::signatures::signing_key`]).
     pub fn decode(bytes: &[u8]) -> Result<Self, SenderKeyError> {
         let (header, rest) = GroupHeader::decode(bytes)?;
         let (chain_key, signing_key) =
             rest.split_first_chunk::<32>().ok_or(SenderKeyError::Malformed("short"))?;
         let signing_key: [u8; 32] =
             signing_key.try_into().map_err(|_| SenderKeyError::Malformed("length"))?;
-        VerifyingKey::from_bytes(&signing_key)
-            .map_err(|_| SenderKeyError::Malformed("signing key"))?;
+        crate::signatures::signing_key(&signing_key)
+            .ok_or(SenderKeyError::Malformed("signing key"))?;
         Ok(Self { header, chain_key: Zeroizing::new(*chain_key), signing_key })
     }
 }
@@ -370,38 +371,22 @@ pub fn split_signature(message: &[u8]) -> Result<(&[u8], Signature), SenderKeyEr
     Ok((signed, signature))
 }
 
-/// Signatures checked per Ed25519 batch in [`verify_all`].
-const VERIFY_BATCH: usize = 64;
-
-/// Checks the signatures of many group messages, each under its key: whether each is valid.
-///
-/// Ed25519 batch verification in chunks of [`VERIFY_BATCH`] costs about half as much per
-/// signature as checking them one by one (docs/BENCHMARKS.md); a chunk that fails as a whole is
-/// checked one by one, so one bad signature costs its chunk the saving and nothing else.
+/// Checks the signatures of many group messages, each under its key: whether each is valid,
+/// by the one rule of [`crate::signatures`], in batches per key.
 pub fn verify_all(items: &[(&[u8], VerifyingKey)]) -> Vec<bool> {
-    let mut valid = Vec::with_capacity(items.len());
-    for chunk in items.chunks(VERIFY_BATCH) {
-        let mut messages = Vec::with_capacity(chunk.len());
-        let mut signatures = Vec::with_capacity(chunk.len());
-        let mut keys = Vec::with_capacity(chunk.len());
-        let mut well_formed = true;
-        for (message, key) in chunk {
-            match split_signature(message) {
-                Ok((signed, signature)) => {
-                    messages.push(signed);
-                    signatures.push(signature);
-                    keys.push(*key);
-                }
-                Err(_) => well_formed = false,
-            }
+    let mut valid = vec![false; items.len()];
+    let mut well_formed = Vec::with_capacity(items.len());
+    let mut positions = Vec::with_capacity(items.len());
+    for (i, (message, key)) in items.iter().enumerate() {
+        if let Ok((signed, signature)) = split_signature(message) {
+            well_formed.push((signed, signature, *key));
+            positions.push(i);
         }
-        if well_formed && ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
-            valid.extend(std::iter::repeat_n(true, chunk.len()));
-            continue;
+    }
+    for (i, ok) in positions.into_iter().zip(crate::signatures::verify_all(&well_formed)) {
+        if let Some(v) = valid.get_mut(i) {
+            *v = ok;
         }
-        valid.extend(chunk.iter().map(|(message, key)| {
-            split_signature(message).is_ok_and(|(signed, sig)| key.verify(signed, &sig).is_ok())
-        }));
     }
     valid
 }
@@ -437,8 +422,8 @@ impl std::fmt::Debug for ReceivedKey {
 impl ReceivedKey {
     /// The chain a distribution opens.
     pub fn new(d: &Distribution) -> Result<Self, SenderKeyError> {
-        let verifying = VerifyingKey::from_bytes(&d.signing_key)
-            .map_err(|_| SenderKeyError::Malformed("signing key"))?;
+        let verifying = crate::signatures::signing_key(&d.signing_key)
+            .ok_or(SenderKeyError::Malformed("signing key"))?;
         Ok(Self {
             header: d.header,
             chain_key: d.chain_key.clone(),
@@ -476,8 +461,10 @@ impl ReceivedKey {
             return Err(SenderKeyError::WrongKey);
         }
         let (signed, signature) = split_signature(message)?;
-        if checked != Some(&self.verifying) {
-            self.verifying.verify(signed, &signature).map_err(|_| SenderKeyError::BadSignature)?;
+        if checked != Some(&self.verifying)
+            && !crate::signatures::verify(&self.verifying, signed, &signature)
+        {
+            return Err(SenderKeyError::BadSignature);
         }
         let ciphertext = signed.get(GROUP_HEADER_LEN..).unwrap_or_default();
 
