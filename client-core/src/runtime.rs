@@ -38,14 +38,19 @@ where
     tokio::spawn(future);
 }
 
+/// How many cores the device has (1 if it can't tell).
+#[cfg(not(target_arch = "wasm32"))]
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
+}
+
 /// Runs `a` here and `b` beside it on a scoped thread, when the device has a second core and a
 /// thread can be started; otherwise (one core, or the OS refused) `b` runs here after `a`.
 /// `b` is `Fn` so that it can still run here if its thread could not finish.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn join<A, B: Send>(a: impl FnOnce() -> A, b: impl Fn() -> B + Sync) -> (A, B) {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from));
-    if cores < 2 {
+    if cores() < 2 {
         return (a(), b());
     }
     std::thread::scope(|scope| {
@@ -56,6 +61,36 @@ pub fn join<A, B: Send>(a: impl FnOnce() -> A, b: impl Fn() -> B + Sync) -> (A, 
             _ => (a, b()),
         }
     })
+}
+
+/// Starts `f` on a thread of its own, whose result the returned receiver yields; `None` where
+/// that would not make anything faster (one core) or no thread could be started. The caller
+/// then does the work itself when it needs the result; if the thread fails, the receiver says
+/// so and the caller does the same.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn beside<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<tokio::sync::oneshot::Receiver<T>> {
+    if cores() < 2 {
+        return None;
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("hush-ahead".into())
+        .spawn(move || {
+            // The receiver may be gone (its pipeline stopped); the result is then not needed.
+            let _ = tx.send(f());
+        })
+        .ok()?;
+    Some(rx)
+}
+
+/// `None`: the page has one thread, so the caller does the work when it needs the result.
+#[cfg(target_arch = "wasm32")]
+pub fn beside<T: 'static>(
+    _f: impl FnOnce() -> T + 'static,
+) -> Option<tokio::sync::oneshot::Receiver<T>> {
+    None
 }
 
 /// Runs `a`, then `b`: the page has one thread.

@@ -172,10 +172,8 @@ pub fn verify_all(items: &[(&[u8], Signature, VerifyingKey)]) -> Vec<bool> {
     }
     for (key, positions) in by_key {
         for chunk in positions.chunks(MAX_BATCH) {
-            let list: Vec<(&[u8], Signature)> = chunk
-                .iter()
-                .filter_map(|i| items.get(*i).map(|(m, s, _)| (*m, *s)))
-                .collect();
+            let list: Vec<(&[u8], Signature)> =
+                chunk.iter().filter_map(|i| items.get(*i).map(|(m, s, _)| (*m, *s))).collect();
             let mut answers = vec![false; list.len()];
             verify_under(&key, &list, &mut answers);
             for (i, ok) in chunk.iter().zip(answers) {

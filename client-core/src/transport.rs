@@ -230,9 +230,10 @@ mod native {
 
     /// Most pushes forwarded together.
     const CHUNK: usize = 128;
-    /// Chunks the channel holds: with [`CHUNK`], at most a batch's worth of pushes waits in
-    /// memory, and the rest in QUIC's flow-control window.
-    const CHUNKS_BUFFERED: usize = 8;
+    /// Chunks the channel holds: with [`CHUNK`], at most two batches' worth of pushes wait in
+    /// memory (the client takes a batch ahead of the one it prepares, to check its group
+    /// signatures early), and the rest in QUIC's flow-control window.
+    const CHUNKS_BUFFERED: usize = 16;
 
     impl QuicDeliveries {
         fn new(sub: Subscription) -> Self {

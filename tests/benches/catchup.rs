@@ -162,6 +162,7 @@ struct Queued {
     bob: Device,
     /// The conversation caught up: Alice's account id, or the group's id.
     conversation: String,
+    group: bool,
     relay_snapshot: tempfile::TempDir,
     bob_snapshot: tempfile::TempDir,
 }
@@ -219,7 +220,7 @@ async fn queue(n: usize, group: bool) -> Queued {
     assert!(relay.terminate(), "relay did not shut down cleanly");
     let relay_snapshot = tempfile::tempdir().unwrap();
     copy_dir(relay.data_dir(), relay_snapshot.path());
-    Queued { relay, bob, conversation, relay_snapshot, bob_snapshot }
+    Queued { relay, bob, conversation, group, relay_snapshot, bob_snapshot }
 }
 
 /// How many texts (not group events) a device's history of `conversation` holds.
@@ -246,7 +247,12 @@ async fn catch_up(q: &mut Queued, n: usize) -> Round {
     copy_dir(q.relay_snapshot.path(), q.relay.data_dir());
     q.relay.start_again();
 
-    let ctl = std::env::var("PERF_CTL").ok();
+    // A profiler's control FIFO (`perf record --control fifo:...`): sampling is enabled for the
+    // catch-ups only, or only for the group ones (`PERF_CTL_GROUP_ONLY=1`) or the 1:1 ones
+    // (`PERF_CTL_GROUP_ONLY=0`).
+    let ctl = std::env::var("PERF_CTL")
+        .ok()
+        .filter(|_| std::env::var("PERF_CTL_GROUP_ONLY").map_or(true, |v| (v == "1") == q.group));
     if let Some(c) = &ctl {
         std::fs::write(c, "enable\n").unwrap();
     }

@@ -481,24 +481,30 @@ pub(crate) async fn open_group_message(
     Ok(opened.map(|p| (group, p)))
 }
 
+/// Group-message signatures of a delivery batch found valid, by position among the batch's
+/// deliveries: the key each one verified under. [`open_group_message`] skips its own check for
+/// these when that key is its chain's.
+pub(crate) type Checked = std::collections::HashMap<usize, ed25519_dalek::VerifyingKey>;
+
 /// Checks up front the signatures of a batch's group messages whose sender keys this device
-/// already holds: together (Ed25519 batch verification), and half of them on a second core where
-/// there is one. Returns, by position in `batch`, the key each one verified under, for
-/// [`open_group_message`] to skip its own check; a message left out (a key that comes later in
-/// the batch, a bad signature) is checked there, one by one, as before.
+/// already holds and that `ahead` hasn't checked yet: together (batches per key,
+/// [`crate::signatures`]), half of them on a second core where there is one. Returns every
+/// valid one, `ahead`'s included; a message left out (a key that comes later in the batch, a
+/// bad signature) is checked in [`open_group_message`], one by one, as before.
 pub(crate) async fn check_signatures(
     core: &mut Core,
     tx: &mut Tx<'_>,
     batch: &[hush_protocol::wire::Delivery],
-) -> Result<std::collections::HashMap<usize, ed25519_dalek::VerifyingKey>, ClientError> {
+    ahead: Checked,
+) -> Result<Checked, ClientError> {
     let mut items = Vec::new();
     for (i, d) in batch.iter().enumerate() {
-        let Some(message) = crate::message::group_message(&d.payload) else { continue };
-        let Ok(sender) = AccountId::try_from(d.sender_account.as_slice()) else { continue };
-        let Ok(header) = crate::sender_key::peek_header(message) else { continue };
-        let slot = (header.group_id, sender, d.sender_device);
+        if ahead.contains_key(&i) {
+            continue;
+        }
+        let Some((slot, key_id, message)) = signed_by(d) else { continue };
         let keys = core.received_keys_mut(tx.store, tx.vault, slot).await?;
-        if let Some(k) = keys.iter().find(|k| k.header().key_id == header.key_id) {
+        if let Some(k) = keys.iter().find(|k| k.header().key_id == key_id) {
             items.push((i, message, k.verifying_key()));
         }
     }
@@ -509,11 +515,62 @@ pub(crate) async fn check_signatures(
         || crate::sender_key::verify_all(first),
         || crate::sender_key::verify_all(second),
     );
-    Ok(items
-        .into_iter()
-        .zip(a.into_iter().chain(b))
-        .filter_map(|((i, _, key), valid)| valid.then_some((i, key)))
-        .collect())
+    let mut checked = ahead;
+    checked.extend(
+        items
+            .into_iter()
+            .zip(a.into_iter().chain(b))
+            .filter_map(|((i, _, key), valid)| valid.then_some((i, key))),
+    );
+    Ok(checked)
+}
+
+/// Starts checking, on a thread beside the delivery pipeline, the signatures of a batch taken
+/// ahead of the one being prepared: those under sender keys already in memory (a key that
+/// arrives in an earlier batch, or is still on disk, is left to [`check_signatures`]). Positions
+/// count the batch's deliveries only, as [`check_signatures`] does. `None` when there is
+/// nothing to check or no thread for it.
+pub(crate) fn check_ahead(
+    core: &Core,
+    pushes: &[hush_protocol::wire::server_push::Body],
+) -> Option<tokio::sync::oneshot::Receiver<Checked>> {
+    use hush_protocol::wire::server_push::Body;
+    let deliveries = pushes.iter().filter_map(|p| match p {
+        Body::Delivery(d) => Some(d),
+        _ => None,
+    });
+    let mut items = Vec::new();
+    for (i, d) in deliveries.enumerate() {
+        let Some((slot, key_id, message)) = signed_by(d) else { continue };
+        let Some(keys) = core.received_keys.get(&slot) else { continue };
+        if let Some(k) = keys.iter().find(|k| k.header().key_id == key_id) {
+            items.push((i, message.to_vec(), k.verifying_key()));
+        }
+    }
+    if items.is_empty() {
+        return None;
+    }
+    crate::runtime::beside(move || {
+        let list: Vec<(&[u8], ed25519_dalek::VerifyingKey)> =
+            items.iter().map(|(_, m, k)| (m.as_slice(), *k)).collect();
+        let valid = crate::sender_key::verify_all(&list);
+        items
+            .iter()
+            .zip(valid)
+            .filter_map(|((i, _, key), valid)| valid.then_some((*i, *key)))
+            .collect()
+    })
+}
+
+/// Whose sender keys: group, member account, device.
+type KeySlot = (Id, AccountId, u32);
+
+/// A delivery's group message: the sender-key slot and key id it names, and its bytes.
+fn signed_by(d: &hush_protocol::wire::Delivery) -> Option<(KeySlot, u32, &[u8])> {
+    let message = crate::message::group_message(&d.payload)?;
+    let sender = AccountId::try_from(d.sender_account.as_slice()).ok()?;
+    let header = crate::sender_key::peek_header(message).ok()?;
+    Some(((header.group_id, sender, d.sender_device), header.key_id, message))
 }
 
 /// A pairwise [`GroupKey`] from `sender`: keeps the key, if the sender may hold one (a member

@@ -18,7 +18,7 @@ use hush_protocol::wire::{Delivery, server_push};
 
 use super::core::{AccountId, Core, MAX_SESSIONS_PER_DEVICE, Overlays, Tx};
 use super::error::ClientError;
-use super::groups::OwedReceipts;
+use super::groups::{Checked, OwedReceipts};
 use super::inner::Inner;
 use super::types::Event;
 use crate::content::{self, Content, content::Body};
@@ -48,7 +48,8 @@ pub(crate) async fn run(
     link: &dyn Link,
     mut deliveries: Box<dyn Deliveries>,
 ) -> Result<(), ClientError> {
-    // A batch taken but not prepared, because it needs device lists fetched first.
+    // A batch taken but not prepared, because it needs device lists fetched first, or because
+    // the run ended with it taken ahead.
     let mut carried: Option<Vec<server_push::Body>> = None;
     let nothing_fetched = Fetched::new();
     loop {
@@ -65,7 +66,11 @@ pub(crate) async fn run(
         let fetched = prefetch_lists(inner, link, &pushes).await?;
         let mut core = inner.core.lock().await;
         let mut current =
-            prepare(inner, link, &mut core, pushes, Overlays::default(), &fetched).await?;
+            prepare(inner, link, &mut core, pushes, Overlays::default(), &fetched, Checked::new())
+                .await?;
+        // The batch after the next one, taken early so that its group signatures are checked
+        // on a thread of their own while the next batch is prepared and this one commits.
+        let mut ahead: Option<Ahead> = None;
         let mut rounds = 1;
         loop {
             let Prepared { batch, after, overlays } = current;
@@ -73,25 +78,43 @@ pub(crate) async fn run(
                 && !after.prekeys_used
                 && !after.go_away
                 && !inner.app_waiting();
-            let mut next = match more {
-                true => match deliveries.try_next().await? {
-                    Some(p) => Some(take_batch(p, deliveries.as_mut()).await?),
+            let mut next = match (more, ahead.take()) {
+                (true, Some(a)) => Some(a),
+                (true, None) => match deliveries.try_next().await? {
+                    Some(p) => Some(Ahead::unchecked(take_batch(p, deliveries.as_mut()).await?)),
                     None => None,
                 },
-                false => None,
+                (false, a) => {
+                    carried = a.map(|a| a.pushes);
+                    None
+                }
             };
             // A next batch that needs device lists waits for the next run, which fetches them
             // with the state unlocked.
-            if next.as_ref().is_some_and(|p| !lists_to_fetch(&core, p).is_empty()) {
-                carried = next.take();
+            if next.as_ref().is_some_and(|n| !lists_to_fetch(&core, &n.pushes).is_empty()) {
+                carried = next.take().map(|n| n.pushes);
+            }
+            if next.is_some()
+                && let Some(p) = deliveries.try_next().await?
+            {
+                ahead = Some(Ahead::start(&core, take_batch(p, deliveries.as_mut()).await?));
             }
             let store = inner.store.as_ref();
             let (committed, next) = match next {
-                Some(pushes) => {
-                    let (c, n) = tokio::join!(
-                        store.commit(batch),
-                        prepare(inner, link, &mut core, pushes, overlays, &nothing_fetched)
-                    );
+                Some(mut n) => {
+                    let (c, n) = tokio::join!(store.commit(batch), async {
+                        let checked = n.checked().await;
+                        prepare(
+                            inner,
+                            link,
+                            &mut core,
+                            n.pushes,
+                            overlays,
+                            &nothing_fetched,
+                            checked,
+                        )
+                        .await
+                    });
                     (c, Some(n))
                 }
                 None => (store.commit(batch).await, None),
@@ -128,6 +151,33 @@ pub(crate) async fn run(
                     break;
                 }
             }
+        }
+    }
+}
+
+/// A batch taken from the stream before its turn, with its group signatures being checked
+/// beside the pipeline ([`super::groups::check_ahead`]).
+struct Ahead {
+    pushes: Vec<server_push::Body>,
+    checking: Option<tokio::sync::oneshot::Receiver<Checked>>,
+}
+
+impl Ahead {
+    fn unchecked(pushes: Vec<server_push::Body>) -> Self {
+        Self { pushes, checking: None }
+    }
+
+    fn start(core: &Core, pushes: Vec<server_push::Body>) -> Self {
+        let checking = super::groups::check_ahead(core, &pushes);
+        Self { pushes, checking }
+    }
+
+    /// What the thread found valid (nothing, if it failed: the messages are then checked in
+    /// the batch, as any other).
+    async fn checked(&mut self) -> Checked {
+        match self.checking.take() {
+            Some(r) => r.await.unwrap_or_default(),
+            None => Checked::new(),
         }
     }
 }
@@ -212,6 +262,7 @@ async fn prepare(
     pushes: Vec<server_push::Body>,
     overlays: Overlays,
     fetched: &Fetched,
+    checked: Checked,
 ) -> Result<Prepared, ClientError> {
     let mut batch = Vec::new();
     let (mut caught_up, mut go_away) = (false, false);
@@ -223,7 +274,7 @@ async fn prepare(
         }
     }
     let tx = Tx::continuing(inner.store.as_ref(), &inner.vault, overlays);
-    match apply_batch(inner, link, core, tx, &batch, fetched).await {
+    match apply_batch(inner, link, core, tx, &batch, fetched, checked).await {
         Ok((tx, queued, prekeys_used)) => {
             let (store_batch, events, overlays) = tx.finish();
             let acks = batch.iter().filter(|d| !d.ephemeral).map(|d| d.seq).collect();
@@ -249,6 +300,7 @@ async fn apply_batch<'a>(
     mut tx: Tx<'a>,
     batch: &[Delivery],
     fetched: &Fetched,
+    ahead: Checked,
 ) -> Result<(Tx<'a>, bool, bool), ClientError> {
     let mut prekeys_used = false;
     let mut touched: Vec<(AccountId, u32)> = Vec::new();
@@ -256,7 +308,7 @@ async fn apply_batch<'a>(
     let before = core.account.next_outbox;
     let me = core.me();
     let mut decrypted: Decrypted<'_> = Vec::with_capacity(batch.len());
-    let checked = super::groups::check_signatures(core, &mut tx, batch).await?;
+    let checked = super::groups::check_signatures(core, &mut tx, batch, ahead).await?;
     for (i, d) in batch.iter().enumerate() {
         let Ok(sender) = AccountId::try_from(d.sender_account.as_slice()) else { continue };
         if sender == me && d.sender_device == core.device_id() {
