@@ -186,6 +186,58 @@ pub fn verify_all(items: &[(&[u8], Signature, VerifyingKey)]) -> Vec<bool> {
     valid
 }
 
+/// Signatures no RFC 8032 signer makes, for the tests and the committed vectors.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use curve25519_dalek::constants::EIGHT_TORSION;
+    use ed25519_dalek::SigningKey;
+
+    /// `R ‖ s` for an `R` encoded as `big_r` whose discrete log (ignoring any small-order
+    /// part) is `r`: `s = r + k·a`.
+    pub fn with_r(signer: &SigningKey, message: &[u8], big_r: [u8; 32], r: Scalar) -> Signature {
+        let k = challenge(&big_r, &signer.verifying_key(), message);
+        let s = r + k * signer.to_scalar();
+        let mut bytes = [0u8; 64];
+        bytes[..32].copy_from_slice(&big_r);
+        bytes[32..].copy_from_slice(s.as_bytes());
+        Signature::from_bytes(&bytes)
+    }
+
+    /// A signature whose R carries a small-order component: the cofactored equation holds, the
+    /// cofactorless one doesn't. Only a signer deviating from RFC 8032 makes these.
+    pub fn torsioned(signer: &SigningKey, message: &[u8], torsion: usize) -> Signature {
+        let r = Scalar::from_bytes_mod_order_wide(&[9; 64]);
+        let big_r = (EdwardsPoint::mul_base(&r) + EIGHT_TORSION[torsion % 8]).compress();
+        with_r(signer, message, big_r.to_bytes(), r)
+    }
+
+    /// A signature that satisfies the equation with R the identity, encoded as y = p + 1 (not
+    /// canonical): RFC 8032 decoding refuses it.
+    pub fn non_canonical_r(signer: &SigningKey, message: &[u8]) -> Signature {
+        let mut p_plus_one = [0xffu8; 32];
+        p_plus_one[0] = 0xee;
+        p_plus_one[31] = 0x7f;
+        with_r(signer, message, p_plus_one, Scalar::ZERO)
+    }
+
+    /// `s + ℓ` in place of `s`: the same point equation, refused for a non-canonical `s`.
+    pub fn non_canonical_s(signature: &Signature) -> Signature {
+        const ELL: [u8; 32] = [
+            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9,
+            0xde, 0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        ];
+        let mut bytes = signature.to_bytes();
+        let mut carry = 0u16;
+        for (b, e) in bytes[32..].iter_mut().zip(ELL) {
+            let sum = u16::from(*b) + u16::from(e) + carry;
+            *b = (sum & 0xff) as u8;
+            carry = sum >> 8;
+        }
+        Signature::from_bytes(&bytes)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
@@ -199,18 +251,8 @@ mod tests {
         SigningKey::from_bytes(&[seed; 32])
     }
 
-    /// A signature whose R carries a small-order component: the cofactored equation holds, the
-    /// cofactorless one doesn't. Only a signer deviating from RFC 8032 makes these.
     fn torsioned(signer: &SigningKey, message: &[u8], torsion: usize) -> Signature {
-        let a = signer.to_scalar();
-        let r = Scalar::from_bytes_mod_order_wide(&[9; 64]);
-        let big_r = (EdwardsPoint::mul_base(&r) + EIGHT_TORSION[torsion]).compress();
-        let k = challenge(big_r.as_bytes(), &signer.verifying_key(), message);
-        let s = r + k * a;
-        let mut bytes = [0u8; 64];
-        bytes[..32].copy_from_slice(big_r.as_bytes());
-        bytes[32..].copy_from_slice(s.as_bytes());
-        Signature::from_bytes(&bytes)
+        super::testing::torsioned(signer, message, torsion)
     }
 
     #[test]
@@ -221,26 +263,19 @@ mod tests {
         assert!(verify(&k.verifying_key(), message, &sig));
         assert!(!verify(&k.verifying_key(), b"another message", &sig));
         assert!(!verify(&key(2).verifying_key(), message, &sig));
-        // s + ℓ: the same point equation, refused for a non-canonical s.
-        let mut bytes = sig.to_bytes();
-        let s = Scalar::from_canonical_bytes(bytes[32..].try_into().unwrap()).unwrap();
-        let ell_plus_s = {
-            // ℓ + s as a 256-bit little-endian integer (it fits: ℓ < 2^253).
-            let ell: [u8; 32] = [
-                0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9,
-                0xde, 0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
-            ];
-            let mut out = [0u8; 32];
-            let mut carry = 0u16;
-            for i in 0..32 {
-                let sum = u16::from(ell[i]) + u16::from(s.as_bytes()[i]) + carry;
-                out[i] = sum as u8;
-                carry = sum >> 8;
-            }
-            out
-        };
-        bytes[32..].copy_from_slice(&ell_plus_s);
-        assert!(!verify(&k.verifying_key(), message, &Signature::from_bytes(&bytes)));
+        let s_plus_ell = testing::non_canonical_s(&sig);
+        assert_ne!(s_plus_ell, sig);
+        assert!(!verify(&k.verifying_key(), message, &s_plus_ell));
+        // R = identity satisfies the equation when s = k·a; only its canonical encoding counts.
+        let odd = testing::non_canonical_r(&k, message);
+        assert!(!verify(&k.verifying_key(), message, &odd));
+        let mut one = [0u8; 32];
+        one[0] = 1;
+        let canonical = testing::with_r(&k, message, one, Scalar::ZERO);
+        assert!(verify(&k.verifying_key(), message, &canonical));
+        let list =
+            [(&message[..], odd, k.verifying_key()), (&message[..], canonical, k.verifying_key())];
+        assert_eq!(verify_all(&list), [false, true]);
     }
 
     #[test]

@@ -269,7 +269,36 @@ fn sender_key_vector() -> Value {
         "distribution": hex::encode(&*distribution.encode()),
         "messages": messages,
         "delivery_order": [0, 2, 1],
+        "signature_rule": signature_rule_cases(&signing_seed),
     })
+}
+
+/// The §16.4 signature rule at its edges, under the vector's signing key: signatures no RFC 8032
+/// signer makes, each with whether a receiver must accept it.
+fn signature_rule_cases(signing_seed: &[u8; 32]) -> Value {
+    use crate::signatures::{testing, verify};
+    use ed25519_dalek::{Signer, SigningKey};
+    let signer = SigningKey::from_bytes(signing_seed);
+    let message = b"signed bytes of a group message";
+    let cases = [
+        ("rfc8032", signer.sign(message), true),
+        ("small_order_component_in_r", testing::torsioned(&signer, message, 1), true),
+        ("s_plus_group_order", testing::non_canonical_s(&signer.sign(message)), false),
+        ("r_not_canonical", testing::non_canonical_r(&signer, message), false),
+    ];
+    let out: Vec<Value> = cases
+        .iter()
+        .map(|(name, signature, valid)| {
+            assert_eq!(verify(&signer.verifying_key(), message, signature), *valid, "{name}");
+            json!({
+                "name": name,
+                "signed": hex::encode(message),
+                "signature": hex::encode(signature.to_bytes()),
+                "valid": valid,
+            })
+        })
+        .collect();
+    json!(out)
 }
 
 #[test]

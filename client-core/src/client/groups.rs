@@ -484,7 +484,24 @@ pub(crate) async fn open_group_message(
 /// Group-message signatures of a delivery batch found valid, by position among the batch's
 /// deliveries: the key each one verified under. [`open_group_message`] skips its own check for
 /// these when that key is its chain's.
-pub(crate) type Checked = std::collections::HashMap<usize, ed25519_dalek::VerifyingKey>;
+#[derive(Default)]
+pub(crate) struct Checked(Vec<Option<ed25519_dalek::VerifyingKey>>);
+
+impl Checked {
+    /// The key the delivery at `position` verified under, if it was checked and valid.
+    pub(crate) fn get(&self, position: usize) -> Option<&ed25519_dalek::VerifyingKey> {
+        self.0.get(position).and_then(Option::as_ref)
+    }
+
+    fn insert(&mut self, position: usize, key: ed25519_dalek::VerifyingKey) {
+        if self.0.len() <= position {
+            self.0.resize(position + 1, None);
+        }
+        if let Some(slot) = self.0.get_mut(position) {
+            *slot = Some(key);
+        }
+    }
+}
 
 /// Checks up front the signatures of a batch's group messages whose sender keys this device
 /// already holds and that `ahead` hasn't checked yet: together (batches per key,
@@ -499,7 +516,7 @@ pub(crate) async fn check_signatures(
 ) -> Result<Checked, ClientError> {
     let mut items = Vec::new();
     for (i, d) in batch.iter().enumerate() {
-        if ahead.contains_key(&i) {
+        if ahead.get(i).is_some() {
             continue;
         }
         let Some((slot, key_id, message)) = signed_by(d) else { continue };
@@ -516,12 +533,11 @@ pub(crate) async fn check_signatures(
         || crate::sender_key::verify_all(second),
     );
     let mut checked = ahead;
-    checked.extend(
-        items
-            .into_iter()
-            .zip(a.into_iter().chain(b))
-            .filter_map(|((i, _, key), valid)| valid.then_some((i, key))),
-    );
+    for ((i, _, key), valid) in items.into_iter().zip(a.into_iter().chain(b)) {
+        if valid {
+            checked.insert(i, key);
+        }
+    }
     Ok(checked)
 }
 
@@ -532,33 +548,53 @@ pub(crate) async fn check_signatures(
 /// nothing to check or no thread for it.
 pub(crate) fn check_ahead(
     core: &Core,
-    pushes: &[hush_protocol::wire::server_push::Body],
+    pushes: &std::sync::Arc<Vec<hush_protocol::wire::server_push::Body>>,
 ) -> Option<tokio::sync::oneshot::Receiver<Checked>> {
-    use hush_protocol::wire::server_push::Body;
-    let deliveries = pushes.iter().filter_map(|p| match p {
-        Body::Delivery(d) => Some(d),
-        _ => None,
-    });
     let mut items = Vec::new();
-    for (i, d) in deliveries.enumerate() {
-        let Some((slot, key_id, message)) = signed_by(d) else { continue };
+    for (i, d) in deliveries(pushes).enumerate() {
+        let Some((slot, key_id, _)) = signed_by(d) else { continue };
         let Some(keys) = core.received_keys.get(&slot) else { continue };
         if let Some(k) = keys.iter().find(|k| k.header().key_id == key_id) {
-            items.push((i, message.to_vec(), k.verifying_key()));
+            items.push((i, k.verifying_key()));
         }
     }
     if items.is_empty() {
         return None;
     }
+    // The thread shares the batch rather than copying it; it lets go before it answers, so the
+    // pipeline gets the batch back whole once it has the answer.
+    let pushes = std::sync::Arc::clone(pushes);
     crate::runtime::beside(move || {
-        let list: Vec<(&[u8], ed25519_dalek::VerifyingKey)> =
-            items.iter().map(|(_, m, k)| (m.as_slice(), *k)).collect();
-        let valid = crate::sender_key::verify_all(&list);
-        items
-            .iter()
-            .zip(valid)
-            .filter_map(|((i, _, key), valid)| valid.then_some((*i, *key)))
-            .collect()
+        let valid = {
+            let messages: Vec<&hush_protocol::wire::Delivery> = deliveries(&pushes).collect();
+            let list: Vec<(&[u8], ed25519_dalek::VerifyingKey)> = items
+                .iter()
+                .filter_map(|(i, key)| {
+                    let (_, _, message) = signed_by(messages.get(*i)?)?;
+                    Some((message, *key))
+                })
+                .collect();
+            crate::sender_key::verify_all(&list)
+        };
+        drop(pushes);
+        let mut checked = Checked::default();
+        for ((i, key), valid) in items.into_iter().zip(valid) {
+            if valid {
+                checked.insert(i, key);
+            }
+        }
+        checked
+    })
+}
+
+/// The deliveries among a batch's pushes, in order (the positions [`Checked`] counts).
+fn deliveries(
+    pushes: &[hush_protocol::wire::server_push::Body],
+) -> impl Iterator<Item = &hush_protocol::wire::Delivery> {
+    use hush_protocol::wire::server_push::Body;
+    pushes.iter().filter_map(|p| match p {
+        Body::Delivery(d) => Some(d),
+        _ => None,
     })
 }
 

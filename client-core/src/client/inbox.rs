@@ -65,9 +65,16 @@ pub(crate) async fn run(
         // Network I/O happens here, before the state is locked for the batch.
         let fetched = prefetch_lists(inner, link, &pushes).await?;
         let mut core = inner.core.lock().await;
-        let mut current =
-            prepare(inner, link, &mut core, pushes, Overlays::default(), &fetched, Checked::new())
-                .await?;
+        let mut current = prepare(
+            inner,
+            link,
+            &mut core,
+            pushes,
+            Overlays::default(),
+            &fetched,
+            Checked::default(),
+        )
+        .await?;
         // The batch after the next one, taken early so that its group signatures are checked
         // on a thread of their own while the next batch is prepared and this one commits.
         let mut ahead: Option<Ahead> = None;
@@ -85,14 +92,14 @@ pub(crate) async fn run(
                     None => None,
                 },
                 (false, a) => {
-                    carried = a.map(|a| a.pushes);
+                    carried = a.map(Ahead::into_pushes);
                     None
                 }
             };
             // A next batch that needs device lists waits for the next run, which fetches them
             // with the state unlocked.
-            if next.as_ref().is_some_and(|n| !lists_to_fetch(&core, &n.pushes).is_empty()) {
-                carried = next.take().map(|n| n.pushes);
+            if next.as_ref().is_some_and(|n| !lists_to_fetch(&core, n.pushes()).is_empty()) {
+                carried = next.take().map(Ahead::into_pushes);
             }
             if next.is_some()
                 && let Some(p) = deliveries.try_next().await?
@@ -101,19 +108,11 @@ pub(crate) async fn run(
             }
             let store = inner.store.as_ref();
             let (committed, next) = match next {
-                Some(mut n) => {
+                Some(n) => {
                     let (c, n) = tokio::join!(store.commit(batch), async {
-                        let checked = n.checked().await;
-                        prepare(
-                            inner,
-                            link,
-                            &mut core,
-                            n.pushes,
-                            overlays,
-                            &nothing_fetched,
-                            checked,
-                        )
-                        .await
+                        let (pushes, checked) = n.finish().await;
+                        prepare(inner, link, &mut core, pushes, overlays, &nothing_fetched, checked)
+                            .await
                     });
                     (c, Some(n))
                 }
@@ -158,27 +157,38 @@ pub(crate) async fn run(
 /// A batch taken from the stream before its turn, with its group signatures being checked
 /// beside the pipeline ([`super::groups::check_ahead`]).
 struct Ahead {
-    pushes: Vec<server_push::Body>,
+    pushes: std::sync::Arc<Vec<server_push::Body>>,
     checking: Option<tokio::sync::oneshot::Receiver<Checked>>,
 }
 
 impl Ahead {
     fn unchecked(pushes: Vec<server_push::Body>) -> Self {
-        Self { pushes, checking: None }
+        Self { pushes: std::sync::Arc::new(pushes), checking: None }
     }
 
     fn start(core: &Core, pushes: Vec<server_push::Body>) -> Self {
+        let pushes = std::sync::Arc::new(pushes);
         let checking = super::groups::check_ahead(core, &pushes);
         Self { pushes, checking }
     }
 
-    /// What the thread found valid (nothing, if it failed: the messages are then checked in
-    /// the batch, as any other).
-    async fn checked(&mut self) -> Checked {
-        match self.checking.take() {
+    fn pushes(&self) -> &[server_push::Body] {
+        &self.pushes
+    }
+
+    /// The batch, and what the thread found valid (nothing, if it failed: the messages are then
+    /// checked in the batch, as any other).
+    async fn finish(self) -> (Vec<server_push::Body>, Checked) {
+        let checked = match self.checking {
             Some(r) => r.await.unwrap_or_default(),
-            None => Checked::new(),
-        }
+            None => Checked::default(),
+        };
+        (std::sync::Arc::unwrap_or_clone(self.pushes), checked)
+    }
+
+    /// The batch, without waiting for the check (copied if the thread still holds it).
+    fn into_pushes(self) -> Vec<server_push::Body> {
+        std::sync::Arc::unwrap_or_clone(self.pushes)
     }
 }
 
@@ -320,7 +330,7 @@ async fn apply_batch<'a>(
                 &mut tx,
                 (sender, d.sender_device),
                 message,
-                checked.get(&i),
+                checked.get(i),
             )
             .await?
             {
