@@ -2,8 +2,9 @@
 //! Hush's rule, against ed25519-dalek's own single check (the floor: RFC 8032's cofactorless
 //! equation), and in batches under one sender key, as a catch-up checks them, against
 //! ed25519-dalek's batch verification of the same signatures (which multiplies each message's
-//! key separately). Each iteration checks `n` signatures; Criterion reports the time per
-//! iteration, so divide by `n` for the time per signature.
+//! key separately), and with one bad signature in the batch (found by halving). Each iteration
+//! checks `n` signatures; Criterion reports the time per iteration, so divide by `n` for the
+//! time per signature.
 //!
 //! Run: `cargo bench -p hush-core --bench signatures`.
 #![allow(missing_docs, clippy::unwrap_used, clippy::indexing_slicing)]
@@ -38,6 +39,12 @@ fn signatures_bench(c: &mut Criterion) {
         }
         g.bench_function(format!("batch_{n}/hush"), |b| {
             b.iter(|| signatures::verify_all(black_box(&items)))
+        });
+        // One signature in the batch does not verify: the batch is halved until it is found.
+        let mut one_bad = items.clone();
+        one_bad[n / 3].1 = signed[n / 3 + 1];
+        g.bench_function(format!("batch_{n}/hush_one_bad"), |b| {
+            b.iter(|| signatures::verify_all(black_box(&one_bad)))
         });
         let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
         let keys = vec![key; n];

@@ -581,6 +581,20 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_key_the_signing_key_rule_refuses_fails_with_its_own_error() {
+        // The client drops such a stored key (client/core.rs) by this exact error.
+        let (_, r) = pair(3);
+        let mut state = r.to_state_bytes().to_vec();
+        let at = 1 + GROUP_HEADER_LEN + 32;
+        let weak = curve25519_dalek::constants::EIGHT_TORSION[1].compress().to_bytes();
+        state[at..at + 32].copy_from_slice(&weak);
+        assert_eq!(
+            ReceivedKey::from_state_bytes(&state).unwrap_err(),
+            SenderKeyError::Malformed("signing key")
+        );
+    }
+
+    #[test]
     fn states_round_trip_with_skipped_keys() {
         let (mut s, mut r) = pair(9);
         let msgs: Vec<_> = (0..5).map(|i| s.encrypt(&[i]).unwrap()).collect();

@@ -183,3 +183,38 @@ async fn a_crash_at_any_commit_while_receiving_loses_nothing() {
         run(vec![Step::Crash { bob: true, commits }, Step::Send { bob: false, count: 4 }]).await;
     }
 }
+
+/// A connection lost in the middle of a catch-up, while one batch is committed and the next is
+/// decrypted in memory but not yet committed: the memory that ran ahead of the store is
+/// forgotten, so the relay's redelivery of the uncommitted batch decrypts again instead of
+/// being taken for a duplicate and dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_lost_between_a_prepared_batch_and_its_commit_loses_nothing() {
+    const N: usize = 2 * hush_core::client::MAX_BATCH + 300;
+    let relay = MemoryRelay::new();
+    let mut alice = Device::create("alice", &relay).await;
+    let mut bob = Device::create("bob", &relay).await;
+    let (alice_id, bob_id) = (alice.id().await, bob.id().await);
+    alice.c().add_contact(&bob_id, "Bob").await.unwrap();
+    bob.c().add_contact(&alice_id, "Alice").await.unwrap();
+    alice.c().send_text(&bob_id, "hello").await.unwrap();
+    bob.wait_history(&alice_id, 1).await;
+    bob.stop().await;
+    for i in 0..N {
+        alice.c().send_text(&bob_id, &format!("queued {i}")).await.unwrap();
+    }
+    alice.c().flush(WAIT).await.unwrap();
+    alice.stop().await;
+    bob.restart().await;
+    // The first batch's events come after its commit, while the next batch is already
+    // decrypted in memory; cutting the connection now ends the run before that one commits.
+    bob.expect("the first queued message", |e| {
+        matches!(e, hush_core::Event::MessageReceived { .. }).then_some(())
+    })
+    .await;
+    relay.sever();
+    let history = bob.wait_history(&alice_id, N + 1).await;
+    let unique: BTreeSet<&String> = history.iter().map(|m| &m.body).collect();
+    assert_eq!(unique.len(), N + 1, "every message once");
+    bob.stop().await;
+}

@@ -144,11 +144,18 @@ async fn session(inner: &Arc<Inner>) -> Result<(), ClientError> {
     }
     inner.set_state(ConnectionState::Connected);
     inner.outbox_ready.notify_one();
-    tokio::select! {
+    let ended = tokio::select! {
         r = super::inbox::run(inner, link.as_ref(), deliveries) => r,
         r = super::outbox::run(inner, link.as_ref()) => r,
         e = link.closed() => Err(e.into()),
-    }
+    };
+    // However the connection ended, the receive pipeline may have left a batch decrypted in
+    // memory and not committed (an error or the end of the stream between the two, or this
+    // select dropping it mid-batch). Its ratchets would then take the relay's redelivery of
+    // that batch for duplicates, and drop it; so memory goes back to what the store holds
+    // before anything else uses it.
+    super::inbox::forget_uncommitted(inner, &mut *inner.core.lock().await).await;
+    ended
 }
 
 /// Registers the account's device list if the relay has not accepted it yet (account creation

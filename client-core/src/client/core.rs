@@ -212,10 +212,18 @@ impl Core {
                 let rec =
                     ReceivedKeysRecord::from_bytes(&vault.open(Table::SenderKeys, &k, &sealed)?)?;
                 for state in &rec.states {
-                    loaded.push(
-                        ReceivedKey::from_state_bytes(state)
-                            .map_err(|e| ClientError::CorruptStore(e.to_string()))?,
-                    );
+                    match ReceivedKey::from_state_bytes(state) {
+                        Ok(k) => loaded.push(k),
+                        // A key kept before the signing-key rule of PROTOCOL.md §16.3 refused
+                        // small-order and non-canonical keys: it is dropped (its messages then
+                        // fail as `unknown_sender_key`), not a reason to stop every delivery.
+                        Err(crate::sender_key::SenderKeyError::Malformed("signing key")) => {
+                            tracing::warn!(
+                                "dropped a stored sender key the signing-key rule refuses"
+                            );
+                        }
+                        Err(e) => return Err(ClientError::CorruptStore(e.to_string())),
+                    }
                 }
             }
             e.insert(loaded);

@@ -101,7 +101,9 @@ pub(crate) async fn run(
             if next.as_ref().is_some_and(|n| !lists_to_fetch(&core, n.pushes()).is_empty()) {
                 carried = next.take().map(Ahead::into_pushes);
             }
+            // Not when the next round is the run's last: its check would go to waste.
             if next.is_some()
+                && rounds + 1 < MAX_PIPELINE
                 && let Some(p) = deliveries.try_next().await?
             {
                 ahead = Some(Ahead::start(&core, take_batch(p, deliveries.as_mut()).await?));
@@ -119,7 +121,7 @@ pub(crate) async fn run(
                 None => (store.commit(batch).await, None),
             };
             if let Err(e) = committed {
-                reload(inner, &mut core).await;
+                forget_uncommitted(inner, &mut core).await;
                 return Err(e.into());
             }
             // Events first: the batch is stored, so the app hears of it even if the ack fails
@@ -295,7 +297,7 @@ async fn prepare(
             })
         }
         Err(e) => {
-            reload(inner, core).await;
+            forget_uncommitted(inner, core).await;
             Err(e)
         }
     }
@@ -411,7 +413,8 @@ async fn apply_batch<'a>(
 }
 
 /// After a failed commit, memory is ahead of disk: reload what a batch may have changed.
-async fn reload(inner: &Inner, core: &mut Core) {
+/// Also called when a connection ends, for a batch prepared and never committed.
+pub(crate) async fn forget_uncommitted(inner: &Inner, core: &mut Core) {
     core.forget_cached_secrets();
     if let Ok(Some(sealed)) = inner.store.get(Table::Meta, crate::records::meta::PREKEYS).await
         && let Ok(plain) = inner.vault.open(Table::Meta, crate::records::meta::PREKEYS, &sealed)
