@@ -168,6 +168,21 @@ impl Device {
         d.started(client).await
     }
 
+    /// Two new accounts' first devices, each in the other's contacts under the given display
+    /// name: `((alice, alice_id), (bob, bob_id))` for `(("alice", "Alice"), ("bob", "Bob"))`.
+    pub async fn contacts(
+        net: &impl Joinable,
+        (a_name, a_display): (&'static str, &str),
+        (b_name, b_display): (&'static str, &str),
+    ) -> ((Self, String), (Self, String)) {
+        let a = Self::create(a_name, net).await;
+        let b = Self::create(b_name, net).await;
+        let (a_id, b_id) = (a.id().await, b.id().await);
+        a.c().add_contact(&b_id, b_display).await.expect("add contact");
+        b.c().add_contact(&a_id, a_display).await.expect("add contact");
+        ((a, a_id), (b, b_id))
+    }
+
     /// The primary device of an existing account, restored from its account key.
     pub async fn restore(name: &'static str, net: &impl Joinable, account_key: &str) -> Self {
         let mut d = Self::blank(name, net, [0x77; 32]);

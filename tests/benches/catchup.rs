@@ -175,11 +175,8 @@ async fn queue(n: usize, group: bool) -> Queued {
         ("connection-request-burst", "1000000"),
         ("mailbox-max-envelopes", "1000000"),
     ]);
-    let mut alice = Device::create("alice", &relay).await;
-    let mut bob = Device::create("bob", &relay).await;
-    let (alice_id, bob_id) = (alice.id().await, bob.id().await);
-    alice.c().add_contact(&bob_id, "Bob").await.unwrap();
-    bob.c().add_contact(&alice_id, "Alice").await.unwrap();
+    let ((mut alice, alice_id), (mut bob, bob_id)) =
+        Device::contacts(&relay, ("alice", "Alice"), ("bob", "Bob")).await;
     alice.c().send_text(&bob_id, "warm-up").await.unwrap();
     bob.wait_history(&alice_id, 1).await;
     bob.c().send_text(&alice_id, "warm-up reply").await.unwrap();

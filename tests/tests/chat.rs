@@ -129,11 +129,8 @@ async fn multi_device_chat_in_the_same_order_everywhere_with_receipts(relay: imp
 
 on_both_networks!(offline_peer_gets_500_messages_in_order_once);
 async fn offline_peer_gets_500_messages_in_order_once(relay: impl Joinable) {
-    let alice = Device::create("alice", &relay).await;
-    let mut bob = Device::create("bob", &relay).await;
-    let (alice_id, bob_id) = (alice.id().await, bob.id().await);
-    alice.c().add_contact(&bob_id, "Bob").await.unwrap();
-    bob.c().add_contact(&alice_id, "Alice").await.unwrap();
+    let ((alice, alice_id), (mut bob, bob_id)) =
+        Device::contacts(&relay, ("alice", "Alice"), ("bob", "Bob")).await;
     bob.stop().await;
 
     for i in 0..500 {
@@ -157,11 +154,8 @@ async fn offline_peer_gets_500_messages_in_order_once(relay: impl Joinable) {
 
 on_both_networks!(typing_reaches_an_online_peer_and_is_never_stored);
 async fn typing_reaches_an_online_peer_and_is_never_stored(relay: impl Joinable) {
-    let alice = Device::create("alice", &relay).await;
-    let mut bob = Device::create("bob", &relay).await;
-    let (alice_id, bob_id) = (alice.id().await, bob.id().await);
-    alice.c().add_contact(&bob_id, "Bob").await.unwrap();
-    bob.c().add_contact(&alice_id, "Alice").await.unwrap();
+    let ((alice, alice_id), (mut bob, bob_id)) =
+        Device::contacts(&relay, ("alice", "Alice"), ("bob", "Bob")).await;
     // A first message so sessions exist (typing itself may also start them).
     alice.c().send_text(&bob_id, "hello").await.unwrap();
     bob.wait_history(&alice_id, 1).await;
@@ -201,11 +195,8 @@ async fn typing_reaches_an_online_peer_and_is_never_stored(relay: impl Joinable)
 
 on_both_networks!(a_new_device_receives_and_a_removed_one_stops);
 async fn a_new_device_receives_and_a_removed_one_stops(relay: impl Joinable) {
-    let alice = Device::create("alice", &relay).await;
-    let bob = Device::create("bob-phone", &relay).await;
-    let (alice_id, bob_id) = (alice.id().await, bob.id().await);
-    alice.c().add_contact(&bob_id, "Bob").await.unwrap();
-    bob.c().add_contact(&alice_id, "Alice").await.unwrap();
+    let ((alice, alice_id), (bob, bob_id)) =
+        Device::contacts(&relay, ("alice", "Alice"), ("bob-phone", "Bob")).await;
     alice.c().send_text(&bob_id, "before the tablet").await.unwrap();
     bob.wait_history(&alice_id, 1).await;
 
@@ -246,11 +237,8 @@ async fn a_new_device_receives_and_a_removed_one_stops(relay: impl Joinable) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_restart_keeps_sessions_history_and_outbox_and_relay_downtime_loses_nothing() {
     let mut relay = Relay::temp();
-    let mut alice = Device::create("alice", &relay).await;
-    let bob = Device::create("bob", &relay).await;
-    let (alice_id, bob_id) = (alice.id().await, bob.id().await);
-    alice.c().add_contact(&bob_id, "Bob").await.unwrap();
-    bob.c().add_contact(&alice_id, "Alice").await.unwrap();
+    let ((mut alice, alice_id), (bob, bob_id)) =
+        Device::contacts(&relay, ("alice", "Alice"), ("bob", "Bob")).await;
     alice.c().send_text(&bob_id, "one").await.unwrap();
     bob.wait_history(&alice_id, 1).await;
     bob.c().send_text(&alice_id, "two").await.unwrap();
@@ -299,11 +287,8 @@ async fn longest_text_round_trips_and_one_more_character_is_refused(relay: impl 
 
 on_both_networks!(identity_change_is_surfaced_and_holds_sends_to_a_verified_contact);
 async fn identity_change_is_surfaced_and_holds_sends_to_a_verified_contact(relay: impl Joinable) {
-    let mut alice = Device::create("alice", &relay).await;
-    let mut bob = Device::create("bob", &relay).await;
-    let (alice_id, bob_id) = (alice.id().await, bob.id().await);
-    alice.c().add_contact(&bob_id, "Bob").await.unwrap();
-    bob.c().add_contact(&alice_id, "Alice").await.unwrap();
+    let ((mut alice, alice_id), (mut bob, bob_id)) =
+        Device::contacts(&relay, ("alice", "Alice"), ("bob", "Bob")).await;
     assert_eq!(
         alice.c().safety_number(&bob_id).await.unwrap(),
         bob.c().safety_number(&alice_id).await.unwrap()

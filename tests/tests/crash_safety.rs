@@ -68,11 +68,8 @@ async fn revive(d: &mut Device) {
 /// and Bob, and the relay.
 async fn run(plan: Vec<Step>) -> ([Sent; 2], MemoryRelay) {
     let relay = MemoryRelay::new();
-    let mut alice = Device::create("alice", &relay).await;
-    let mut bob = Device::create("bob", &relay).await;
-    let (alice_id, bob_id) = (alice.id().await, bob.id().await);
-    alice.c().add_contact(&bob_id, "Bob").await.unwrap();
-    bob.c().add_contact(&alice_id, "Alice").await.unwrap();
+    let ((mut alice, alice_id), (mut bob, bob_id)) =
+        Device::contacts(&relay, ("alice", "Alice"), ("bob", "Bob")).await;
     let mut sent = [Sent::default(), Sent::default()];
     let mut next = 0;
     for step in plan {
@@ -192,11 +189,8 @@ async fn a_crash_at_any_commit_while_receiving_loses_nothing() {
 async fn a_connection_lost_between_a_prepared_batch_and_its_commit_loses_nothing() {
     const N: usize = 2 * hush_core::client::MAX_BATCH + 300;
     let relay = MemoryRelay::new();
-    let mut alice = Device::create("alice", &relay).await;
-    let mut bob = Device::create("bob", &relay).await;
-    let (alice_id, bob_id) = (alice.id().await, bob.id().await);
-    alice.c().add_contact(&bob_id, "Bob").await.unwrap();
-    bob.c().add_contact(&alice_id, "Alice").await.unwrap();
+    let ((mut alice, alice_id), (mut bob, bob_id)) =
+        Device::contacts(&relay, ("alice", "Alice"), ("bob", "Bob")).await;
     alice.c().send_text(&bob_id, "hello").await.unwrap();
     bob.wait_history(&alice_id, 1).await;
     bob.stop().await;
