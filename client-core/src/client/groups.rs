@@ -493,12 +493,22 @@ impl Checked {
         self.0.get(position).and_then(Option::as_ref)
     }
 
-    fn insert(&mut self, position: usize, key: ed25519_dalek::VerifyingKey) {
-        if self.0.len() <= position {
-            self.0.resize(position + 1, None);
-        }
-        if let Some(slot) = self.0.get_mut(position) {
-            *slot = Some(key);
+    /// Records the checked `(position, key)` pairs whose answer in `valid` (same order) is yes.
+    fn record(
+        &mut self,
+        checked: impl IntoIterator<Item = (usize, ed25519_dalek::VerifyingKey)>,
+        valid: impl IntoIterator<Item = bool>,
+    ) {
+        for ((position, key), valid) in checked.into_iter().zip(valid) {
+            if !valid {
+                continue;
+            }
+            if self.0.len() <= position {
+                self.0.resize(position + 1, None);
+            }
+            if let Some(slot) = self.0.get_mut(position) {
+                *slot = Some(key);
+            }
         }
     }
 }
@@ -533,11 +543,7 @@ pub(crate) async fn check_signatures(
         || crate::sender_key::verify_all(second),
     );
     let mut checked = ahead;
-    for ((i, _, key), valid) in items.into_iter().zip(a.into_iter().chain(b)) {
-        if valid {
-            checked.insert(i, key);
-        }
-    }
+    checked.record(items.into_iter().map(|(i, _, key)| (i, key)), a.into_iter().chain(b));
     Ok(checked)
 }
 
@@ -578,11 +584,7 @@ pub(crate) fn check_ahead(
         };
         drop(pushes);
         let mut checked = Checked::default();
-        for ((i, key), valid) in items.into_iter().zip(valid) {
-            if valid {
-                checked.insert(i, key);
-            }
-        }
+        checked.record(items, valid);
         checked
     })
 }
